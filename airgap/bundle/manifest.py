@@ -1,0 +1,147 @@
+"""The bundle manifest: building, canonical (RFC 8785) bytes, and parsing with schema checks.
+
+This module only de/serializes; it does no I/O, signing or trust decisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import rfc8785
+
+from airgap.errors import NonCanonical, SchemaError
+from airgap.schema import validate
+from airgap.units import format_timestamp, parse_timestamp
+
+FORMAT = "airgap-bundle/1"
+MANIFEST_NAME = "manifest.json"
+SUMS_NAME = "SHA256SUMS"
+ITEMS_NAME = "items.json"
+MANIFEST_MAX = 16 * 1024 * 1024  # bytes
+KINDS = ("request", "response")
+ROLE_FOR_KIND = {"request": "inside", "response": "outside"}
+
+
+def canonical_bytes(document: Any) -> bytes:
+    """RFC 8785 canonical JSON of `document`."""
+    data: bytes = rfc8785.dumps(document)
+    return data
+
+
+@dataclass(frozen=True)
+class MemberEntry:
+    """One listed payload member: its path, SHA-256 and size."""
+
+    path: str
+    sha256: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "size": self.size}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The signed description of a bundle (DESIGN §4)."""
+
+    bundle_id: str
+    kind: str
+    created: datetime
+    expires: datetime
+    producer: Mapping[str, str]
+    sequence: int
+    in_reply_to: Mapping[str, str] | None
+    audit_head: str
+    summary: Mapping[str, Any]
+    members: tuple[MemberEntry, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "bundle_id": self.bundle_id,
+            "kind": self.kind,
+            "created": format_timestamp(self.created),
+            "expires": format_timestamp(self.expires),
+            "producer": dict(self.producer),
+            "sequence": self.sequence,
+            "in_reply_to": dict(self.in_reply_to) if self.in_reply_to is not None else None,
+            "audit_head": self.audit_head,
+            "summary": {
+                "items": self.summary["items"],
+                "by_action": dict(self.summary["by_action"]),
+            },
+            "members": [m.to_json() for m in self.members],
+        }
+
+    def to_canonical_bytes(self) -> bytes:
+        """The exact bytes of `manifest.json`, the object every signature covers."""
+        return canonical_bytes(self.to_json())
+
+    @property
+    def producer_fingerprint(self) -> str:
+        return self.producer["fingerprint"]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        """Parse `manifest.json`, requiring canonical form and a schema-valid document.
+
+        Raises:
+            NonCanonical: the bytes are not JSON or not byte-equal to their canonical form.
+            SchemaError: the document breaks the manifest schema or its own invariants.
+        """
+        try:
+            document = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise NonCanonical("manifest.json is not UTF-8 JSON") from None
+        try:
+            canonical = canonical_bytes(document)
+        except Exception:  # rfc8785 raises its own errors for unrepresentable numbers
+            raise NonCanonical("manifest.json holds values canonical JSON cannot express") from None
+        if canonical != data:
+            raise NonCanonical(
+                "manifest.json is not in RFC 8785 canonical form",
+                hint="Bundles must be written by airgap; a re-formatted manifest is refused.",
+            )
+        validate("manifest", document, what="manifest.json")
+        created = parse_timestamp(document["created"])
+        expires = parse_timestamp(document["expires"])
+        if expires <= created:
+            raise SchemaError("manifest.json: expires is not after created")
+        members = tuple(MemberEntry(**m) for m in document["members"])
+        paths = [m.path for m in members]
+        if len(set(paths)) != len(paths):
+            raise SchemaError("manifest.json: a member is listed twice")
+        return cls(
+            bundle_id=document["bundle_id"],
+            kind=document["kind"],
+            created=created,
+            expires=expires,
+            producer=document["producer"],
+            sequence=document["sequence"],
+            in_reply_to=document["in_reply_to"],
+            audit_head=document["audit_head"],
+            summary=document["summary"],
+            members=members,
+        )
+
+
+def summarize(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The manifest's `summary`: item count and count per action."""
+    counts = Counter(str(item["action"]) for item in items)
+    return {"items": len(items), "by_action": dict(sorted(counts.items()))}
+
+
+def sums_text(entries: Sequence[MemberEntry]) -> bytes:
+    """`SHA256SUMS` content for `sha256sum -c`: two spaces between hash and path."""
+    return "".join(f"{e.sha256}  {e.path}\n" for e in entries).encode("utf-8")
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex SHA-256 of bytes."""
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,36 @@
+"""Member-name rules of `airgap-bundle/1` (DESIGN §4), shared by the writer and the reader."""
+
+from __future__ import annotations
+
+import re
+
+from airgap.errors import UnsafeMember
+
+_ALLOWED = re.compile(r"^[A-Za-z0-9._/-]+$")
+MAX_LENGTH = 200
+MAX_DEPTH = 6
+SIGNATURE_NAME = re.compile(r"^signatures/([0-9a-f]{16})\.sig$")
+
+
+def check_member_name(name: str) -> None:
+    """Refuse a member path that is not relative, normalized and made of safe characters.
+
+    Raises:
+        UnsafeMember: naming the rule the path breaks.
+    """
+    shown = name[:80].encode("unicode_escape").decode("ascii")
+    if not name:
+        raise UnsafeMember("a member has an empty name")
+    if name.startswith("/"):
+        raise UnsafeMember(f"member {shown!r} has an absolute path")
+    if len(name) > MAX_LENGTH:
+        raise UnsafeMember(f"member {shown!r}… is longer than {MAX_LENGTH} characters")
+    if not _ALLOWED.match(name):
+        raise UnsafeMember(f"member {shown!r} has characters outside [A-Za-z0-9._/-]")
+    parts = name.split("/")
+    if ".." in parts:
+        raise UnsafeMember(f"member {shown!r} climbs out with '..'")
+    if any(part in ("", ".") for part in parts):
+        raise UnsafeMember(f"member {shown!r} is not a normalized path")
+    if len(parts) > MAX_DEPTH:
+        raise UnsafeMember(f"member {shown!r} is nested deeper than {MAX_DEPTH} levels")

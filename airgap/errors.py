@@ -1,0 +1,153 @@
+"""The one exception hierarchy of airgap; every core error carries a stable code and exit code.
+
+Only `airgap.cli` turns these into output and exit codes. Families are split by who is at fault:
+`VerificationError` (the bundle was refused, exit 3) versus everything else (exit 1).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class AirgapError(Exception):
+    """Base of every error the core raises; the CLI maps it to output and an exit code."""
+
+    code: ClassVar[str] = "E_INTERNAL"
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+# --- exit 1: the operator's input, configuration or the network --------------------------------
+
+
+class InputError(AirgapError):
+    """A capture, report or other input file could not be read as what it claims to be."""
+
+    code = "E_INPUT"
+
+
+class PlanError(AirgapError):
+    """A plan file is invalid; `problems` lists every bad row with its line number."""
+
+    code = "E_PLAN"
+
+    def __init__(
+        self, message: str, *, problems: list[str] | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems or []
+
+
+class ConfigError(AirgapError):
+    """The home, config.toml, an environment override or a key file is missing or invalid."""
+
+    code = "E_CONFIG"
+
+
+class AuthError(AirgapError):
+    """A credential was refused: a vendor login, or the passphrase of a private key."""
+
+    code = "E_AUTH"
+
+
+class VendorError(AirgapError):
+    """A vendor API answered with an error that is not about credentials."""
+
+    code = "E_VENDOR"
+
+
+class NetworkError(AirgapError):
+    """A vendor could not be reached, or did not answer in time."""
+
+    code = "E_NETWORK"
+
+
+# --- exit 3: a bundle was refused --------------------------------------------------------------
+
+
+class VerificationError(AirgapError):
+    """A bundle was refused; nothing it carries may be used."""
+
+    exit_code = 3
+
+
+class NotABundle(VerificationError):
+    code = "E_NOT_A_BUNDLE"
+
+
+class UnsafeMember(VerificationError):
+    code = "E_UNSAFE_MEMBER"
+
+
+class UnlistedMember(VerificationError):
+    code = "E_UNLISTED_MEMBER"
+
+
+class MissingMember(VerificationError):
+    code = "E_MISSING_MEMBER"
+
+
+class HashMismatch(VerificationError):
+    code = "E_HASH_MISMATCH"
+
+    @classmethod
+    def for_member(cls, name: str, expected: str, actual: str) -> HashMismatch:
+        return cls(
+            f"{name}: sha256 {actual} does not match the manifest ({expected})",
+            hint="The bundle changed in transit; ask the sender for a fresh copy.",
+        )
+
+
+class SizeLimit(VerificationError):
+    code = "E_SIZE_LIMIT"
+
+
+class NonCanonical(VerificationError):
+    code = "E_NONCANONICAL"
+
+
+class SchemaError(VerificationError):
+    code = "E_SCHEMA"
+
+
+class SignatureError(VerificationError):
+    code = "E_SIGNATURE"
+
+
+class UntrustedKey(VerificationError):
+    code = "E_UNTRUSTED_KEY"
+
+
+class ThresholdNotMet(VerificationError):
+    code = "E_THRESHOLD"
+
+
+class WrongRole(VerificationError):
+    code = "E_WRONG_ROLE"
+
+
+class Expired(VerificationError):
+    code = "E_EXPIRED"
+
+
+class NotYetValid(VerificationError):
+    code = "E_NOT_YET_VALID"
+
+
+class Replay(VerificationError):
+    code = "E_REPLAY"
+
+
+class UnknownRequest(VerificationError):
+    code = "E_UNKNOWN_REQUEST"
+
+
+class DecryptFailed(VerificationError):
+    code = "E_DECRYPT"

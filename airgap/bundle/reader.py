@@ -115,6 +115,7 @@ class OpenedBundle:
     checks: list[str] = field(default_factory=list)
     problems: list[VerificationError] = field(default_factory=list)
     _files: dict[str, Path] = field(default_factory=dict)
+    _blobs: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def manifest_sha256(self) -> str:
@@ -128,9 +129,15 @@ class OpenedBundle:
         """
         return self._files[member]
 
-    def member_paths(self) -> list[str]:
-        """Paths of the kept payload members, in bundle order."""
-        return list(self._files)
+    def member_source(self, member: str) -> Path | bytes:
+        """The verified content of a payload member: bytes for small metadata, else a path.
+
+        Raises:
+            KeyError: the member was not kept.
+        """
+        if member in self._blobs:
+            return self._blobs[member]
+        return self._files[member]
 
 
 class _Sink:
@@ -302,6 +309,7 @@ class _BundleReader:
             checks=self.checks,
             problems=self.problems,
             _files=kept,
+            _blobs=small,
         )
 
     def stream_member(

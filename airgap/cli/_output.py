@@ -1,0 +1,110 @@
+"""Shared CLI plumbing: global state, printing, prompts and the mapping of errors to exits."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from airgap.errors import AirgapError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+_logger = logging.getLogger("airgap")
+
+
+@dataclass
+class AppState:
+    """Global options, resolved once in the root callback."""
+
+    home: Path
+    json: bool = False
+    quiet: bool = False
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def passphrase(self) -> str | None:
+        """AIRGAP_PASSPHRASE, or a prompt when a person is at the terminal."""
+        value = self.env.get("AIRGAP_PASSPHRASE")
+        if value:
+            return value
+        if sys.stdin.isatty() and not self.json:
+            return getpass.getpass("Passphrase for this airgap home: ") or None
+        return None
+
+    def open_home(self) -> Any:
+        """Open the home the global options point at."""
+        from airgap.home import Home
+
+        return Home.open(self.home, self.env, passphrase=self.passphrase)
+
+    def say(self, text: str) -> None:
+        """Human output on stdout, silent under --quiet or --json."""
+        if not self.quiet and not self.json:
+            out.print(text)
+
+    def note(self, text: str) -> None:
+        """Secondary human output on stderr, silent under --quiet or --json."""
+        if not self.quiet and not self.json:
+            err.print(text)
+
+    def emit(self, document: Mapping[str, Any], human: Callable[[], None] | None = None) -> None:
+        """Print the result: one JSON document under --json, else the human rendering."""
+        if self.json:
+            print(json.dumps({"ok": True, **document}, indent=2, sort_keys=True, default=str))
+        elif human is not None and not self.quiet:
+            human()
+
+
+def state(ctx: typer.Context) -> AppState:
+    """The AppState of the root callback."""
+    obj = ctx.find_root().obj
+    assert isinstance(obj, AppState)
+    return obj
+
+
+def fail(
+    app: AppState, code: str, message: str, exit_code: int, hint: str | None = None
+) -> NoReturn:
+    """Print one failure the way every command does and exit."""
+    if app.json:
+        print(json.dumps({"ok": False, "error": {"code": code, "message": message}}))
+    else:
+        err.print(f"[bold red]error[/] {code}: {escape(message)}")
+        if hint:
+            err.print(f"[dim]hint:[/] {escape(hint)}")
+    raise typer.Exit(code=exit_code)
+
+
+@contextmanager
+def mapped_errors(app: AppState) -> Iterator[None]:
+    """Turn core errors into one line (plus a hint) and their exit code; never a traceback."""
+    try:
+        yield
+    except AirgapError as exc:
+        fail(app, exc.code, exc.message, exc.exit_code, exc.hint)
+    except KeyboardInterrupt:
+        fail(app, "E_INTERRUPTED", "interrupted", 130)
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as exc:  # a bug: say so in one line, keep the traceback for --debug runs
+        if app.env.get("AIRGAP_DEBUG"):
+            raise
+        _logger.debug("internal error", exc_info=True)
+        fail(
+            app,
+            "E_INTERNAL",
+            f"internal error: {type(exc).__name__}: {exc}",
+            1,
+            hint="This is a bug in airgap. Re-run with AIRGAP_DEBUG=1 for the traceback.",
+        )

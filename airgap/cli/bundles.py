@@ -1,0 +1,153 @@
+"""Commands that look at a bundle: verify, inspect, approve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from airgap.cli._output import mapped_errors, out, state
+
+BundleArg = Annotated[Path, typer.Argument(help="The .airgap bundle file.", show_default=False)]
+_STATUS_STYLE = {"valid": "green", "untrusted": "yellow", "invalid": "bold red"}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verify")(verify_cmd)
+    app.command("inspect")(inspect_cmd)
+    app.command("approve")(approve_cmd)
+
+
+def verify_cmd(ctx: typer.Context, bundle: BundleArg) -> None:
+    """Verify a bundle against this home's trust store and say what was checked.
+
+    Exit 0 when it verifies, 3 when it is refused (the code says why).
+    """
+    app = state(ctx)
+    with mapped_errors(app):
+        from airgap.review import verify
+
+        opened = verify(app.open_home(), bundle)
+    manifest = opened.manifest
+
+    def human() -> None:
+        out.print(
+            f"[green]OK[/] {escape(bundle.name)}: {manifest.kind} {manifest.bundle_id} "
+            f"from {escape(manifest.producer['name'])}, {len(opened.items)} items"
+        )
+        for check in opened.checks:
+            out.print(f"  [green]✓[/] {escape(check)}")
+        out.print(f"  manifest sha256 {opened.manifest_sha256}")
+
+    app.emit(
+        {
+            "bundle_id": manifest.bundle_id,
+            "kind": manifest.kind,
+            "manifest_sha256": opened.manifest_sha256,
+            "producer": dict(manifest.producer),
+            "items": len(opened.items),
+            "encrypted": opened.encrypted,
+            "compressed": opened.compressed,
+            "signatures": [c.to_json() for c in opened.signatures],
+            "checks": opened.checks,
+        },
+        human,
+    )
+
+
+def inspect_cmd(ctx: typer.Context, bundle: BundleArg) -> None:
+    """List a bundle's manifest, signatures and items without needing trust.
+
+    Each signature is marked valid, untrusted (key not in this home's trust store) or invalid.
+    Works without a home too (every signature is then untrusted).
+    """
+    app = state(ctx)
+    with mapped_errors(app):
+        from airgap.config import HomePaths
+        from airgap.review import inspect
+
+        home = app.open_home() if HomePaths(app.home).exists() else None
+        report = inspect(home, bundle)
+    document = report.to_json()
+
+    def human() -> None:
+        _print_inspection(bundle, document)
+
+    if app.json:
+        app.emit(document)
+    elif not app.quiet:
+        human()
+
+
+def _print_inspection(bundle: Path, doc: dict[str, Any]) -> None:
+    manifest = doc["manifest"]
+    producer = manifest["producer"]
+    out.print(f"[bold]{escape(bundle.name)}[/]  {manifest['kind']} {manifest['bundle_id']}")
+    out.print(
+        f"  producer  {escape(producer['name'])} ({producer['role']}) {producer['fingerprint']}\n"
+        f"  sequence  {manifest['sequence']}\n"
+        f"  created   {manifest['created']}   expires {manifest['expires']}\n"
+        f"  manifest  sha256 {doc['manifest_sha256']}"
+    )
+    if manifest["in_reply_to"]:
+        reply = manifest["in_reply_to"]
+        out.print(f"  replies to {reply['bundle_id']} (manifest {reply['manifest_sha256']})")
+    for sig in doc["signatures"]:
+        style = _STATUS_STYLE.get(sig["status"], "")
+        who = f" {escape(sig['name'])} ({sig['role']})" if sig["name"] else ""
+        out.print(f"  signature [{style}]{sig['status']}[/]{who} {sig['fingerprint']}")
+    for problem in doc["problems"]:
+        out.print(f"  [yellow]![/] {problem['code']}: {escape(problem['message'])}")
+    table = Table("id", "action", "device", "status", "files")
+    for item in doc["items"][:200]:
+        device = item.get("device") or {}
+        label = device.get("hostname") or ""
+        if "udi" in device:
+            label = f"{label} {device['udi']['pid']}:{device['udi']['sn']}".strip()
+        label = device.get("mac", label)
+        table.add_row(
+            escape(item["id"]),
+            item["action"],
+            escape(label),
+            item.get("status", ""),
+            str(len(item.get("files", []))),
+        )
+    out.print(table)
+    if len(doc["items"]) > 200:
+        out.print(f"  … and {len(doc['items']) - 200} more items (use --json for all)")
+
+
+def approve_cmd(
+    ctx: typer.Context,
+    bundle: BundleArg,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write the co-signed bundle here (default: in place)."),
+    ] = None,
+) -> None:
+    """Add this home's signature to a bundle (two-person rule) without changing manifest.json.
+
+    The bundle must verify with this home's trust store, and this home must have the role
+    that produces that kind of bundle.
+    """
+    app = state(ctx)
+    with mapped_errors(app):
+        from airgap.review import approve
+
+        result = approve(app.open_home(), bundle, output)
+    app.emit(
+        {
+            "file": str(result.path),
+            "bundle_id": result.bundle_id,
+            "manifest_sha256": result.manifest_sha256,
+            "signatures": result.signatures,
+            "already_approved": result.already,
+        },
+        lambda: out.print(
+            ("Already approved by this home: " if result.already else "Approved: ")
+            + f"{escape(str(result.path))} now carries {result.signatures} signature(s)"
+        ),
+    )

@@ -1,0 +1,197 @@
+"""Looking at a bundle: verify it, inspect it without trust, or approve it with a co-signature.
+
+Each operation records its event (or the refusal and its code) in the home's audit log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airgap.bundle import OpenedBundle, TrustPolicy, open_bundle, write_bundle_file
+from airgap.bundle.manifest import ROLE_FOR_KIND
+from airgap.bundle.reader import Limits
+from airgap.errors import ConfigError, VerificationError, WrongRole
+from airgap.home import Home
+from airgap.keys import fp16
+from airgap.trust import TrustStore
+
+
+@contextlib.contextmanager
+def audited_refusal(home: Home, action: str, path: Path) -> Iterator[None]:
+    """Record a refused bundle (with its error code) in the audit log, then re-raise."""
+    try:
+        yield
+    except VerificationError as exc:
+        home.audit().append(
+            "refusal",
+            outcome="refused",
+            details={"action": action, "file": path.name, "code": exc.code, "reason": exc.message},
+        )
+        raise
+
+
+def _identity_if_encrypted(home: Home, path: Path) -> object | None:
+    from airgap.bundle.crypt import is_age
+
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return None  # the reader reports the unreadable file with its own code
+    return home.identity() if is_age(head) else None
+
+
+def verify(home: Home, path: Path, *, expected_kind: str | None = None) -> OpenedBundle:
+    """Fully verify a bundle against this home's trust store and log the outcome.
+
+    Raises:
+        VerificationError: the bundle is refused (the refusal is logged first).
+    """
+    with audited_refusal(home, "verify", path):
+        opened = _open_verified(home, path, home.policy(expected_kind=expected_kind))
+    manifest = opened.manifest
+    home.audit().append(
+        "verify",
+        bundle_id=manifest.bundle_id,
+        manifest_sha256=opened.manifest_sha256,
+        details={
+            "file": path.name,
+            "kind": manifest.kind,
+            "producer": dict(manifest.producer),
+            "producer_audit_head": manifest.audit_head,
+            "signers": [c.fingerprint for c in opened.signatures if c.status == "valid"],
+        },
+    )
+    return opened
+
+
+def _open_verified(home: Home, path: Path, policy: TrustPolicy) -> OpenedBundle:
+    identity = _identity_if_encrypted(home, path)
+    with open_bundle(path, policy, identity=identity, limits=home.limits()) as opened:
+        return opened
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What `inspect` shows: the bundle as read, plus trust and time findings not enforced."""
+
+    opened: OpenedBundle
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "manifest": self.opened.manifest.to_json(),
+            "manifest_sha256": self.opened.manifest_sha256,
+            "signatures": [c.to_json() for c in self.opened.signatures],
+            "problems": [{"code": p.code, "message": p.message} for p in self.opened.problems],
+            "items": self.opened.items,
+        }
+
+
+def inspect(home: Home | None, path: Path) -> Inspection:
+    """Read a bundle without requiring trust: signatures are reported valid/untrusted/invalid.
+
+    Structure (safe members, hashes, canonical manifest, schema) is still enforced: a bundle
+    that breaks it is refused, because nothing in it could be shown faithfully.
+
+    Raises:
+        VerificationError: the bundle is structurally unsound.
+    """
+    if home is None:
+        policy = TrustPolicy(trust=TrustStore([]), enforce=False)
+        with open_bundle(path, policy, limits=Limits()) as opened:
+            return Inspection(opened)
+    return Inspection(_open_verified(home, path, home.policy(enforce=False)))
+
+
+@dataclass(frozen=True)
+class Approval:
+    """The result of `approve`: the file written and the signatures it now carries."""
+
+    path: Path
+    bundle_id: str
+    manifest_sha256: str
+    signatures: int
+    already: bool
+
+
+def approve(home: Home, path: Path, output: Path | None = None) -> Approval:
+    """Add this home's co-signature to a verified bundle without changing `manifest.json`.
+
+    Raises:
+        VerificationError: the bundle does not verify (the threshold is not demanded yet).
+        WrongRole: this home's role cannot sign this kind of bundle.
+        ConfigError: the signing key cannot be loaded.
+    """
+    policy = TrustPolicy(
+        trust=home.trust_store(),
+        required_signatures=home.config.required_signatures,
+        require_threshold=False,
+    )
+    target = output or path
+    with audited_refusal(home, "approve", path):
+        identity = _identity_if_encrypted(home, path)
+        with open_bundle(
+            path,
+            policy,
+            identity=identity,
+            limits=home.limits(),
+            keep_files=True,
+            temp_root=target.parent,
+        ) as opened:
+            manifest = opened.manifest
+            if ROLE_FOR_KIND[manifest.kind] != home.role:
+                raise WrongRole(
+                    f"an {home.role} site cannot approve a {manifest.kind}; "
+                    f"{ROLE_FOR_KIND[manifest.kind]} sites sign those"
+                )
+            signer = home.signer()
+            key = fp16(signer.fingerprint)
+            signatures = dict(opened.raw_signatures)
+            already = key in signatures
+            if not already:
+                signatures[key] = signer.sign(opened.manifest_bytes)
+            recipients: list[str] = []
+            if opened.encrypted:
+                other = "outside" if home.role == "inside" else "inside"
+                recipients = [*home.trust_store().recipients(other), home.card().age_recipient]
+            if not already or output is not None:
+                write_bundle_file(
+                    target,
+                    manifest_bytes=opened.manifest_bytes,
+                    signatures=signatures,
+                    payload=[(m, opened.member_source(m.path)) for m in manifest.members],
+                    mtime=int(manifest.created.timestamp()),
+                    compress=opened.compressed,
+                    encrypt_to=recipients,
+                )
+    if not already:
+        home.audit().append(
+            "approve",
+            bundle_id=manifest.bundle_id,
+            manifest_sha256=opened.manifest_sha256,
+            details={"file": target.name, "signatures": len(signatures)},
+        )
+    return Approval(
+        path=target,
+        bundle_id=manifest.bundle_id,
+        manifest_sha256=opened.manifest_sha256,
+        signatures=len(signatures),
+        already=already,
+    )
+
+
+def require_home_role(home: Home, role: str) -> None:
+    """Refuse to run a half's command in a home of the other role.
+
+    Raises:
+        ConfigError: the home's role differs.
+    """
+    if home.role != role:
+        raise ConfigError(
+            f"this is an {home.role} home; the command needs an {role} home",
+            hint="Point --home (or AIRGAP_HOME) at the right home.",
+        )

@@ -145,6 +145,26 @@ class Home:
             expected_kind=expected_kind,
         )
 
+    def recipients(self) -> list[str]:
+        """Who an encrypted bundle from this home is sent to: every trusted site, and itself.
+
+        DESIGN §5 names the trusted peers of the other role. The same-role peers are added
+        because they are the co-signers of the two-person rule and must be able to open what
+        they approve; this home is added so it can still inspect what it wrote.
+
+        Raises:
+            ConfigError: no trusted site of the other role, so nobody across could open it.
+        """
+        store = self.trust_store()
+        other = "outside" if self.role == "inside" else "inside"
+        if not store.recipients(other):
+            raise ConfigError(
+                f"cannot encrypt: this home trusts no {other} site",
+                hint="Add the other site's card with `airgap trust add CARD` first.",
+            )
+        peers = [k.card.age_recipient for k in store.peers()]
+        return [*peers, self.card().age_recipient]
+
     def limits(self) -> Limits:
         return Limits(max_bytes=self.config.max_bytes)
 

@@ -154,10 +154,7 @@ def approve(home: Home, path: Path, output: Path | None = None) -> Approval:
             already = key in signatures
             if not already:
                 signatures[key] = signer.sign(opened.manifest_bytes)
-            recipients: list[str] = []
-            if opened.encrypted:
-                other = "outside" if home.role == "inside" else "inside"
-                recipients = [*home.trust_store().recipients(other), home.card().age_recipient]
+            recipients = home.recipients() if opened.encrypted else []
             if not already or output is not None:
                 write_bundle_file(
                     target,

@@ -1,0 +1,38 @@
+"""Helpers shared by the benchmarks: timing child processes and reading their peak RSS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    max_rss_mib: float
+
+
+def run_child(command: Sequence[str], *, env: dict[str, str] | None = None) -> Run:
+    """Run a command to completion; return its wall time and peak resident memory."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        list(command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}): {err}")
+    if proc.stderr:
+        proc.stderr.close()
+    return Run(seconds=elapsed, max_rss_mib=usage.ru_maxrss / 1024)
+
+
+def best_of(repeats: int, command: Sequence[str], *, env: dict[str, str] | None = None) -> Run:
+    """The fastest of several runs (the least disturbed by a noisy machine) and the peak RSS."""
+    runs = [run_child(command, env=env) for _ in range(repeats)]
+    return Run(min(r.seconds for r in runs), max(r.max_rss_mib for r in runs))

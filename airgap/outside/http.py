@@ -1,0 +1,861 @@
+"""HTTP for the vendor clients: a retry policy as data, a rate limiter and an at-most-once client.
+
+The client knows HTTP, not vendors: tokens, polling and request bodies live in `cisco.py` and
+`bigiq.py`. Its one job beyond transport is to keep two failures apart (STYLE §6): "the server
+certainly did not act" (resend is safe) and "the server may have begun processing" (a mutating
+call is never resent; the caller gets `UncertainOutcome` and reconciles with a vendor query).
+
+Nothing above this module sees a `requests` or `urllib3` exception: every one is wrapped into an
+`airgap.errors` subclass and chained. Error messages and debug logs go through a `Redactor`, so
+tokens, client secrets and passwords never reach them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json as _json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, TypeAlias
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+
+from airgap.errors import AirgapError, AuthError, ConfigError, NetworkError, VendorError
+
+_log = logging.getLogger(__name__)
+
+JsonBody: TypeAlias = Any
+"""Anything `json.dumps` accepts; sent as the request body with `Content-Type: application/json`."""
+
+# Statuses whose Retry-After we honour, as urllib3 does (Retry.RETRY_AFTER_STATUS_CODES).
+_RETRY_AFTER_STATUSES: Final = frozenset({413, 429, 503})
+# Statuses that say "refused before acting": resending them is safe even for mutating calls.
+_NOT_PROCESSED_STATUSES: Final = frozenset({429})
+_VENDOR_MESSAGE_KEYS: Final = ("message", "error_description", "errorMessage", "status_message")
+_VENDOR_MESSAGE_MAX: Final = 200  # characters of a non-JSON error body kept in a message
+
+
+# --- retry policy (pure) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one vendor call is retried. A value: built from Config, passed to the client.
+
+    The policy only computes; `HttpClient` sleeps. Whether a failure may be resent at all is the
+    at-most-once rule in `may_resend`, not a count.
+    """
+
+    attempts: int = 5  # tries in all, the first included
+    backoff_factor: float = 0.5  # seconds; delay = factor * 2 ** (failures - 1)
+    backoff_max: float = 60.0  # seconds
+    jitter: float = 0.25  # seconds, times a uniform draw in [0, 1)
+    retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+    retry_after_max: float = 300.0  # seconds; cap on a server's Retry-After
+    idempotent_methods: frozenset[str] = frozenset({"GET", "HEAD"})
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError(f"retry attempts must be at least 1, not {self.attempts}")
+        if min(self.backoff_factor, self.backoff_max, self.jitter, self.retry_after_max) < 0:
+            raise ConfigError("retry delays must not be negative")
+
+    def delay(self, failures: int, *, retry_after: float | None = None, draw: float = 0.0) -> float:
+        """Seconds to wait after `failures` consecutive failures. Pure: never sleeps.
+
+        Args:
+            failures: consecutive failures so far, at least 1.
+            retry_after: the server's Retry-After in seconds, if it sent one; it replaces the
+                backoff, capped at `retry_after_max`.
+            draw: a uniform random number in [0, 1) for jitter (0 in tests).
+
+        Returns:
+            The delay in seconds, never negative.
+        """
+        if retry_after is not None:
+            return max(0.0, min(retry_after, self.retry_after_max))
+        backoff = self.backoff_factor * 2.0 ** min(max(0, failures - 1), 64)  # no float overflow
+        return min(self.backoff_max, backoff) + draw * self.jitter
+
+    def may_resend(self, method: str, *, server_may_have_seen: bool, effect_checked: bool) -> bool:
+        """At-most-once: resend what the server may have seen only if repeating it is harmless.
+
+        Args:
+            method: the HTTP method.
+            server_may_have_seen: whether the failed attempt may have reached the server's handler
+                (a 5xx, a read timeout or a reset after sending), as opposed to "certainly never
+                arrived or was refused unprocessed" (connection refused, DNS, connect timeout, 429).
+            effect_checked: whether repeating the call is known to be harmless; `HttpClient`
+                passes `not mutating` (a query, or a poll, has no effect to repeat).
+
+        Returns:
+            True when sending again cannot do something twice.
+        """
+        return (
+            not server_may_have_seen or method.upper() in self.idempotent_methods or effect_checked
+        )
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Read a Retry-After header as seconds from `now`.
+
+    Args:
+        value: the header value: delay-seconds (`"120"`) or an HTTP-date
+            (`"Wed, 21 Oct 2015 07:28:00 GMT"`); None when the header is absent.
+        now: the reference time for an HTTP-date (default: the current UTC time). Pass it for a
+            pure call.
+
+    Returns:
+        Seconds to wait (0 for a date in the past), or None when the value is absent or unreadable.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; obsolete forms may come without a zone
+        when = when.replace(tzinfo=UTC)
+    reference = now if now is not None else datetime.now(UTC)
+    if reference.tzinfo is None:
+        reference = reference.replace(tzinfo=UTC)
+    return max(0.0, (when - reference).total_seconds())
+
+
+# --- rate limiting -----------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """A thread-safe token bucket: on average `rate` calls per second, bursts up to `burst`.
+
+    `acquire()` reserves a token under a lock and sleeps outside it, so waiting threads queue in
+    arrival order and never hold the lock while asleep. A rate of 0 or less means unlimited.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Create a full bucket.
+
+        Args:
+            rate: tokens added per second; <= 0 disables limiting.
+            burst: bucket size, the most calls allowed back to back (at least 1).
+            clock: monotonic seconds (injectable for tests).
+            sleep: how to wait (injectable for tests).
+        """
+        self.rate = rate
+        self.burst = max(1.0, burst)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tokens = self.burst
+        self._stamp = clock()
+
+    def acquire(self) -> float:
+        """Take one token, blocking until it is available.
+
+        Returns:
+            Seconds this call waited (0 when a token was ready).
+        """
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            # A negative balance is a queue of reservations: each caller waits for its own debt.
+            self._tokens -= 1.0
+            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+# --- redaction ---------------------------------------------------------------------------------
+
+_SECRET_WORDS: Final = (
+    r"(?:pass(?:word|wd|phrase)?|secret|token|authorization|api[-_]?key|cookie|credential)"
+)
+_SECRET_NAME: Final = re.compile(_SECRET_WORDS, re.IGNORECASE)
+_REDACT_PATTERNS: Final = (
+    # Authorization schemes anywhere: "Bearer eyJ...", "Basic YWRtaW46..."
+    (re.compile(r"(?i)\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 ***"),
+    # "key": "value" and 'key': 'value' (JSON, Python reprs) where the key names a secret
+    (
+        re.compile(
+            r"(?i)((?P<q>[\"'])[^\"'\n]*?" + _SECRET_WORDS + r"[^\"'\n]*?(?P=q)\s*:\s*)"
+            r"(?P<v>[\"'])(?:(?!(?P=v))[^\\]|\\.)*(?P=v)"
+        ),
+        r"\1\g<v>***\g<v>",
+    ),
+    # key=value in forms and query strings
+    (re.compile(r"(?i)\b([\w.-]*" + _SECRET_WORDS + r"[\w.-]*=)[^&\s\"']+"), r"\1***"),
+    # header lines "X-F5-Auth-Token: abc"
+    (re.compile(r"(?im)^([\w-]*" + _SECRET_WORDS + r"[\w-]*\s*:\s*)\S.*$"), r"\1***"),
+)
+_MIN_SECRET_LEN: Final = 4  # shorter known values would shred ordinary words if scrubbed
+
+
+class Redactor:
+    """Scrubs secrets from text bound for an error message or a log line. Thread-safe.
+
+    It removes every registered secret value (tokens, client secrets, passwords) and, by pattern,
+    anything that looks like a credential: `Bearer …`/`Basic …`, JSON or form fields and header
+    lines whose name mentions a password, secret, token, authorization, API key or cookie.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        """Create a redactor.
+
+        Args:
+            secrets: values to scrub from the start (more can be added with `add`).
+        """
+        self._lock = threading.Lock()
+        self._secrets: frozenset[str] = frozenset()
+        self.add(*secrets)
+
+    def add(self, *secrets: str) -> None:
+        """Register more secret values (e.g. a token just obtained). Empty or tiny ones are ignored.
+
+        Args:
+            secrets: the values.
+        """
+        keep = {s for s in secrets if isinstance(s, str) and len(s) >= _MIN_SECRET_LEN}
+        if keep:
+            with self._lock:
+                self._secrets = self._secrets | keep
+
+    def child(self, *secrets: str) -> Redactor:
+        """A new redactor with this one's secrets plus `secrets` (for one call's own values).
+
+        Args:
+            secrets: extra values.
+
+        Returns:
+            The new redactor; this one is unchanged.
+        """
+        with self._lock:
+            known = self._secrets
+        return Redactor((*known, *secrets))
+
+    def __call__(self, text: str) -> str:
+        """Return `text` with every known or recognisable secret replaced by `***`.
+
+        Args:
+            text: any text.
+
+        Returns:
+            The scrubbed text.
+        """
+        with self._lock:
+            known = sorted(self._secrets, key=len, reverse=True)  # longest first: no leftovers
+        for secret in known:
+            text = text.replace(secret, "***")
+        for pattern, replacement in _REDACT_PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Scrub secrets from `text` (see `Redactor`).
+
+    Args:
+        text: any text.
+        secrets: known secret values to remove as well.
+
+    Returns:
+        The scrubbed text.
+    """
+    return Redactor(secrets)(text)
+
+
+def _secret_values(headers: Mapping[str, str] | None, *bodies: object) -> list[str]:
+    """Values in headers and bodies whose names mark them as secrets, so a call can scrub them."""
+    found: list[str] = []
+    for name, value in (headers or {}).items():
+        if _SECRET_NAME.search(name) and isinstance(value, str):
+            found.append(value)
+            # "Bearer abc" also leaks as "abc" (e.g. echoed by a vendor): scrub the bare value.
+            found.extend(value.split()[1:])
+
+    def walk(node: object, depth: int) -> None:
+        if depth > 8:
+            return
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if isinstance(key, str) and _SECRET_NAME.search(key) and isinstance(value, str):
+                    found.append(value)
+                walk(value, depth + 1)
+        elif isinstance(node, list | tuple):
+            for value in node:
+                walk(value, depth + 1)
+
+    for body in bodies:
+        walk(body, 0)
+    return found
+
+
+# --- responses and errors ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a call, kept as history on the error raised when the call fails."""
+
+    number: int  # 1 for the first try
+    status: int | None  # the HTTP status, or None when no answer came
+    error: str | None  # transport failure kind ("connect_refused", "read_timeout", ...) or None
+    delay: float  # seconds waited after this attempt before the next one (0 for the last)
+
+
+class HttpFailure(AirgapError):
+    """Details shared by the errors `HttpClient` raises; catch it to read `status` and `history`.
+
+    Never raised itself: each concrete error also derives from the `airgap.errors` family that
+    gives its code (`NetworkError`, `VendorError` or `AuthError`).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        method: str = "",
+        url: str = "",
+        status: int | None = None,
+        vendor_message: str | None = None,
+        history: Iterable[Attempt] = (),
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.method = method
+        self.url = url  # redacted
+        self.status = status
+        self.vendor_message = vendor_message  # verbatim, redacted
+        self.history: tuple[Attempt, ...] = tuple(history)
+
+
+class UncertainOutcome(HttpFailure, NetworkError):
+    """A mutating call failed after the request may have reached the server (5xx, read timeout,
+    reset, or an unexpected non-error status). The server may have acted: reconcile with a vendor
+    query before sending it again, and never resend blindly."""
+
+
+class VendorUnavailable(HttpFailure, NetworkError):
+    """The vendor could not be reached, or kept answering with transient errors, until attempts ran
+    out. For a mutating call only failures that prove the server did not act (connection refused,
+    DNS, connect timeout, 429) are retried, so this error means nothing was done."""
+
+
+class VendorRejected(HttpFailure, VendorError):
+    """The vendor answered with an error status that retrying will not change (most 4xx).
+    `vendor_message` holds its message verbatim (redacted)."""
+
+
+class Unauthorized(HttpFailure, AuthError):
+    """HTTP 401: the token or credentials were refused. The server did not act, so a client may
+    refresh its token and retry the call once, even a mutating one; a second 401 is final."""
+
+
+class UnparseableResponse(VendorError):
+    """A response body that should be JSON is not."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(
+            f"unparseable response (HTTP {status})",
+            hint="The vendor did not answer with JSON; check the API URL (a proxy or a login "
+            "page may be in the way).",
+        )
+        self.status = status
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """A complete response, read into memory. Values only: no connection is held."""
+
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+    text: str
+    raw: bytes
+    url: str = ""
+
+    def json(self) -> Any:
+        """Parse the body as JSON. Integers stay exact however large (Cisco's 18-digit poll_id).
+
+        Returns:
+            The parsed value.
+
+        Raises:
+            UnparseableResponse: (E_VENDOR) the body is not JSON.
+        """
+        try:
+            return _json.loads(self.raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UnparseableResponse(self.status) from exc
+
+    @classmethod
+    def from_requests(cls, response: requests.Response) -> HttpResponse:
+        """Copy a `requests` response into a value and release its connection.
+
+        Args:
+            response: a non-streamed response.
+
+        Returns:
+            The value.
+        """
+        raw = response.content or b""
+        # Decode ourselves: requests' `.text` guesses with charset_normalizer when no charset is
+        # declared, which is slow on large bodies and can guess wrong. Vendors send UTF-8.
+        encoding = response.encoding or "utf-8"
+        try:
+            text = raw.decode(encoding, errors="replace")
+        except LookupError:
+            text = raw.decode("utf-8", errors="replace")
+        headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(response.headers)
+        response.close()
+        return cls(
+            status=response.status_code, headers=headers, text=text, raw=raw, url=response.url
+        )
+
+
+def vendor_message(response: HttpResponse) -> str:
+    """The vendor's own error message from a response, verbatim.
+
+    Looks for `message`, `error_description`, `errorMessage` or `status_message` in a JSON body
+    (top level first, then nested objects such as Cisco's `data` or an `error` object), else the
+    first 200 characters of the text.
+
+    Args:
+        response: an error response.
+
+    Returns:
+        The message (not redacted), or "(empty body)".
+    """
+    try:
+        parsed = _json.loads(response.raw) if response.raw.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        parsed = None
+    if parsed is not None:
+        found = _find_message(parsed)
+        if found:
+            return found
+    text = response.text.strip()
+    return text[:_VENDOR_MESSAGE_MAX] if text else "(empty body)"
+
+
+def _find_message(node: object) -> str | None:
+    """Breadth-first search for the first vendor message field, shallow levels first."""
+    level: list[object] = [node]
+    for _depth in range(4):
+        below: list[object] = []
+        for item in level:
+            if isinstance(item, Mapping):
+                for key in _VENDOR_MESSAGE_KEYS:
+                    value = item.get(key)
+                    if isinstance(value, str) and value.strip():
+                        return value
+                below.extend(v for v in item.values() if isinstance(v, Mapping | list))
+            elif isinstance(item, list):
+                below.extend(v for v in item if isinstance(v, Mapping | list))
+        level = below
+    return None
+
+
+# --- transport failure classification ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Transport:
+    kind: str  # short name kept in the history
+    may_have_seen: bool  # the request may have reached the server's handler
+    permanent: bool = False  # retrying cannot help (TLS verification, redirect loops)
+
+
+def _classify(exc: requests.RequestException) -> _Transport:
+    """Split transport failures as urllib3 does (`_is_connection_error` vs `_is_read_error`).
+
+    Only failures in the connect phase prove the request never left: the TCP/TLS connection did
+    not exist, so no byte of the request was written. Everything after is "may have been seen".
+    """
+    if isinstance(exc, requests.exceptions.SSLError):
+        # The handshake fails before the request is written, but retrying will not fix a
+        # certificate the client refuses.
+        return _Transport("tls", may_have_seen=False, permanent=True)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return _Transport("connect_timeout", may_have_seen=False)
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return _Transport("read_timeout", may_have_seen=True)
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        return _Transport("redirect_loop", may_have_seen=True, permanent=True)
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason: object = exc.args[0] if exc.args else None
+        if isinstance(reason, urllib3.exceptions.MaxRetryError):
+            reason = reason.reason
+        # NameResolutionError < NewConnectionError < ConnectTimeoutError in urllib3 2.x.
+        if isinstance(reason, urllib3.exceptions.NameResolutionError):
+            return _Transport("dns", may_have_seen=False)
+        if isinstance(reason, urllib3.exceptions.NewConnectionError):
+            return _Transport("connect_refused", may_have_seen=False)
+        if isinstance(reason, urllib3.exceptions.ConnectTimeoutError):
+            return _Transport("connect_timeout", may_have_seen=False)
+        # "Connection aborted.", RemoteDisconnected, ConnectionResetError: the request (or part
+        # of it) was written. A stale keep-alive connection also lands here; reporting that as
+        # uncertain is safe (the caller reconciles), resending it would not be.
+        return _Transport("reset", may_have_seen=True)
+    if isinstance(
+        exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError
+    ):
+        return _Transport("broken_response", may_have_seen=True)
+    return _Transport(type(exc).__name__, may_have_seen=True)
+
+
+_CONFIG_EXCEPTIONS: Final = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.URLRequired,
+    requests.exceptions.InvalidHeader,
+)
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+class HttpClient:
+    """A small HTTP client for vendor APIs with retries, a rate limit and at-most-once rules.
+
+    Rules per attempt (STYLE §6):
+      * a status in `expected` is returned;
+      * 429: wait Retry-After (capped) or the backoff and resend: the server did not act;
+      * other statuses in `retry_statuses` (500/502/503/504): resend when the call is not
+        mutating; a mutating call raises `UncertainOutcome` at once, because the server may have
+        begun processing it;
+      * connection refused, DNS failure, connect timeout: resend, even when mutating (the request
+        never reached the server);
+      * read timeout, reset or abort after sending: resend when not mutating, else
+        `UncertainOutcome`;
+      * 401: `Unauthorized` (refresh the token, retry once); other errors: `VendorRejected`;
+      * attempts used up: `VendorUnavailable` carrying the last reason, chained.
+
+    Every attempt first takes a token from the rate limiter. Safe to share between the threads
+    of a pool.
+
+    Threading: requests does not promise that a `Session` is thread-safe (its cookie jar and
+    adapter state are shared mutable objects; psf/requests#2766), so by default each thread
+    gets its own session through `threading.local`, with a small connection pool of its own:
+    at most one call per thread is in flight, so the pools together hold `concurrency`
+    connections and keep-alive still works. An injected `session` is shared by all threads
+    instead; that is the caller's choice (tests, or a session with special adapters).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        retry: RetryPolicy,
+        limiter: RateLimiter | None,
+        timeout: float = 30,
+        verify: bool | str = True,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        """Create a client; no connection is made yet.
+
+        Args:
+            base_url: prefix for relative paths, e.g. `https://swapi.cisco.com/services/api/...`.
+            retry: the retry policy.
+            limiter: the vendor's rate limiter (shared by every client of that vendor), or None.
+            timeout: seconds for the connect and for each read.
+            verify: TLS verification: True, False, or the path of a CA bundle (PEM).
+            session: a session to share between threads instead of one per thread.
+            sleep: how to wait between attempts (injectable for tests).
+            rng: uniform [0, 1) draws for jitter (injectable for tests).
+
+        Raises:
+            ConfigError: (E_CONFIG) the base URL is not http(s) or the CA bundle does not exist.
+        """
+        if not re.match(r"(?i)^https?://[^/\s]+", base_url):
+            raise ConfigError(
+                f"API URL {redact(base_url)!r} is not an http:// or https:// URL",
+                hint="Fix the URL with `airgap config set` or its AIRGAP_* environment override.",
+            )
+        if isinstance(verify, str) and not os.path.exists(verify):
+            raise ConfigError(
+                f"CA bundle {verify} does not exist",
+                hint="Point the ca_bundle setting at a PEM file, or remove it.",
+            )
+        self.base_url = base_url
+        self.retry = retry
+        self.limiter = limiter
+        self.timeout = timeout
+        self.verify = verify
+        self.redactor = Redactor()
+        """Register tokens and credentials here (`client.redactor.add(token)`) to scrub them."""
+        self._shared = session
+        self._sleep = sleep
+        self._rng = rng
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._own_sessions: list[requests.Session] = []
+
+    # session handling
+
+    def _session(self) -> requests.Session:
+        if self._shared is not None:
+            return self._shared
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            # max_retries=0: urllib3 must not retry behind our back, or a "read error" resend
+            # of a POST could slip past the at-most-once rules above.
+            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=2, max_retries=0)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            session.headers["User-Agent"] = "airgap-outside"
+            with self._lock:
+                self._own_sessions.append(session)
+            self._local.session = session
+        return session
+
+    def close(self) -> None:
+        """Close the sessions this client created (an injected session is left to its owner)."""
+        with self._lock:
+            sessions, self._own_sessions = self._own_sessions, []
+        for session in sessions:
+            session.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def url_for(self, path_or_url: str) -> str:
+        """Resolve a path against the base URL; an absolute http(s) URL is used as it is.
+
+        Args:
+            path_or_url: `v2/devices/authrequest`, `/mgmt/...` or `https://host/...`.
+
+        Returns:
+            The absolute URL.
+        """
+        if re.match(r"(?i)^https?://", path_or_url):
+            return path_or_url
+        return self.base_url.rstrip("/") + "/" + path_or_url.lstrip("/")
+
+    # the call
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        json: JsonBody = None,
+        data: Mapping[str, str] | str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        mutating: bool,
+        expected: Collection[int] = (200, 201, 202),
+    ) -> HttpResponse:
+        """Send one logical call, retrying as the policy and the at-most-once rules allow.
+
+        Args:
+            method: HTTP method.
+            path_or_url: path relative to the base URL, or an absolute URL.
+            json: a JSON body.
+            data: a form (mapping) or raw body.
+            headers: extra headers for this call (e.g. `Authorization`); values of secret-named
+                headers and body fields are scrubbed from every message.
+            mutating: True when the call changes vendor state (reserve, assign, return, revoke):
+                it is then never resent once the server may have seen it, and redirects are not
+                followed (requests would replay a redirected POST as a GET).
+            expected: statuses that count as success.
+
+        Returns:
+            The response, whose status is in `expected`.
+
+        Raises:
+            UncertainOutcome: (E_NETWORK) a mutating call may have been processed; reconcile.
+            VendorUnavailable: (E_NETWORK) unreachable or transient errors until attempts ran out.
+            Unauthorized: (E_AUTH) HTTP 401.
+            VendorRejected: (E_VENDOR) another error status.
+            ConfigError: (E_CONFIG) the URL, a header or the TLS settings are unusable.
+        """
+        method = method.upper()
+        url = self.url_for(path_or_url)
+        scrub = self.redactor.child(*_secret_values(headers, json, data))
+        shown = scrub(url)
+        history: list[Attempt] = []
+        failures = 0
+        number = 0
+
+        while True:
+            number += 1
+            if self.limiter is not None:
+                self.limiter.acquire()
+            started = time.monotonic()
+            try:
+                raw = self._session().request(
+                    method,
+                    url,
+                    json=json,
+                    data=data,
+                    headers=dict(headers) if headers else None,
+                    timeout=(self.timeout, self.timeout),
+                    verify=self.verify,
+                    allow_redirects=not mutating,
+                )
+            except _CONFIG_EXCEPTIONS as exc:
+                raise ConfigError(
+                    f"{method} {shown}: {scrub(str(exc))}",
+                    hint="Check the vendor URL setting.",
+                ) from exc
+            except requests.exceptions.InvalidJSONError as exc:
+                raise AirgapError(f"{method} {shown}: request body is not JSON") from exc
+            except requests.RequestException as exc:
+                details: dict[str, Any] = {"method": method, "url": shown, "history": history}
+                failure = _classify(exc)
+                reason = f"{failure.kind}: {scrub(str(exc))}"
+                _log.debug(
+                    "%s %s attempt %d: %s (%.3fs)",
+                    method,
+                    shown,
+                    number,
+                    failure.kind,
+                    time.monotonic() - started,
+                )
+                if failure.may_have_seen and not self.retry.may_resend(
+                    method, server_may_have_seen=True, effect_checked=not mutating
+                ):
+                    history.append(Attempt(number, None, failure.kind, 0.0))
+                    raise UncertainOutcome(
+                        f"{method} {shown}: no complete answer after the request was sent "
+                        f"({reason}); the vendor may have acted on it",
+                        hint="Reconcile with a vendor query before sending it again.",
+                        **details,
+                    ) from exc
+                if failure.permanent or number >= self.retry.attempts:
+                    history.append(Attempt(number, None, failure.kind, 0.0))
+                    tries = f"after {number} attempt{'s' if number > 1 else ''}"
+                    raise VendorUnavailable(
+                        f"{method} {shown}: {reason} ({tries})",
+                        hint=_transport_hint(failure.kind),
+                        **details,
+                    ) from exc
+                failures += 1
+                wait = self.retry.delay(failures, draw=self._rng())
+                history.append(Attempt(number, None, failure.kind, wait))
+                self._sleep(wait)
+                continue
+            except OSError as exc:
+                # requests raises a bare OSError before connecting when the CA bundle or a
+                # client certificate cannot be loaded (HTTPAdapter.cert_verify).
+                raise ConfigError(
+                    f"{method} {shown}: TLS settings unusable: {scrub(str(exc))}",
+                    hint="Check the verify_tls / ca_bundle settings.",
+                ) from exc
+
+            response = HttpResponse.from_requests(raw)
+            status = response.status
+            _log.debug(
+                "%s %s attempt %d: HTTP %d (%.3fs)",
+                method,
+                shown,
+                number,
+                status,
+                time.monotonic() - started,
+            )
+            if status in expected:
+                return response
+
+            message = scrub(vendor_message(response))
+            details = {
+                "method": method,
+                "url": shown,
+                "status": status,
+                "vendor_message": message,
+                "history": history,
+            }
+            if status in self.retry.retry_statuses:
+                seen = status not in _NOT_PROCESSED_STATUSES
+                if seen and not self.retry.may_resend(
+                    method, server_may_have_seen=True, effect_checked=not mutating
+                ):
+                    history.append(Attempt(number, status, None, 0.0))
+                    raise UncertainOutcome(
+                        f"{method} {shown}: HTTP {status}: {message}; the vendor may have acted "
+                        "on the request",
+                        hint="Reconcile with a vendor query before sending it again.",
+                        **details,
+                    )
+                if number >= self.retry.attempts:
+                    history.append(Attempt(number, status, None, 0.0))
+                    raise VendorUnavailable(
+                        f"{method} {shown}: HTTP {status}: {message} (after {number} attempts)",
+                        hint="The vendor is busy or failing; try again later.",
+                        **details,
+                    )
+                failures += 1
+                retry_after = (
+                    parse_retry_after(response.headers.get("Retry-After"))
+                    if status in _RETRY_AFTER_STATUSES
+                    else None
+                )
+                wait = self.retry.delay(failures, retry_after=retry_after, draw=self._rng())
+                history.append(Attempt(number, status, None, wait))
+                self._sleep(wait)
+                continue
+
+            history.append(Attempt(number, status, None, 0.0))
+            if status == 401:
+                raise Unauthorized(
+                    f"{method} {shown}: HTTP 401: {message}",
+                    hint="The vendor refused the credentials or token; check the AIRGAP_* "
+                    "credential environment variables.",
+                    **details,
+                )
+            if mutating and status < 400:
+                raise UncertainOutcome(
+                    f"{method} {shown}: unexpected HTTP {status}: {message}; the vendor may have "
+                    "acted on the request",
+                    hint="Reconcile with a vendor query before sending it again.",
+                    **details,
+                )
+            raise VendorRejected(
+                f"{method} {shown}: HTTP {status}: {message}",
+                **details,
+            )
+
+
+def _transport_hint(kind: str) -> str:
+    if kind == "tls":
+        return "TLS verification failed; check verify_tls / ca_bundle and the server certificate."
+    if kind == "dns":
+        return "The host name did not resolve; check the URL and DNS."
+    return "Check the network connection and the vendor URL, then try again."

@@ -1,0 +1,588 @@
+"""Tests of airgap.outside.journal: the item state machine, replay rules, resume, leases between
+real processes, and durability across SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from airgap.errors import ConfigError, Replay
+from airgap.outside.journal import (
+    SCHEMA_VERSION,
+    Busy,
+    IllegalTransition,
+    ItemSpec,
+    ItemState,
+    Journal,
+    JournalError,
+    StateDbError,
+    UnknownItem,
+)
+
+PRODUCER = "sha256:" + "ab" * 32
+OTHER = "sha256:" + "cd" * 32
+HASH_A = "a" * 64
+HASH_B = "b" * 64
+POLL_ID = 773126444402795033  # larger than 2**53: must come back exact
+
+
+def specs(n: int, prefix: str = "item") -> list[ItemSpec]:
+    return [(f"{prefix}-{i:04d}", "cisco.reserve", f"C9300-24T:FOC{i:05d}") for i in range(n)]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state.db"
+
+
+@pytest.fixture
+def journal(db: Path) -> Iterator[Journal]:
+    with Journal.open(db) as j:
+        yield j
+
+
+@pytest.fixture
+def admitted(journal: Journal) -> Journal:
+    journal.admit_request("req-1", PRODUCER, 1, HASH_A, specs(3))
+    return journal
+
+
+# --- opening -----------------------------------------------------------------------------------
+
+
+def test_open_creates_a_private_wal_database(db: Path, journal: Journal) -> None:
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()
+    assert {"requests", "items", "responses", "leases"} <= tables
+    assert journal._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_wal_side_files_are_private_too(db: Path, admitted: Journal) -> None:
+    for side in (db.with_name("state.db-wal"), db.with_name("state.db-shm")):
+        if side.exists():
+            assert stat.S_IMODE(side.stat().st_mode) & 0o077 == 0
+
+
+def test_reopen_keeps_data_and_schema(db: Path) -> None:
+    with Journal.open(db) as j:
+        j.admit_request("req-1", PRODUCER, 1, HASH_A, specs(2))
+    with Journal.open(db) as j:
+        assert len(j.items("req-1")) == 2
+
+
+def test_open_refuses_a_newer_schema(db: Path) -> None:
+    Journal.open(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StateDbError) as info:
+        Journal.open(db)
+    assert info.value.code == "E_CONFIG"
+    assert "upgrade" in (info.value.hint or "").lower()
+
+
+def test_open_refuses_a_missing_home_and_a_garbage_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        Journal.open(tmp_path / "nope" / "state.db")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(StateDbError):
+        Journal.open(junk)
+
+
+# --- admission and replay ----------------------------------------------------------------------
+
+
+def test_admit_stores_the_request_and_all_items_as_new(journal: Journal) -> None:
+    admission = journal.admit_request("req-1", PRODUCER, 5, HASH_A, specs(3), expires="2026-12-01")
+    assert admission.new is True
+    assert [i.item_id for i in admission.items] == ["item-0000", "item-0001", "item-0002"]
+    assert {i.state for i in admission.items} == {ItemState.NEW}
+    assert admission.request.sequence == 5 and admission.request.status == "open"
+    assert journal.request("req-1") == admission.request
+
+
+def test_same_request_again_resumes_with_its_state(admitted: Journal) -> None:
+    admitted.mark_submitting("req-1", "item-0000")
+    admitted.mark_submitted("req-1", "item-0000", {"poll_id": POLL_ID})
+    again = admitted.admit_request("req-1", PRODUCER, 1, HASH_A, specs(3))
+    assert again.new is False
+    assert [i.state for i in again.items] == [ItemState.SUBMITTED, ItemState.NEW, ItemState.NEW]
+    assert again.items[0].vendor_ref == {"poll_id": POLL_ID}
+    assert len(admitted.items("req-1")) == 3  # nothing inserted twice
+
+
+def test_same_id_with_a_different_hash_is_a_replay(admitted: Journal) -> None:
+    with pytest.raises(Replay) as info:
+        admitted.admit_request("req-1", PRODUCER, 1, HASH_B, specs(3))
+    assert info.value.code == "E_REPLAY"
+    assert HASH_A in info.value.message and HASH_B in info.value.message
+
+
+@pytest.mark.parametrize("sequence", [1, 0])
+def test_new_id_with_an_old_sequence_is_a_replay(admitted: Journal, sequence: int) -> None:
+    admitted.admit_request("req-2", PRODUCER, 7, HASH_B, specs(1))
+    with pytest.raises(Replay) as info:
+        admitted.admit_request("req-3", PRODUCER, sequence, "c" * 64, specs(1))
+    assert f"sequence {sequence}" in info.value.message
+    assert "sequence 7" in info.value.message
+    assert admitted.request("req-3") is None
+
+
+def test_equal_sequence_is_a_replay_but_other_producers_are_independent(
+    admitted: Journal,
+) -> None:
+    with pytest.raises(Replay):
+        admitted.admit_request("req-2", PRODUCER, 1, HASH_B, specs(1))
+    assert admitted.admit_request("req-2", OTHER, 1, HASH_B, specs(1)).new
+    assert admitted.admit_request("req-3", PRODUCER, 2, "c" * 64, specs(1)).new
+
+
+def test_admission_is_all_or_nothing(journal: Journal) -> None:
+    with pytest.raises(JournalError):
+        journal.admit_request("req-1", PRODUCER, 1, HASH_A, [*specs(2), specs(1)[0]])
+    assert journal.request("req-1") is None
+    assert journal.items("req-1") == []
+
+
+# --- the state machine -------------------------------------------------------------------------
+
+
+def test_asynchronous_happy_path(admitted: Journal) -> None:
+    item = admitted.mark_submitting("req-1", "item-0000")
+    assert item.state is ItemState.SUBMITTING and item.attempts == 1
+    item = admitted.mark_submitted("req-1", "item-0000", {"poll_id": POLL_ID, "action": "auth"})
+    assert item.state is ItemState.SUBMITTED
+    item = admitted.mark_done("req-1", "item-0000", {"files": ["files/x/lic.txt"]})
+    assert item.state is ItemState.DONE and item.final
+    assert item.vendor_ref == {"poll_id": POLL_ID, "action": "auth"}  # kept beside the result
+    assert item.result == {"files": ["files/x/lic.txt"]}
+
+
+def test_synchronous_calls_go_straight_to_a_final_state(admitted: Journal) -> None:
+    admitted.mark_submitting("req-1", "item-0000")
+    assert admitted.mark_done("req-1", "item-0000", {"ok": True}).state is ItemState.DONE
+    admitted.mark_submitting("req-1", "item-0001")
+    failed = admitted.mark_failed("req-1", "item-0001", {"code": "E_VENDOR", "message": "no"})
+    assert failed.state is ItemState.FAILED
+    assert failed.error == {"code": "E_VENDOR", "message": "no"}
+
+
+def test_items_refused_before_any_call_fail_from_new(admitted: Journal) -> None:
+    item = admitted.mark_failed("req-1", "item-0002", {"code": "E_INPUT", "message": "bad MAC"})
+    assert item.state is ItemState.FAILED and item.attempts == 0
+
+
+def test_needs_attention_only_goes_back_through_resubmit(admitted: Journal) -> None:
+    admitted.mark_submitting("req-1", "item-0000")
+    held = admitted.mark_needs_attention("req-1", "item-0000", "lookup could not decide")
+    assert held.state is ItemState.NEEDS_ATTENTION
+    assert held.error == {"code": "NEEDS_ATTENTION", "message": "lookup could not decide"}
+    with pytest.raises(IllegalTransition):
+        admitted.mark_submitting("req-1", "item-0000")
+    again = admitted.resubmit("req-1", "item-0000")
+    assert again.state is ItemState.SUBMITTING and again.attempts == 2 and again.error is None
+    admitted.mark_submitted("req-1", "item-0000", {"task": "/mgmt/x/1"})
+    admitted.mark_needs_attention("req-1", "item-0000", "task vanished")
+    # a later reconciliation may still settle it
+    assert admitted.mark_done("req-1", "item-0000", {"ok": 1}).state is ItemState.DONE
+
+
+ILLEGAL: list[tuple[list[str], str]] = [
+    ([], "submitted"),
+    ([], "done"),
+    ([], "attention"),
+    ([], "resubmit"),
+    (["submitting"], "submitting"),
+    (["submitting"], "resubmit"),
+    (["submitting", "submitted"], "submitting"),
+    (["submitting", "submitted"], "submitted"),
+]
+
+
+def apply(j: Journal, step: str, item: str = "item-0000") -> object:
+    actions: dict[str, Callable[[], object]] = {
+        "submitting": lambda: j.mark_submitting("req-1", item),
+        "submitted": lambda: j.mark_submitted("req-1", item, {"poll_id": 1}),
+        "done": lambda: j.mark_done("req-1", item, {"ok": True}),
+        "failed": lambda: j.mark_failed("req-1", item, {"code": "E_VENDOR", "message": "x"}),
+        "attention": lambda: j.mark_needs_attention("req-1", item, "why"),
+        "resubmit": lambda: j.resubmit("req-1", item),
+    }
+    return actions[step]()
+
+
+@pytest.mark.parametrize(("path", "step"), ILLEGAL)
+def test_illegal_transitions_are_refused_and_change_nothing(
+    admitted: Journal, path: list[str], step: str
+) -> None:
+    for done in path:
+        apply(admitted, done)
+    before = admitted.item("req-1", "item-0000")
+    with pytest.raises(IllegalTransition) as info:
+        apply(admitted, step)
+    assert info.value.code == "E_INTERNAL"
+    assert before.state.value in info.value.message
+    assert admitted.item("req-1", "item-0000") == before
+
+
+@pytest.mark.parametrize("final", ["done", "failed"])
+@pytest.mark.parametrize(
+    "step", ["submitting", "submitted", "done", "failed", "attention", "resubmit"]
+)
+def test_a_final_item_never_changes_again(admitted: Journal, final: str, step: str) -> None:
+    apply(admitted, "submitting")
+    apply(admitted, final)
+    before = admitted.item("req-1", "item-0000")
+    with pytest.raises(IllegalTransition) as info:
+        apply(admitted, step)
+    assert "final" in info.value.message
+    assert admitted.item("req-1", "item-0000") == before
+
+
+def test_unknown_items_are_reported(admitted: Journal) -> None:
+    with pytest.raises(UnknownItem):
+        admitted.mark_submitting("req-1", "nope")
+    with pytest.raises(UnknownItem):
+        admitted.item("req-9", "item-0000")
+
+
+def test_secrets_never_enter_the_journal(admitted: Journal) -> None:
+    admitted.mark_submitting("req-1", "item-0000")
+    with pytest.raises(JournalError):
+        admitted.mark_submitted("req-1", "item-0000", {"poll_id": 1, "access_token": "abc"})
+    with pytest.raises(JournalError):
+        admitted.mark_done("req-1", "item-0000", {"headers": {"X-F5-Auth-Token": "abc"}})
+    with pytest.raises(JournalError):
+        admitted.mark_failed("req-1", "item-0000", {"message": "Bearer abc.def"})
+    assert admitted.item("req-1", "item-0000").state is ItemState.SUBMITTING
+
+
+def test_request_completes_when_every_item_is_final(admitted: Journal) -> None:
+    for item in ("item-0000", "item-0001"):
+        apply(admitted, "submitting", item)
+        apply(admitted, "done", item)
+    assert admitted.request("req-1").status == "open"  # type: ignore[union-attr]
+    apply(admitted, "failed", "item-0002")
+    assert admitted.request("req-1").status == "complete"  # type: ignore[union-attr]
+
+
+def test_items_in_filters_by_state(admitted: Journal) -> None:
+    apply(admitted, "submitting", "item-0001")
+    assert [i.item_id for i in admitted.items_in("req-1", [ItemState.NEW])] == [
+        "item-0000",
+        "item-0002",
+    ]
+    assert [i.item_id for i in admitted.items_in("req-1", ["SUBMITTING", "DONE"])] == ["item-0001"]
+    assert admitted.items_in("req-1", []) == []
+
+
+def test_transitions_are_visible_to_another_connection_at_once(db: Path, admitted: Journal) -> None:
+    admitted.mark_submitting("req-1", "item-0000")
+    with Journal.open(db) as other:
+        assert other.item("req-1", "item-0000").state is ItemState.SUBMITTING
+
+
+# --- responses and status ----------------------------------------------------------------------
+
+
+def test_responses_are_recorded_per_request(admitted: Journal) -> None:
+    first = admitted.record_response("resp-1", "req-1", HASH_B, "d" * 64, path="/o/r1.airgap")
+    admitted.record_response("resp-2", "req-1", "e" * 64, "d" * 64, created="2999-01-01T00:00:00Z")
+    got = admitted.responses_for("req-1")
+    assert [r.bundle_id for r in got] == ["resp-1", "resp-2"]
+    assert got[0] == first and first.path == "/o/r1.airgap"
+    with pytest.raises(JournalError):
+        admitted.record_response("resp-1", "req-1", HASH_B, "d" * 64)
+    with pytest.raises(JournalError):
+        admitted.record_response("resp-3", "req-404", HASH_B, "d" * 64)
+
+
+def test_summary_counts_states_and_lists_attention(admitted: Journal) -> None:
+    admitted.admit_request("req-2", PRODUCER, 2, HASH_B, specs(1, "other"))
+    apply(admitted, "submitting", "item-0000")
+    apply(admitted, "attention", "item-0000")
+    apply(admitted, "submitting", "item-0001")
+    admitted.record_response("resp-1", "req-1", HASH_B, "d" * 64)
+    summary = admitted.summary()
+    first, second = summary.requests
+    assert first.request.bundle_id == "req-1"
+    assert dict(first.counts) == {
+        "NEW": 1,
+        "SUBMITTING": 1,
+        "SUBMITTED": 0,
+        "DONE": 0,
+        "FAILED": 0,
+        "NEEDS_ATTENTION": 1,
+    }
+    assert first.responses == 1 and second.responses == 0
+    assert [i.item_id for i in summary.attention] == ["item-0000"]
+    assert [i.item_id for i in summary.in_flight] == ["item-0001"]
+    as_json = summary.to_dict()
+    assert as_json["requests"][0]["items"]["NEEDS_ATTENTION"] == 1
+    assert as_json["attention"][0]["state"] == "NEEDS_ATTENTION"
+
+
+# --- threads -----------------------------------------------------------------------------------
+
+
+def test_a_thread_pool_runs_items_through_one_journal(journal: Journal) -> None:
+    journal.admit_request("req-1", PRODUCER, 1, HASH_A, specs(60))
+
+    def work(item_id: str) -> None:
+        journal.mark_submitting("req-1", item_id)
+        journal.mark_submitted("req-1", item_id, {"poll_id": POLL_ID})
+        journal.mark_done("req-1", item_id, {"ok": True})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(work, [s[0] for s in specs(60)]))
+    items = journal.items("req-1")
+    assert {i.state for i in items} == {ItemState.DONE}
+    assert {i.attempts for i in items} == {1}
+
+
+def test_racing_connections_submit_each_item_once(db: Path, journal: Journal) -> None:
+    """Separate connections (as separate processes would have) race for the same items."""
+    journal.admit_request("req-1", PRODUCER, 1, HASH_A, specs(20))
+    wins: list[str] = []
+    lock = threading.Lock()
+
+    def racer() -> None:
+        with Journal.open(db) as mine:
+            for item_id, _, _ in specs(20):
+                try:
+                    mine.mark_submitting("req-1", item_id)
+                except IllegalTransition:
+                    continue
+                with lock:
+                    wins.append(item_id)
+
+    threads = [threading.Thread(target=racer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(wins) == [s[0] for s in specs(20)]  # each item won exactly once
+
+
+# --- leases between processes ------------------------------------------------------------------
+
+CLAIMER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from airgap.outside.journal import Busy, Journal
+
+    db, go, hold = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+    with Journal.open(db) as j:
+        print("ready", flush=True)
+        while not go.exists():
+            time.sleep(0.005)
+        try:
+            with j.claim("req-1", "outside process"):
+                print("got", flush=True)
+                time.sleep(hold)
+        except Busy as exc:
+            print("busy", exc.code, exc.hint, flush=True)
+    """
+)
+
+
+def spawn_claimer(db: Path, go: Path, hold: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CLAIMER, str(db), str(go), str(hold)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_two_processes_cannot_both_claim_a_request(db: Path, admitted: Journal) -> None:
+    go = db.with_name("go")
+    children = [spawn_claimer(db, go, hold=1.0) for _ in range(2)]
+    for child in children:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+    go.touch()
+    outputs = [child.communicate(timeout=20)[0].strip() for child in children]
+    assert sorted(o.split()[0] for o in outputs) == ["busy", "got"]
+    loser = next(o for o in outputs if o.startswith("busy"))
+    winner_pid = children[[o.startswith("got") for o in outputs].index(True)].pid
+    assert "E_BUSY" in loser
+    assert f"another airgap outside process is working on this request (pid {winner_pid})" in loser
+    with admitted.claim("req-1", "me"):  # released on the winner's exit
+        pass
+
+
+def test_a_held_claim_refuses_this_process_then_is_released(db: Path, admitted: Journal) -> None:
+    go = db.with_name("go")
+    go.touch()
+    child = spawn_claimer(db, go, hold=30.0)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    assert child.stdout.readline().strip() == "got"
+    try:
+        with pytest.raises(Busy) as info, admitted.claim("req-1", "me"):
+            pass
+        assert info.value.code == "E_BUSY" and info.value.exit_code == 1
+        assert f"(pid {child.pid})" in (info.value.hint or "")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    # The holder died without releasing: its lease is stale and is taken over.
+    with admitted.claim("req-1", "me") as lease:
+        assert lease.pid == os.getpid()
+    with admitted.claim("req-1", "me"):  # and released again on exit
+        pass
+
+
+def test_a_claim_is_exclusive_within_a_process_too(admitted: Journal) -> None:
+    with admitted.claim("req-1", "first"), pytest.raises(Busy), admitted.claim("req-1", "second"):
+        pass
+    with admitted.claim("req-1", "third"):
+        pass
+
+
+def test_a_claim_from_another_host_is_respected_until_broken(admitted: Journal) -> None:
+    admitted._conn.execute(
+        "INSERT INTO leases VALUES ('req-1', 'outside process', 1, 'elsewhere', NULL, "
+        "'2026-01-01T00:00:00Z', 'tok')"
+    )
+    with pytest.raises(Busy) as info, admitted.claim("req-1", "me"):
+        pass
+    assert "elsewhere" in info.value.message
+    broken = admitted.break_claim("req-1")
+    assert broken is not None and broken.host == "elsewhere"
+    with admitted.claim("req-1", "me"):
+        pass
+    assert admitted.break_claim("req-1") is None
+
+
+# --- crash safety ------------------------------------------------------------------------------
+
+WORKER = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from airgap.outside.journal import ItemState, Journal
+
+    db, calls, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+    specs = [(f"item-{i:04d}", "cisco.reserve", f"C9300:FOC{i:05d}") for i in range(n)]
+    fd = os.open(calls, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with Journal.open(db) as j:
+        admission = j.admit_request("req-1", "sha256:" + "ab" * 32, 1, "a" * 64, specs)
+        # Resume: what a crash left SUBMITTING may have reached the vendor. Never resend it.
+        for item in admission.items:
+            if item.state is ItemState.SUBMITTING:
+                j.mark_needs_attention("req-1", item.item_id, "crashed during the call")
+        for item in j.items_in("req-1", [ItemState.SUBMITTED]):
+            j.mark_done("req-1", item.item_id, {"polled": True})
+        for item in j.items_in("req-1", [ItemState.NEW]):
+            j.mark_submitting("req-1", item.item_id)
+            os.write(fd, (item.item_id + "\\n").encode())  # the vendor call
+            j.mark_submitted("req-1", item.item_id, {"poll_id": 10**17 + int(item.item_id[5:])})
+            j.mark_done("req-1", item.item_id, {"ok": True})
+            print(item.item_id, flush=True)
+    print("finished", flush=True)
+    """
+)
+
+
+def check_after_crash(db: Path, calls: Path, n: int, reported: list[str]) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+    with Journal.open(db) as j:
+        items = {i.item_id: i for i in j.items("req-1")}
+    assert len(items) == n  # nothing lost, nothing doubled
+    for item_id in reported:
+        assert items[item_id].state is ItemState.DONE
+    called = calls.read_text().split()
+    assert len(called) == len(set(called))  # at most one vendor call per item
+    for item_id in called:
+        # The SUBMITTING row was durable before the call: a called item is never NEW.
+        assert items[item_id].state is not ItemState.NEW
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.0007, 0.0023])
+def test_sigkill_mid_run_loses_nothing_and_resubmits_nothing(tmp_path: Path, pause: float) -> None:
+    db, calls, n = tmp_path / "state.db", tmp_path / "calls.log", 150
+    reported: list[str] = []
+    for round_ in range(3):  # kill, resume and kill again: each run starts from a crash
+        child = subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(db), str(calls), str(n)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        reported += [child.stdout.readline().strip() for _ in range(10)]
+        time.sleep(pause * (round_ + 1))  # land somewhere inside a transition
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert child.returncode == -signal.SIGKILL
+        check_after_crash(db, calls, n, reported)
+
+    # Run the same command again: it finishes without calling anything twice.
+    rerun = subprocess.run(
+        [sys.executable, "-c", WORKER, str(db), str(calls), str(n)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert rerun.stdout.strip().endswith("finished")
+    check_after_crash(db, calls, n, reported)
+    called = set(calls.read_text().split())
+    with Journal.open(db) as j:
+        final = j.items("req-1")
+    for item in final:
+        assert item.state in (ItemState.DONE, ItemState.NEEDS_ATTENTION), item
+        if item.state is ItemState.NEEDS_ATTENTION:
+            assert item.item_id not in reported
+        else:
+            assert item.item_id in called  # DONE only after its one call
+    assert len(final) == n
+
+
+def test_clock_is_injectable(db: Path) -> None:
+    fixed = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+    with Journal.open(db, clock=lambda: fixed) as j:
+        admission = j.admit_request("req-1", PRODUCER, 1, HASH_A, specs(1))
+    assert admission.request.received_at == "2026-11-23T12:00:00.000Z"
+    assert admission.items[0].updated_at == "2026-11-23T12:00:00.000Z"
+
+
+def test_busy_database_is_reported_as_busy(db: Path, journal: Journal) -> None:
+    with Journal.open(db, busy_timeout=0.1) as impatient:
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            started = time.monotonic()
+            with pytest.raises(Busy) as info:
+                impatient.admit_request("req-1", PRODUCER, 1, HASH_A, specs(1))
+            assert info.value.code == "E_BUSY"
+            assert time.monotonic() - started < 5
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert impatient.admit_request("req-1", PRODUCER, 1, HASH_A, specs(1)).new

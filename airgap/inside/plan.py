@@ -1,0 +1,911 @@
+"""Load what `airgap inside pack` should ask for: plan files and input directories.
+
+A plan is CSV (a header row, then one item per row) or JSON (`{"items": [...]}`, checked against
+`schemas/plan.schema.json`), using the field names of DESIGN §6. Every bad row is reported at
+once, with its line number, in one `PlanError`. Directory intake turns folders of device
+captures into the same items. Building the request bundle from the items is left to `pack`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from airgap.errors import InputError, PlanError
+from airgap.inside.parsers._text import (
+    HOSTNAME_RE,
+    PID_RE,
+    SN_RE,
+    decode_capture,
+    read_bytes,
+    read_capture,
+)
+from airgap.inside.parsers.codes import (
+    REQUEST_CODE_RE,
+    RETURN_CODE_RE,
+    capture_kind,
+    parse_return_capture,
+    slr_request_udi,
+)
+from airgap.inside.parsers.f5 import (
+    check_addon_key,
+    check_regkey,
+    normalize_mac,
+    parse_dossier_file,
+)
+from airgap.inside.parsers.rum import RumFile, parse_rum_bytes
+from airgap.inside.parsers.udi import parse_udi_capture
+
+__all__ = [
+    "ACTIONS",
+    "CSV_COLUMNS",
+    "HYPERVISORS",
+    "UNITS_OF_MEASURE",
+    "PlanItem",
+    "check_duplicates",
+    "items_from_returns_dir",
+    "items_from_rum_dir",
+    "items_from_udi_dir",
+    "load_plan",
+    "parse_entitlement_spec",
+]
+
+_logger = logging.getLogger(__name__)
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "action",
+    "hostname",
+    "pid",
+    "sn",
+    "entitlements",
+    "return_code",
+    "request_code",
+    "reservation_type",
+    "rum_file",
+    "mac",
+    "hypervisor",
+    "pool",
+    "sku_keyword1",
+    "sku_keyword2",
+    "unit_of_measure",
+    "tenant",
+    "chargeback_tag",
+    "regkey",
+    "add_on_keys",
+    "mode",
+    "dossier_file",
+    "accept_eula",
+    "virtual_account",
+    "tags",
+)
+HYPERVISORS: tuple[str, ...] = ("aws", "azure", "gce", "vmware", "hyperv", "kvm", "xen", "alibaba")
+UNITS_OF_MEASURE: tuple[str, ...] = ("yearly", "monthly", "daily", "hourly")
+RESERVATION_TYPES: tuple[str, ...] = ("SPECIFIC", "UNIVERSAL")
+MODES: tuple[str, ...] = ("automatic", "manual")
+
+MAX_COUNT = 1_000_000  # licences per entitlement; anything larger is a typo
+MAX_TAG = 512  # characters in an entitlement tag, as request-items.schema.json allows
+
+
+@dataclass(frozen=True)
+class _Rule:
+    required: frozenset[str]
+    optional: frozenset[str]
+
+
+def _rule(required: str, optional: str = "") -> _Rule:
+    return _Rule(frozenset(required.split()), frozenset(optional.split()))
+
+
+# Which plan fields each action needs and allows (besides `action`). Conditional needs (the
+# dossier of a manual activation, the UDI of an SLR request) are checked in the builders.
+ACTIONS: dict[str, _Rule] = {
+    "cisco.reserve": _rule("pid sn entitlements", "hostname virtual_account"),
+    "cisco.report_usage": _rule("rum_file"),
+    "cisco.return": _rule("pid sn return_code", "hostname virtual_account"),
+    "cisco.slr_reserve": _rule(
+        "request_code", "pid sn hostname reservation_type entitlements virtual_account"
+    ),
+    "cisco.usage_summary": _rule("tags"),
+    "cisco.devices": _rule("virtual_account"),
+    "bigiq.assign": _rule(
+        "mac pool hypervisor", "sku_keyword1 sku_keyword2 unit_of_measure tenant chargeback_tag"
+    ),
+    "bigiq.revoke": _rule("mac pool"),
+    "bigiq.regkey_activate": _rule("pool regkey mode", "add_on_keys dossier_file accept_eula"),
+    "bigiq.assignments": _rule("", "pool"),
+}
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One thing to ask the outside for, before it gets an id and a place in a bundle.
+
+    `device` and `params` have the shapes of DESIGN §6 request items. `attachments` are files to
+    carry verbatim (a RUM report); `attachment_sha256` holds their SHA-256 (hex) as read while
+    parsing, in the same order, or is empty when not computed. `origin` says where the item came
+    from (`plan.csv:12`, `udi/sw1.txt:4`) for messages.
+    """
+
+    action: str
+    device: dict[str, Any] | None
+    params: dict[str, Any]
+    attachments: tuple[Path, ...]
+    origin: str
+    attachment_sha256: tuple[str, ...] = ()
+
+
+class _Bad(Exception):
+    """One problem with one field; collected, never raised out of this module."""
+
+
+# --- entitlements --------------------------------------------------------------------------------
+
+_TAG_RE = re.compile(r"^[^\s;]+$")
+
+
+def _entitlement(spec: str) -> tuple[str, int]:
+    text = spec.strip()
+    tag, colon, count_text = text.rpartition(":")
+    if not colon:
+        tag, count_text = text, "1"
+    if not tag or not _TAG_RE.match(tag):
+        raise _Bad(f"entitlement {spec!r} is not TAG[:COUNT]")
+    if len(tag) > MAX_TAG:
+        raise _Bad(f"entitlement tag {tag[:20]!r}… is longer than {MAX_TAG} characters")
+    if not count_text.isdigit() or not count_text.isascii():
+        raise _Bad(f"entitlement {spec!r}: count {count_text!r} is not a whole number")
+    count = int(count_text)
+    if not 1 <= count <= MAX_COUNT:
+        raise _Bad(f"entitlement {spec!r}: count must be between 1 and {MAX_COUNT}")
+    return tag, count
+
+
+def parse_entitlement_spec(spec: str) -> tuple[str, int]:
+    """Parse one `TAG[:N]` entitlement (as given to `--entitlement`); N defaults to 1.
+
+    The count is split at the last colon, since Cisco tags hold commas and dots but no colon.
+
+    Raises:
+        PlanError: an empty tag, a tag with spaces or `;`, or a count that is not 1 or more.
+
+    Returns:
+        (tag, count).
+    """
+    try:
+        return _entitlement(spec)
+    except _Bad as e:
+        raise PlanError(str(e), problems=[str(e)]) from None
+
+
+def _entitlements(value: Any) -> list[dict[str, Any]]:
+    entries: list[Any] = _split(value) if isinstance(value, str) else list(value)
+    if not entries:
+        raise _Bad("entitlements is empty")
+    result: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for entry in entries:
+        if isinstance(entry, dict):  # JSON {"tag", "count"}; the schema checked the types
+            tag, count = _entitlement(f"{entry['tag']}:{entry['count']}")
+        else:
+            tag, count = _entitlement(str(entry))
+        if tag in seen:
+            raise _Bad(f"entitlement {tag} is listed twice")
+        seen.add(tag)
+        result.append({"tag": tag, "count": count})
+    return result
+
+
+# --- field converters ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    base_dir: Path
+
+
+def _split(value: Any) -> list[str]:
+    """A list cell: `;`-separated text, or a JSON array of strings."""
+    parts = value.split(";") if isinstance(value, str) else value
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f"{name} must be text")
+    return value.strip()
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> Callable[[Any, str, _Ctx], str]:
+    def convert(value: Any, name: str, ctx: _Ctx) -> str:
+        text = _text(value, name)
+        if not regex.fullmatch(text):
+            raise _Bad(f"{name} {text!r} is not {what}")
+        return text
+
+    return convert
+
+
+def _choice(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[Any, str, _Ctx], str]:
+    def convert(value: Any, name: str, ctx: _Ctx) -> str:
+        text = _text(value, name)
+        text = text.upper() if upper else text.lower()
+        if text not in choices:
+            raise _Bad(f"{name} {value!r} is not one of {', '.join(choices)}")
+        return text
+
+    return convert
+
+
+def _plain(value: Any, name: str, ctx: _Ctx) -> str:
+    return _text(value, name)
+
+
+def _list(value: Any, name: str, ctx: _Ctx) -> list[str]:
+    items = _split(value)
+    if not items:
+        raise _Bad(f"{name} is empty")
+    return items
+
+
+def _mac(value: Any, name: str, ctx: _Ctx) -> str:
+    try:
+        return normalize_mac(_text(value, name))
+    except InputError as e:
+        raise _Bad(f"{name}: {e.message}") from None
+
+
+def _regkey(value: Any, name: str, ctx: _Ctx) -> str:
+    try:
+        return check_regkey(_text(value, name))
+    except InputError as e:
+        raise _Bad(f"{name}: {e.message}") from None
+
+
+def _add_on_keys(value: Any, name: str, ctx: _Ctx) -> list[str]:
+    keys: list[str] = []
+    for key in _list(value, name, ctx):
+        try:
+            checked = check_addon_key(key)
+        except InputError as e:
+            raise _Bad(f"{name}: {e.message}") from None
+        if checked in keys:
+            raise _Bad(f"{name}: {checked} is listed twice")
+        keys.append(checked)
+    return keys
+
+
+_TRUE = frozenset({"true", "yes", "y", "1"})
+_FALSE = frozenset({"false", "no", "n", "0"})
+
+
+def _bool(value: Any, name: str, ctx: _Ctx) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value, name).lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _Bad(f"{name} {value!r} is not true or false")
+
+
+def _path(value: Any, name: str, ctx: _Ctx) -> Path:
+    path = Path(_text(value, name)).expanduser()
+    resolved = path if path.is_absolute() else ctx.base_dir / path
+    if not resolved.is_file():
+        raise _Bad(f"{name} {str(path)!r} not found (looked for {resolved})")
+    return resolved
+
+
+@dataclass(frozen=True)
+class _Rum:
+    rum: RumFile
+    sha256: str
+
+
+def _rum_file(value: Any, name: str, ctx: _Ctx) -> _Rum:
+    path = _path(value, name, ctx)
+    try:
+        data = read_bytes(path)
+        return _Rum(parse_rum_bytes(data, path=path), hashlib.sha256(data).hexdigest())
+    except InputError as e:
+        raise _Bad(f"{name}: {e.message}") from None
+
+
+def _dossier(value: Any, name: str, ctx: _Ctx) -> str:
+    path = _path(value, name, ctx)
+    try:
+        return parse_dossier_file(path)
+    except InputError as e:
+        raise _Bad(f"{name}: {e.message}") from None
+
+
+_Convert = Callable[[Any, str, _Ctx], Any]
+
+_CONVERTERS: dict[str, _Convert] = {
+    "hostname": _pattern(HOSTNAME_RE, "a hostname"),
+    "pid": _pattern(PID_RE, "a product id"),
+    "sn": _pattern(SN_RE, "a serial number"),
+    "entitlements": lambda value, name, ctx: _entitlements(value),
+    "return_code": _pattern(RETURN_CODE_RE, "a return code (C + 8 groups of 6 + 1 of 3)"),
+    "request_code": _pattern(REQUEST_CODE_RE, "a request code"),
+    "reservation_type": _choice(RESERVATION_TYPES, upper=True),
+    "rum_file": _rum_file,
+    "mac": _mac,
+    "hypervisor": _choice(HYPERVISORS),
+    "pool": _plain,
+    "sku_keyword1": _plain,
+    "sku_keyword2": _plain,
+    "unit_of_measure": _choice(UNITS_OF_MEASURE),
+    "tenant": _plain,
+    "chargeback_tag": _plain,
+    "regkey": _regkey,
+    "add_on_keys": _add_on_keys,
+    "mode": _choice(MODES),
+    "dossier_file": _dossier,
+    "accept_eula": _bool,
+    "virtual_account": _plain,  # a list for cisco.devices; see _build
+    "tags": _list,
+}
+
+
+# --- building items ------------------------------------------------------------------------------
+
+
+def _is_absent(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or value == []
+
+
+def _cisco_device(v: dict[str, Any], pid: str, sn: str) -> dict[str, Any]:
+    return {"hostname": v.get("hostname"), "udi": {"pid": pid, "sn": sn}}
+
+
+def _build(
+    action: str, fields: dict[str, Any], origin: str, ctx: _Ctx, problems: list[str]
+) -> PlanItem | None:
+    """Check one row's fields for `action` and build its item; problems go to `problems`."""
+    rule = ACTIONS[action]
+    before = len(problems)
+    present = {name: value for name, value in fields.items() if not _is_absent(value)}
+    for name in sorted(set(present) - rule.required - rule.optional):
+        problems.append(f"{origin}: {action} does not take {name}")
+    for name in sorted(rule.required - set(present)):
+        problems.append(f"{origin}: {action} needs {name}")
+    v: dict[str, Any] = {}
+    for name, value in present.items():
+        if name not in rule.required and name not in rule.optional:
+            continue
+        convert = _list if (action, name) == ("cisco.devices", "virtual_account") else None
+        try:
+            v[name] = (convert or _CONVERTERS[name])(value, name, ctx)
+        except _Bad as e:
+            problems.append(f"{origin}: {e}")
+    if len(problems) > before:
+        return None
+    try:
+        return _assemble(action, v, origin)
+    except _Bad as e:
+        problems.append(f"{origin}: {e}")
+        return None
+
+
+def _assemble(action: str, v: dict[str, Any], origin: str) -> PlanItem:
+    """Shape checked values into an item; raises _Bad for conditions across fields."""
+    device: dict[str, Any] | None = None
+    params: dict[str, Any] = {}
+    attachments: tuple[Path, ...] = ()
+    digests: tuple[str, ...] = ()
+    if action == "cisco.reserve":
+        device = _cisco_device(v, v["pid"], v["sn"])
+        params["entitlements"] = v["entitlements"]
+        if "virtual_account" in v:
+            params["virtual_account"] = v["virtual_account"]
+    elif action == "cisco.report_usage":
+        rum: _Rum = v["rum_file"]
+        device = {
+            "hostname": rum.rum.hostname,
+            "udi": {"pid": rum.rum.udi[0], "sn": rum.rum.udi[1]},
+        }
+        attachments, digests = (rum.rum.path,), (rum.sha256,)
+    elif action == "cisco.return":
+        device = _cisco_device(v, v["pid"], v["sn"])
+        params["return_code"] = v["return_code"]
+        if "virtual_account" in v:
+            params["virtual_account"] = v["virtual_account"]
+    elif action == "cisco.slr_reserve":
+        device = _slr_device(v)
+        kind = v.get("reservation_type", "SPECIFIC")
+        if kind == "SPECIFIC" and "entitlements" not in v:
+            raise _Bad(
+                "cisco.slr_reserve needs entitlements (unless reservation_type is UNIVERSAL)"
+            )
+        params = {
+            "request_code": v["request_code"],
+            "reservation_type": kind,
+            "entitlements": v.get("entitlements", []),
+        }
+        if "virtual_account" in v:
+            params["virtual_account"] = v["virtual_account"]
+    elif action == "cisco.usage_summary":
+        params["tags"] = v["tags"]
+    elif action == "cisco.devices":
+        params["virtual_accounts"] = v["virtual_account"]
+    elif action in ("bigiq.assign", "bigiq.revoke"):
+        device = {"mac": v["mac"]}
+        params = {"pool": v["pool"]}
+        if action == "bigiq.assign":
+            params["hypervisor"] = v["hypervisor"]
+            for name in ("sku_keyword1", "sku_keyword2", "unit_of_measure", "tenant"):
+                if name in v:
+                    params[name] = v[name]
+            if "chargeback_tag" in v:
+                params["chargeback_tag"] = v["chargeback_tag"]
+    elif action == "bigiq.regkey_activate":
+        params = {"pool": v["pool"], "regkey": v["regkey"], "mode": v["mode"]}
+        if "add_on_keys" in v:
+            params["add_on_keys"] = v["add_on_keys"]
+        if v["mode"] == "manual":
+            if "dossier_file" not in v:
+                raise _Bad("bigiq.regkey_activate with mode manual needs dossier_file")
+            # The dossier travels as text in params: it is short, and signing items.json
+            # then covers it without a separate attachment.
+            params["dossier"] = v["dossier_file"]
+        elif "dossier_file" in v:
+            raise _Bad("dossier_file is only for mode manual")
+        params["accept_eula"] = v.get("accept_eula", False)
+    elif action == "bigiq.assignments" and "pool" in v:
+        params["pool"] = v["pool"]
+    return PlanItem(action, device, params, attachments, origin, digests)
+
+
+def _slr_device(v: dict[str, Any]) -> dict[str, Any]:
+    embedded = slr_request_udi(v["request_code"])
+    if ("pid" in v) != ("sn" in v):
+        raise _Bad("cisco.slr_reserve needs both pid and sn, or neither")
+    if "pid" in v:
+        if embedded is not None and embedded != (v["pid"], v["sn"]):
+            raise _Bad(f"request_code names {embedded[0]}:{embedded[1]}, not {v['pid']}:{v['sn']}")
+        return _cisco_device(v, v["pid"], v["sn"])
+    if embedded is None:
+        raise _Bad("cisco.slr_reserve needs pid and sn (the request code does not name the device)")
+    return _cisco_device(v, *embedded)
+
+
+# --- CSV and JSON plans --------------------------------------------------------------------------
+
+
+def _csv_rows(text: str, source: str, problems: list[str]) -> Iterator[tuple[str, dict[str, str]]]:
+    """Yield (origin, {column: cell}) for each data row; header problems go to `problems`."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str | None] | None = None
+    line = 0
+    try:
+        for cells in reader:
+            start, line = line + 1, reader.line_num
+            if not any(cell.strip() for cell in cells) or cells[0].lstrip().startswith("#"):
+                continue  # blank rows and `#` comment rows
+            if header is None:
+                header = _csv_header(cells, f"{source}:{start}", problems)
+                if header is None:
+                    return
+                continue
+            origin = f"{source}:{start}"
+            fields: dict[str, str] = {}
+            for index, cell in enumerate(cells):
+                name = header[index] if index < len(header) else ""
+                if name:
+                    fields[name] = cell
+                elif name == "" and cell.strip():
+                    # A cell under no column name (past the header's end, or under an empty
+                    # header cell) would be lost silently.
+                    problems.append(
+                        f"{origin}: cell {index + 1} ({cell.strip()!r}) has no column name "
+                        f"in the header"
+                    )
+                    break
+            yield origin, fields
+    except csv.Error as e:
+        problems.append(f"{source}:{reader.line_num}: not valid CSV ({e})")
+
+
+def _csv_header(cells: list[str], origin: str, problems: list[str]) -> list[str | None] | None:
+    """Column names by position, or None if rows can't be read.
+
+    A name is None for a column already reported (unknown, repeated) and "" for an unnamed one.
+    """
+    names = [cell.strip().lower() for cell in cells]
+    header: list[str | None] = []
+    known = set(CSV_COLUMNS)
+    for name in names:
+        if name in known and name in header:
+            problems.append(f"{origin}: column {name!r} appears twice")
+            header.append(None)
+        elif name in known:
+            header.append(name)
+        elif name:
+            problems.append(f"{origin}: unknown column {name!r}")
+            header.append(None)
+        else:
+            header.append("")
+    if "action" not in header:
+        hint = ""
+        if len(cells) == 1 and ";" in cells[0]:
+            hint = " (the file looks ';'-separated; save it as comma-separated CSV)"
+        problems.append(f"{origin}: the header has no 'action' column{hint}")
+        return None
+    return header
+
+
+def _schema() -> dict[str, Any]:
+    resource = files("airgap") / "schemas" / "plan.schema.json"
+    loaded: dict[str, Any] = json.loads(resource.read_text(encoding="utf-8"))
+    return loaded
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _json_item_lines(text: str, count: int) -> list[int]:
+    """The line on which each element of the top-level "items" array starts.
+
+    json.loads keeps no positions, so the top-level object is walked with raw_decode. Falls
+    back to line 1 for every item if the layout is not what it expects.
+    """
+    decoder = json.JSONDecoder()
+    try:
+        pos = _skip(text, 0)
+        if text[pos] != "{":
+            raise ValueError("not an object")
+        pos = _skip(text, pos + 1)
+        while text[pos] != "}":
+            key, pos = decoder.raw_decode(text, pos)
+            pos = _skip(text, _skip(text, pos) + 1)  # past the ':'
+            if key == "items" and text[pos] == "[":
+                lines: list[int] = []
+                line, last = 1, 0
+                pos = _skip(text, pos + 1)
+                while text[pos] != "]":
+                    line += text.count("\n", last, pos)
+                    last = pos
+                    lines.append(line)
+                    _, pos = decoder.raw_decode(text, pos)
+                    pos = _skip(text, pos)
+                    if text[pos] == ",":
+                        pos = _skip(text, pos + 1)
+                if len(lines) == count:
+                    return lines
+                break
+            _, pos = decoder.raw_decode(text, pos)
+            pos = _skip(text, pos)
+            if text[pos] == ",":
+                pos = _skip(text, pos + 1)
+    except (ValueError, IndexError):
+        pass
+    return [1] * count
+
+
+def _skip(text: str, pos: int) -> int:
+    match = _WS.match(text, pos)
+    return match.end() if match else pos
+
+
+def _json_rows(text: str, source: str, problems: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    try:
+        document = json.loads(text)
+    except ValueError as e:
+        line = getattr(e, "lineno", 1)
+        problems.append(f"{source}:{line}: not valid JSON ({getattr(e, 'msg', e)})")
+        return
+    if isinstance(document, dict) and document.get("items") == []:
+        problems.append(f"{source}:1: the plan has no items")
+        return
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
+
+    validator = Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.path])
+    raw_items = document.get("items") if isinstance(document, dict) else None
+    count = len(raw_items) if isinstance(raw_items, list) else 0
+    lines = _json_item_lines(text, count) if count else []
+    bad_items: set[int] = set()
+    for error in errors:
+        path = list(error.path)
+        if len(path) >= 2 and path[0] == "items" and isinstance(path[1], int):
+            index = path[1]
+            bad_items.add(index)
+            at = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in path[2:])
+            problems.append(f"{source}:{lines[index]}: items[{index}]{at}: {error.message}")
+        else:
+            where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in path)
+            problems.append(f"{source}:1: {where.lstrip('.') or 'plan'}: {error.message}")
+    if not isinstance(raw_items, list):
+        return
+    for index, item in enumerate(raw_items):
+        if index not in bad_items and isinstance(item, dict):
+            yield f"{source}:{lines[index]}", dict(item)
+
+
+def _is_json(path: Path, text: str) -> bool:
+    if path.suffix.lower() == ".json":
+        return True
+    if path.suffix.lower() == ".csv":
+        return False
+    return text.lstrip().startswith("{")
+
+
+def load_plan(path: Path) -> list[PlanItem]:
+    """Load a CSV or JSON plan file into items.
+
+    JSON is chosen by a `.json` suffix (or, for other suffixes than `.csv`, a leading `{`).
+    Relative `rum_file` and `dossier_file` paths resolve against the plan's folder. Items that
+    repeat an earlier item (see `check_duplicates`) are problems too.
+
+    Args:
+        path: the plan file; its path as given names it in messages and origins.
+
+    Raises:
+        InputError: the file is missing or unreadable.
+        PlanError: anything wrong with the content; `problems` lists every one, each starting
+            `plan.csv:LINE:`.
+
+    Returns:
+        The items, in plan order, each with `origin` = `<path>:<line>`.
+    """
+    source = str(path)
+    data = read_bytes(path)
+    if not data.strip():
+        raise PlanError(f"{source}: the plan is empty", problems=[f"{source}:1: the plan is empty"])
+    try:
+        text = decode_capture(data, source=source)
+    except InputError as e:
+        raise PlanError(e.message, problems=[e.message], hint=e.hint) from None
+    problems: list[str] = []
+    rows: Iterable[tuple[str, dict[str, Any]]] = (
+        _json_rows(text, source, problems)
+        if _is_json(path, text)
+        else _csv_rows(text, source, problems)
+    )
+    ctx = _Ctx(path.parent)
+    items: list[PlanItem] = []
+    seen_rows = False
+    for origin, fields in rows:
+        seen_rows = True
+        action_value = fields.pop("action", None)
+        action = action_value.strip().lower() if isinstance(action_value, str) else ""
+        if not action:
+            problems.append(f"{origin}: no action")
+            continue
+        if action not in ACTIONS:
+            problems.append(
+                f"{origin}: unknown action {action_value!r} (known: {', '.join(ACTIONS)})"
+            )
+            continue
+        item = _build(action, fields, origin, ctx, problems)
+        if item is not None:
+            items.append(item)
+    if not seen_rows and not problems:
+        problems.append(f"{source}:1: the plan has no items")
+    problems.extend(_duplicate_problems(items))
+    if problems:
+        raise _plan_error(source, problems)
+    return items
+
+
+def _plan_error(source: str, problems: list[str]) -> PlanError:
+    count = len(problems)
+    noun = "problem" if count == 1 else "problems"
+    return PlanError(
+        f"{source}: {count} {noun} in the plan; the first: {problems[0]}",
+        problems=problems,
+        hint="Fix every listed row and run the command again; nothing was packed.",
+    )
+
+
+# --- duplicates ----------------------------------------------------------------------------------
+
+_CISCO_DEVICE_ACTIONS = frozenset({"cisco.reserve", "cisco.return", "cisco.slr_reserve"})
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from e
+    return digest.hexdigest()
+
+
+def _duplicate_key(item: PlanItem) -> tuple[str, str]:
+    """What makes two items the same request, and how to say it."""
+    if item.action in _CISCO_DEVICE_ACTIONS and item.device is not None:
+        udi = item.device["udi"]
+        name = f"{udi['pid']}:{udi['sn']}"
+        return name, f"for {name}"
+    if item.action in ("bigiq.assign", "bigiq.revoke") and item.device is not None:
+        return str(item.device["mac"]), f"for {item.device['mac']}"
+    if item.action == "cisco.report_usage":
+        digests = item.attachment_sha256 or tuple(_sha256_file(p) for p in item.attachments)
+        return ",".join(digests), "with the same RUM file content"
+    if item.action == "bigiq.regkey_activate":
+        return str(item.params["regkey"]), f"of {item.params['regkey']}"
+    return json.dumps(item.params, sort_keys=True, default=str), "with the same parameters"
+
+
+def _duplicate_problems(items: list[PlanItem]) -> list[str]:
+    first: dict[tuple[str, str], PlanItem] = {}
+    problems: list[str] = []
+    for item in items:
+        key, described = _duplicate_key(item)
+        earlier = first.setdefault((item.action, key), item)
+        if earlier is not item:
+            problems.append(f"{item.origin}: {item.action} {described} repeats {earlier.origin}")
+    return problems
+
+
+def check_duplicates(items: list[PlanItem]) -> None:
+    """Refuse the same request twice: same action and device, RUM content, or query.
+
+    Devices are compared by UDI (`PID:SN`) or MAC; usage reports by the content of their files;
+    regkey activations by key; queries by their parameters.
+
+    Raises:
+        PlanError: one problem per repeated item, naming both origins.
+        InputError: an attachment whose hash was not known could not be read.
+    """
+    problems = _duplicate_problems(items)
+    if problems:
+        count = len(problems)
+        raise PlanError(
+            f"{count} duplicate item{'s' if count != 1 else ''}; the first: {problems[0]}",
+            problems=problems,
+            hint="Remove the repeated rows or files; each request may appear once per bundle.",
+        )
+
+
+# --- directory intake ----------------------------------------------------------------------------
+
+
+def _files(directory: Path, suffix: str) -> list[Path]:
+    """Regular files under `directory` ending in `suffix` (any case), sorted; dotfiles skipped."""
+    if not directory.exists():
+        raise InputError(f"{directory}: no such directory")
+    if not directory.is_dir():
+        raise InputError(f"{directory}: not a directory")
+    found: list[Path] = []
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.extend(
+            Path(root, name)
+            for name in names
+            if not name.startswith(".") and name.lower().endswith(suffix)
+        )
+    return sorted(found, key=str)
+
+
+def items_from_udi_dir(directory: Path, entitlements: list[tuple[str, int]]) -> list[PlanItem]:
+    """One `cisco.reserve` per UDI in the `show license udi` captures (`*.txt`) under a folder.
+
+    Return-code and SLR request captures in the same folder (as `airgap emulate device` writes
+    them) are passed over; any other file that does not parse is an error.
+
+    Args:
+        directory: the folder, searched recursively.
+        entitlements: (tag, count) pairs to reserve for every device, at least one.
+
+    Raises:
+        PlanError: no entitlements, or a malformed one.
+        InputError: the folder is missing, holds no capture, or a capture does not parse.
+
+    Returns:
+        The items, by file name then line.
+    """
+    if not entitlements:
+        message = "--udi needs at least one --entitlement TAG[:N]"
+        raise PlanError(message, problems=[message])
+    try:
+        wanted = _entitlements([f"{tag}:{count}" for tag, count in entitlements])
+    except _Bad as e:
+        raise PlanError(str(e), problems=[str(e)]) from None
+    items: list[PlanItem] = []
+    for path in _files(directory, ".txt"):
+        text = read_capture(path)
+        if capture_kind(text) != "other":
+            _logger.info("%s: not a `show license udi` capture; passed over", path)
+            continue
+        for record in parse_udi_capture(text, source=str(path)):
+            items.append(
+                PlanItem(
+                    "cisco.reserve",
+                    {"hostname": record.hostname, "udi": {"pid": record.pid, "sn": record.sn}},
+                    {"entitlements": [dict(e) for e in wanted]},
+                    (),
+                    f"{path}:{record.line}",
+                )
+            )
+    if not items:
+        raise InputError(f"{directory}: no `show license udi` captures (*.txt) found")
+    return items
+
+
+def items_from_rum_dir(directory: Path) -> list[PlanItem]:
+    """One `cisco.report_usage` per RUM report file (`*.xml`) under a folder.
+
+    Raises:
+        InputError: the folder is missing, holds no `*.xml`, or a file is not a RUM report.
+
+    Returns:
+        The items, by file name; each attaches its file, with its SHA-256.
+    """
+    items: list[PlanItem] = []
+    for path in _files(directory, ".xml"):
+        data = read_bytes(path)
+        rum = parse_rum_bytes(data, path=path)
+        items.append(
+            PlanItem(
+                "cisco.report_usage",
+                {"hostname": rum.hostname, "udi": {"pid": rum.udi[0], "sn": rum.udi[1]}},
+                {},
+                (path,),
+                str(path),
+                (hashlib.sha256(data).hexdigest(),),
+            )
+        )
+    if not items:
+        raise InputError(f"{directory}: no RUM report files (*.xml) found")
+    return items
+
+
+def items_from_returns_dir(directory: Path) -> list[PlanItem]:
+    """One `cisco.return` per return-code capture (`*.txt`) under a folder.
+
+    `show license udi` and SLR request captures in the same folder are passed over; any other
+    file that does not parse is an error.
+
+    Raises:
+        InputError: the folder is missing, holds no return capture, or a file does not parse.
+
+    Returns:
+        The items, by file name.
+    """
+    items: list[PlanItem] = []
+    for path in _files(directory, ".txt"):
+        text = read_capture(path)
+        kind = capture_kind(text)
+        if kind == "other":
+            try:
+                parse_udi_capture(text, source=str(path))
+            except InputError:
+                raise InputError(
+                    f"{path}:1: not a return-code capture (no 'Return code:' line)",
+                    hint="Capture `license smart authorization return local offline`.",
+                ) from None
+            _logger.info("%s: a `show license udi` capture; passed over", path)
+            continue
+        if kind == "slr_request":
+            _logger.info("%s: an SLR request capture; passed over", path)
+            continue
+        code = parse_return_capture(text, source=str(path))
+        items.append(
+            PlanItem(
+                "cisco.return",
+                {"hostname": code.hostname, "udi": {"pid": code.pid, "sn": code.sn}},
+                {"return_code": code.code},
+                (),
+                f"{path}:{code.line}",
+            )
+        )
+    if not items:
+        raise InputError(f"{directory}: no return-code captures (*.txt) found")
+    return items

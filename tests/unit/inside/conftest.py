@@ -1,0 +1,66 @@
+"""Fixtures for the inside parsers and plan tests: the shared samples and file factories."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from airgap.inside.plan import CSV_COLUMNS
+
+# /work/main/tests/unit/inside -> /work/main -> /work/shared/samples
+SAMPLES = Path(__file__).resolve().parents[3] / ".." / "shared" / "samples"
+
+Writer = Callable[..., Path]
+
+
+@pytest.fixture
+def sample() -> Callable[[str], Path]:
+    """`sample("cisco/return-code.txt")` -> the path of a shared real-format sample."""
+
+    def find(name: str) -> Path:
+        path = (SAMPLES / name).resolve()
+        assert path.is_file(), f"missing shared sample {path}"
+        return path
+
+    return find
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Writer:
+    """`write("x/name.txt", text_or_bytes)` -> a file under tmp_path with exactly that content."""
+
+    def make(name: str, content: str | bytes) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        path.write_bytes(data)
+        return path
+
+    return make
+
+
+def csv_text(rows: list[Mapping[str, str]], columns: tuple[str, ...] = CSV_COLUMNS) -> str:
+    """A CSV plan with a header of `columns` and one line per row (missing cells empty)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+@pytest.fixture
+def make_plan(write: Writer) -> Callable[..., Path]:
+    """`make_plan([{"action": …}, …], name="plan.csv")` -> a CSV plan file with every column."""
+
+    def make(
+        rows: list[Mapping[str, str]],
+        name: str = "plan.csv",
+        columns: tuple[str, ...] = CSV_COLUMNS,
+    ) -> Path:
+        return write(name, csv_text(rows, columns))
+
+    return make

@@ -58,11 +58,20 @@ def verify_cmd(ctx: typer.Context, bundle: BundleArg) -> None:
     )
 
 
-def inspect_cmd(ctx: typer.Context, bundle: BundleArg) -> None:
+def inspect_cmd(
+    ctx: typer.Context,
+    bundle: BundleArg,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write a printable, self-contained handoff sheet here."),
+    ] = None,
+) -> None:
     """List a bundle's manifest, signatures and items without needing trust.
 
     Each signature is marked valid, untrusted (key not in this home's trust store) or invalid.
     Works without a home too (every signature is then untrusted).
+
+    Example: `airgap inspect req.airgap --html handoff.html` (print it and sign it off).
     """
     app = state(ctx)
     with mapped_errors(app):
@@ -71,7 +80,13 @@ def inspect_cmd(ctx: typer.Context, bundle: BundleArg) -> None:
 
         home = app.open_home() if HomePaths(app.home).exists() else None
         report = inspect(home, bundle)
-    document = report.to_json()
+        document = report.to_json()
+        if html is not None:
+            from airgap.fsutil import atomic_write_bytes
+            from airgap.handoff import render_sheet
+
+            atomic_write_bytes(html, render_sheet(bundle, document).encode("utf-8"))
+            document = {**document, "html": str(html)}
 
     def human() -> None:
         _print_inspection(bundle, document)
@@ -80,6 +95,8 @@ def inspect_cmd(ctx: typer.Context, bundle: BundleArg) -> None:
         app.emit(document)
     elif not app.quiet:
         human()
+        if html is not None:
+            out.print(f"Wrote the handoff sheet {escape(str(html))}")
 
 
 def _print_inspection(bundle: Path, doc: dict[str, Any]) -> None:

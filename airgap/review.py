@@ -34,7 +34,8 @@ def audited_refusal(home: Home, action: str, path: Path) -> Iterator[None]:
         raise
 
 
-def _identity_if_encrypted(home: Home, path: Path) -> object | None:
+def identity_for(home: Home, path: Path) -> object | None:
+    """This home's age identity when `path` is age-encrypted, else None (no passphrase asked)."""
     from airgap.bundle.crypt import is_age
 
     try:
@@ -70,7 +71,7 @@ def verify(home: Home, path: Path, *, expected_kind: str | None = None) -> Opene
 
 
 def _open_verified(home: Home, path: Path, policy: TrustPolicy) -> OpenedBundle:
-    identity = _identity_if_encrypted(home, path)
+    identity = identity_for(home, path)
     with open_bundle(path, policy, identity=identity, limits=home.limits()) as opened:
         return opened
 
@@ -133,7 +134,7 @@ def approve(home: Home, path: Path, output: Path | None = None) -> Approval:
     )
     target = output or path
     with audited_refusal(home, "approve", path):
-        identity = _identity_if_encrypted(home, path)
+        identity = identity_for(home, path)
         with open_bundle(
             path,
             policy,

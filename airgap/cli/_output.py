@@ -108,3 +108,27 @@ def mapped_errors(app: AppState) -> Iterator[None]:
             1,
             hint="This is a bug in airgap. Re-run with AIRGAP_DEBUG=1 for the traceback.",
         )
+
+
+@contextmanager
+def progress_bar(app: AppState, what: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A (done, total) callback drawing a progress bar, only for a person at a terminal."""
+    if app.json or app.quiet or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        f"[progress.description]{what}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

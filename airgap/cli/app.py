@@ -11,7 +11,7 @@ import typer
 
 from airgap import __version__
 from airgap.cli import audit as audit_cli
-from airgap.cli import bundles, site
+from airgap.cli import bundles, emulate, inside, outside, site
 from airgap.cli._output import AppState
 
 app = typer.Typer(
@@ -68,6 +68,9 @@ def root(
 site.register(app)
 bundles.register(app)
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(inside.app, name="inside")
+app.add_typer(outside.app, name="outside")
+app.add_typer(emulate.app, name="emulate")
 
 
 _FLAGS = {"--json", "--quiet", "-q", "--version"}

@@ -15,9 +15,21 @@ Error bodies, compact JSON like everything else:
   and `status_message`.
 
 Vendor state changes when the request is accepted, not when the poll completes, so a request
-whose answer was lost still shows in `stats()["mutations"]`. State is in plain attributes
-(`reservations`, `reports`, `polls`, `licenses`, ...) that tests may read and edit while holding
-`lock`.
+whose answer was lost still shows in `stats()["mutations"]`.
+
+The device list (`v1/accounts/{domain}/devices`) gives each device holding a SLUP reservation an
+`"authorizationCode"`: the base64 `smart_license` of that reservation, exactly as its poll
+answered it. This models CSSM's download of a product instance's current authorization code, so
+a client that lost a reservation's answer (a reset after the request was accepted) can recover
+the code by a read-only look-up. Real accounts may not return it in the device list; a client
+must then fall back to asking the operator (needs attention) rather than reserving again.
+
+`build_cisco_server` tells clients to poll again after `max(1, ceil(poll_delay))` seconds unless
+given an explicit `poll_interval`, so clients that honour the interval do not wait the real
+service's 300 s on a fast emulator; `CiscoEmulator` itself keeps the service's 300 by default.
+
+State is in plain attributes (`reservations`, `reports`, `polls`, `licenses`, ...) that tests may
+read and edit while holding `lock`.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import random
 import re
 import secrets
@@ -126,6 +139,7 @@ class Reservation:
     entitlements: dict[str, int]  # tag -> count
     kind: str = "SLUP"  # "SLUP" or "SLR"
     reservation_code: str | None = None  # SLR request code
+    smart_license: str | None = None  # SLUP: base64 authorization code, as the poll answered it
 
 
 @dataclass
@@ -487,6 +501,8 @@ class CiscoEmulator:
                 return _authorization(
                     piid, sudi, "", "NOT_AUTHORIZED", code, "FAILED", message, correlation
                 )
+        license_xml = self._authorization_xml(item.pid, item.sn, virtual_account, counts, piid)
+        smart_license = base64.b64encode(license_xml.encode("utf-8")).decode("ascii")
         # A new authorization code replaces the one the device held.
         self.reservations[item.udi] = Reservation(
             pid=item.pid,
@@ -494,14 +510,14 @@ class CiscoEmulator:
             hostname=item.hostname,
             virtual_account=virtual_account,
             entitlements=counts,
+            smart_license=smart_license,
         )
         self._touch_device(item.pid, item.sn, item.hostname, virtual_account)
         self._mutate(item.udi, "reserve")
-        license_xml = self._authorization_xml(item.pid, item.sn, virtual_account, counts, piid)
         return _authorization(
             piid,
             sudi,
-            base64.b64encode(license_xml.encode("utf-8")).decode("ascii"),
+            smart_license,
             "AUTHORIZED",
             None,
             "SUCCESS",
@@ -869,7 +885,7 @@ class CiscoEmulator:
     def _device_entry(self, record: DeviceRecord) -> dict[str, Any]:
         udi = f"{record.pid}:{record.sn}"
         reservation = self.reservations.get(udi)
-        return {
+        entry: dict[str, Any] = {
             "udi": udi,
             "sudi": _sudi(record.pid, record.sn),
             "productId": record.pid,
@@ -888,6 +904,10 @@ class CiscoEmulator:
             ],
             "usageReports": record.reports,
         }
+        if reservation is not None and reservation.kind == "SLUP" and reservation.smart_license:
+            # CSSM's "download authorization code" of the product instance (module docstring).
+            entry["authorizationCode"] = reservation.smart_license
+        return entry
 
     def _mutate(self, udi: str, kind: str) -> None:
         counts = self.mutations.setdefault(udi, {"reserve": 0, "return": 0, "report": 0})
@@ -1020,6 +1040,7 @@ def build_cisco_server(
     tls: bool = False,
     cert_out: Path | None = None,
     host: str = "127.0.0.1",
+    poll_interval: int | None = None,
 ) -> EmulatorServer:
     """Build (bind, not start) the Cisco emulator server for `airgap emulate cisco`.
 
@@ -1037,21 +1058,28 @@ def build_cisco_server(
         tls: serve HTTPS with a self-signed certificate.
         cert_out: where to write that certificate (PEM).
         host: address to bind.
+        poll_interval: seconds the OK_POLL answers tell clients to wait; default
+            `max(1, ceil(poll_delay))`, so a client honouring it polls right after the delay.
 
     Raises:
-        ConfigError: a bad faults spec, negative delays, `cert_out` without `tls`, or the port
-            cannot be bound.
+        ConfigError: a bad faults spec, negative delays, a poll interval below 1, `cert_out`
+            without `tls`, or the port cannot be bound.
 
     Returns:
         The bound server.
     """
     if poll_delay < 0 or token_ttl <= 0:
         raise ConfigError("poll delay must be >= 0 and token TTL > 0 seconds")
+    if poll_interval is None:
+        poll_interval = max(1, math.ceil(poll_delay))
+    elif poll_interval < 1:
+        raise ConfigError(f"poll interval must be at least 1 second, not {poll_interval}")
     app = CiscoEmulator(
         poll_delay=poll_delay,
         token_ttl=token_ttl,
         client_secret=client_secret,
         strict_nonce=strict_nonce,
+        poll_interval=poll_interval,
     )
     return EmulatorServer(
         app,

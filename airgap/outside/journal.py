@@ -1082,6 +1082,16 @@ class Journal:
             ).fetchall()
         return [_row_response(r) for r in rows]
 
+    def next_response_sequence(self) -> int:
+        """The sequence for the next response this home emits: one above every one so far.
+
+        Raises:
+            StateDbError: (E_CONFIG) the database failed.
+        """
+        with self._read() as conn:
+            row = conn.execute("SELECT COUNT(*) FROM responses").fetchone()
+        return int(row[0]) + 1
+
     # --- status
 
     def summary(self) -> JournalSummary:

@@ -1,0 +1,168 @@
+"""`airgap emulate`: local Cisco and BIG-IQ emulators, and emulated device captures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from airgap.cli._output import AppState, mapped_errors, out, state
+
+app = typer.Typer(
+    help="Local stand-ins for the vendor APIs and for devices, for demos and tests.",
+    no_args_is_help=True,
+)
+
+Port = Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1 (0 picks a free one).")]
+Latency = Annotated[float, typer.Option("--latency", help="Milliseconds added to each call.")]
+FaultSpec = Annotated[
+    str | None,
+    typer.Option(
+        "--faults", help="Injected faults, e.g. 429=0.1,500=0.05,reset=0.02,slow=0.1 (rates)."
+    ),
+]
+Tls = Annotated[bool, typer.Option("--tls", help="Serve HTTPS with a self-signed certificate.")]
+CertOut = Annotated[
+    Path | None, typer.Option("--cert-out", help="Write the certificate (PEM) here (with --tls).")
+]
+
+
+def _serve(st: AppState, server: object, name: str) -> None:
+    from airgap.emulators.server import EmulatorServer
+
+    assert isinstance(server, EmulatorServer)
+    st.emit({"url": server.url, "cert": str(server.cert_path) if server.cert_path else None})
+    if not st.json:
+        # The URL goes to stdout alone so scripts can read it; the rest is for people.
+        print(server.url, flush=True)
+        st.note(f"{name} emulator listening; stats at {server.url}/_emulator/stats; Ctrl-C stops")
+        if server.cert_path:
+            st.note(f"certificate: {server.cert_path}")
+    try:
+        server.serve_forever()
+    finally:
+        server.stop()
+
+
+@app.command("cisco")
+def cisco_cmd(
+    ctx: typer.Context,
+    port: Port = 0,
+    latency: Latency = 0.0,
+    poll_delay: Annotated[
+        float, typer.Option("--poll-delay", help="Seconds before a poll turns COMPLETE.")
+    ] = 1.0,
+    faults: FaultSpec = None,
+    token_ttl: Annotated[
+        float, typer.Option("--token-ttl", help="Token lifetime, seconds.")
+    ] = 3599,
+    client_secret: Annotated[
+        str | None, typer.Option("--client-secret", help="Require this client secret.")
+    ] = None,
+    strict_nonce: Annotated[
+        bool, typer.Option("--strict-nonce", help="Refuse reused nonces (default: count them).")
+    ] = False,
+    tls: Tls = False,
+    cert_out: CertOut = None,
+) -> None:
+    """Run the Cisco Smart Software Licensing API emulator.
+
+    Point an outside home at it with
+    `airgap config set cisco.api_base URL/services/api/smart-accounts-and-licensing/` and
+    `airgap config set cisco.token_url URL/oauth2/default/v1/token`.
+    """
+    st = state(ctx)
+    with mapped_errors(st):
+        from airgap.emulators.cisco import build_cisco_server
+
+        server = build_cisco_server(
+            port=port,
+            latency_ms=latency,
+            poll_delay=poll_delay,
+            faults=faults,
+            token_ttl=token_ttl,
+            client_secret=client_secret,
+            strict_nonce=strict_nonce,
+            tls=tls,
+            cert_out=cert_out,
+        )
+    _serve(st, server, "Cisco")
+
+
+@app.command("bigiq")
+def bigiq_cmd(
+    ctx: typer.Context,
+    port: Port = 0,
+    latency: Latency = 0.0,
+    task_delay: Annotated[
+        float, typer.Option("--task-delay", help="Seconds a licensing task stays STARTED.")
+    ] = 0.0,
+    faults: FaultSpec = None,
+    token_ttl: Annotated[float, typer.Option("--token-ttl", help="Token lifetime, seconds.")] = 300,
+    password: Annotated[
+        str | None, typer.Option("--password", help="Require this password for admin.")
+    ] = None,
+    pool: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pool", help="Utility pool NAME:CAPACITY (repeatable; replaces the default)."
+        ),
+    ] = None,
+    tls: Tls = False,
+    cert_out: CertOut = None,
+) -> None:
+    """Run the F5 BIG-IQ License Manager emulator (user admin; pool demo-utility by default).
+
+    Point an outside home at it with `airgap config set bigiq.url URL`.
+    """
+    st = state(ctx)
+    with mapped_errors(st):
+        from airgap.emulators.bigiq import BigIqEmulator, parse_pool_specs
+        from airgap.emulators.server import EmulatorServer, Faults
+
+        emulator = BigIqEmulator(
+            token_ttl=token_ttl,
+            password=password,
+            task_delay=task_delay,
+            pools=parse_pool_specs(pool) if pool else None,
+        )
+        server = EmulatorServer(
+            emulator,
+            port=port,
+            latency_ms=latency,
+            faults=Faults.parse(faults) if faults else None,
+            tls=tls,
+            cert_out=cert_out,
+        )
+    _serve(st, server, "BIG-IQ")
+
+
+@app.command("device")
+def device_cmd(
+    ctx: typer.Context,
+    pid: Annotated[str, typer.Option("--pid", help="Product id, e.g. C9300-24T.")],
+    sn: Annotated[str, typer.Option("--sn", help="Serial number, e.g. FOC2437L1ZK.")],
+    output: Annotated[Path, typer.Option("--out", help="Folder to write the captures into.")],
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", help="Default: dev-<sn in lower case>.")
+    ] = None,
+    return_code: Annotated[
+        bool, typer.Option("--return-code", help="Also write a return-code capture.")
+    ] = False,
+) -> None:
+    """Write what an operator would capture from a device: UDI, signed RUM report, return code.
+
+    Example: `airgap emulate device --pid C9300-24T --sn FOC2437L1ZK --out captures/`
+    """
+    st = state(ctx)
+    with mapped_errors(st):
+        from airgap.emulators.device import write_device
+
+        files = write_device(pid=pid, sn=sn, hostname=hostname, out=output, return_code=return_code)
+    written = [files.udi, files.rum, *([files.return_code] if files.return_code else [])]
+    st.emit(
+        {"hostname": files.hostname, "files": [str(p) for p in written]},
+        lambda: out.print("\n".join(f"wrote {escape(str(p))}" for p in written)),
+    )

@@ -1,0 +1,616 @@
+"""`airgap outside process`: verify a request, work every item at its vendor, sign a response.
+
+The journal (state.db) is the source of truth. Every non-idempotent vendor call is preceded by a
+durable SUBMITTING row; a run killed at any moment resumes from the journal: SUBMITTING items
+are reconciled with a vendor look-up, SUBMITTED items are polled, and nothing is sent twice.
+
+Work is scheduled, not slept on: a thread pool makes the calls, and items waiting for their
+next poll sit in a heap, so a slow vendor poll interval never holds a worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import itertools
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from airgap.bundle import OpenedBundle, PayloadFile, build_bundle, open_bundle
+from airgap.errors import AuthError, ConfigError, NetworkError, VendorError
+from airgap.home import Home
+from airgap.outside.http import RateLimiter, RetryPolicy, UncertainOutcome
+from airgap.outside.journal import ItemState, Journal, JournalItem
+from airgap.outside.vendor import NOT_SUBMITTED, Outcome, VendorClient, WorkItem
+from airgap.review import audited_refusal, identity_for, require_home_role
+from airgap.units import format_timestamp, utc_now
+
+_log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (items final or parked, items in all)
+ClientFactory = Callable[[str, Home, "ProcessOptions"], VendorClient]
+DEFAULT_POLL = 1.0  # seconds, when a vendor gives no interval
+MAX_RESUBMITS = 10  # reconcile-proved no-effect resubmissions of one item in one run
+RESPONSE_FILE_NAMES = frozenset(
+    {
+        "lic.txt",
+        "ack.xml",
+        "return.json",
+        "slr-auth.txt",
+        "bigip.license",
+        "revoke.json",
+        "license.txt",
+        "eula.txt",
+        "result.json",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ProcessOptions:
+    """How one `outside process` run behaves. Built once by the CLI from options and config."""
+
+    output: Path | None = None
+    max_wait: timedelta = timedelta(hours=2)
+    concurrency: int = 8
+    rate: float = 5.0  # calls per second per vendor; 0 = unlimited
+    dry_run: bool = False
+    resubmit: frozenset[str] = frozenset()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass
+class ProcessResult:
+    """What a run did: the response written (unless dry-run) and every item's status."""
+
+    request_id: str
+    request_sha256: str
+    items: list[dict[str, Any]]
+    counts: dict[str, int]
+    response_path: Path | None = None
+    response_id: str | None = None
+    response_sha256: str | None = None
+    vendor_calls: bool = False
+    resumed: bool = False
+    plan: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """True when every item ended ok."""
+        return all(item["status"] == "ok" for item in self.items)
+
+
+def default_client(vendor: str, home: Home, options: ProcessOptions) -> VendorClient:
+    """Build the real client of a vendor from the home's config and environment secrets.
+
+    Raises:
+        ConfigError: a URL or a secret is missing.
+    """
+    limiter = RateLimiter(options.rate, burst=max(1.0, options.rate)) if options.rate > 0 else None
+    if vendor == "cisco":
+        from airgap.outside.cisco import CiscoClient, CiscoSettings
+
+        return CiscoClient(
+            CiscoSettings.from_config(home.config), retry=options.retry, limiter=limiter
+        )
+    if vendor == "bigiq":
+        from airgap.outside.bigiq import BigIqClient, BigIqSettings
+
+        return BigIqClient(
+            BigIqSettings.from_config(home.config), retry=options.retry, limiter=limiter
+        )
+    raise ConfigError(f"no client for vendor {vendor!r}")
+
+
+def vendor_of(action: str) -> str:
+    """`cisco.reserve` → `cisco`."""
+    return action.split(".", 1)[0]
+
+
+def device_key(item: Mapping[str, Any]) -> str | None:
+    """A stable key for the device an item acts on: `PID:SN`, a MAC, or None for queries."""
+    device = item.get("device") or {}
+    if "udi" in device:
+        return f"{device['udi']['pid']}:{device['udi']['sn']}"
+    if "mac" in device:
+        return str(device["mac"])
+    return None
+
+
+def process_request(
+    home: Home,
+    request: Path,
+    options: ProcessOptions,
+    *,
+    client_factory: ClientFactory = default_client,
+    progress: Progress | None = None,
+) -> ProcessResult:
+    """Verify `request`, work its items at the vendors, and write the signed response.
+
+    Args:
+        home: an outside home.
+        request: the request bundle.
+        options: concurrency, rate, deadline, output, dry-run, operator resubmits.
+        client_factory: builds a `VendorClient` per vendor (tests pass emulator-bound ones).
+        progress: called with (items settled, items in all) as work proceeds.
+
+    Returns:
+        The result, with the response's path and id unless `dry_run`.
+
+    Raises:
+        VerificationError: the request was refused (E_REPLAY for a replay).
+        ConfigError / AuthError / NetworkError: a vendor cannot be used at all.
+        Busy: another process is working on this request.
+    """
+    require_home_role(home, "outside")
+    signer = None if options.dry_run else home.signer()  # ask for a passphrase before any work
+    with audited_refusal(home, "process", request):
+        identity = identity_for(home, request)
+        policy = home.policy(expected_kind="request")
+        with open_bundle(
+            request, policy, identity=identity, limits=home.limits(), keep_files=True
+        ) as opened:
+            if options.dry_run:
+                return _dry_run(opened)
+            with Journal.open(home.paths.state_db) as journal:
+                admission = _admit(home, journal, opened, request)
+                owner = f"{os.getpid()}@{socket.gethostname()}"
+                with journal.claim(opened.manifest.bundle_id, owner):
+                    run = _Run(journal, opened, options, client_factory, home, progress)
+                    run.execute()
+                    assert signer is not None
+                    result = _respond(home, journal, opened, options, signer, run, request)
+                    result.resumed = not admission.new
+                    return result
+
+
+def _dry_run(opened: OpenedBundle) -> ProcessResult:
+    plan = Counter(str(item["action"]) for item in opened.items)
+    return ProcessResult(
+        request_id=opened.manifest.bundle_id,
+        request_sha256=opened.manifest_sha256,
+        items=[
+            {"id": item["id"], "action": item["action"], "status": "planned"}
+            for item in opened.items
+        ],
+        counts={"planned": len(opened.items)},
+        plan=dict(sorted(plan.items())),
+    )
+
+
+def _admit(home: Home, journal: Journal, opened: OpenedBundle, request: Path) -> Any:
+    manifest = opened.manifest
+    with audited_refusal(home, "process", request):
+        return journal.admit_request(
+            manifest.bundle_id,
+            manifest.producer_fingerprint,
+            manifest.sequence,
+            opened.manifest_sha256,
+            [(str(i["id"]), str(i["action"]), device_key(i)) for i in opened.items],
+            expires=format_timestamp(manifest.expires),
+        )
+
+
+@dataclass(order=True)
+class _Due:
+    at: float
+    seq: int
+    kind: str = field(compare=False)  # "submit" | "poll" | "reconcile"
+    item_id: str = field(compare=False)
+
+
+class _Run:
+    """One pass over a request's unfinished items."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        opened: OpenedBundle,
+        options: ProcessOptions,
+        client_factory: ClientFactory,
+        home: Home,
+        progress: Progress | None,
+    ) -> None:
+        self.journal = journal
+        self.bundle_id = opened.manifest.bundle_id
+        self.options = options
+        self.client_factory = client_factory
+        self.home = home
+        self.progress = progress
+        self.work = {
+            str(item["id"]): WorkItem(
+                id=str(item["id"]),
+                action=str(item["action"]),
+                device=item.get("device"),
+                params=item.get("params") or {},
+                files={path: opened.file_path(path) for path in item.get("files", [])},
+            )
+            for item in opened.items
+        }
+        self.clients: dict[str, VendorClient] = {}
+        self.transient: dict[str, dict[str, str]] = {}  # item id -> why it is still pending
+        self.resubmits: Counter[str] = Counter()
+        self.vendor_calls = False
+        self._heap: list[_Due] = []
+        self._seq = itertools.count()
+        self._settled = 0
+        self._lock = threading.Lock()
+
+    # --- scheduling
+
+    def schedule(self, kind: str, item_id: str, delay: float = 0.0) -> None:
+        heapq.heappush(self._heap, _Due(time.monotonic() + delay, next(self._seq), kind, item_id))
+
+    def initial_work(self) -> list[tuple[str, str]]:
+        todo: list[tuple[str, str]] = []
+        for entry in self.journal.items(self.bundle_id):
+            if entry.state == ItemState.NEW:
+                todo.append(("submit", entry.item_id))
+            elif entry.state == ItemState.SUBMITTING:
+                todo.append(("reconcile", entry.item_id))
+            elif entry.state == ItemState.SUBMITTED:
+                todo.append(("poll", entry.item_id))
+            elif (
+                entry.state == ItemState.NEEDS_ATTENTION and entry.item_id in self.options.resubmit
+            ):
+                self.journal.resubmit(self.bundle_id, entry.item_id)
+                todo.append(("resubmit", entry.item_id))
+        unknown = self.options.resubmit - set(self.work)
+        if unknown:
+            raise ConfigError(f"--resubmit names items not in this request: {sorted(unknown)}")
+        return todo
+
+    def execute(self) -> None:
+        """Run until every item is final or parked, or the deadline passes."""
+        todo = self.initial_work()
+        total = len(self.work)
+        self._settled = total - len(todo)
+        self._report(total)
+        if not todo:
+            return
+        self.start_clients({vendor_of(self.work[item_id].action) for _, item_id in todo})
+        for kind, item_id in todo:
+            self.schedule(kind, item_id)
+        deadline = time.monotonic() + self.options.max_wait.total_seconds()
+        try:
+            with ThreadPoolExecutor(
+                max_workers=self.options.concurrency, thread_name_prefix="airgap-item"
+            ) as pool:
+                self._loop(pool, deadline, total)
+        finally:
+            for client in self.clients.values():
+                client.finish()
+
+    def _loop(self, pool: ThreadPoolExecutor, deadline: float, total: int) -> None:
+        running: dict[Future[tuple[str, float] | None], str] = {}
+        while self._heap or running:
+            now = time.monotonic()
+            while (
+                self._heap and self._heap[0].at <= now and len(running) < self.options.concurrency
+            ):
+                due = heapq.heappop(self._heap)
+                future = pool.submit(self._step, due.kind, due.item_id)
+                running[future] = due.item_id
+            if self._heap and self._heap[0].at > deadline:
+                # Nothing due before the deadline can be started; the rest stays pending.
+                parked = [d for d in self._heap if d.at > deadline]
+                self._heap = [d for d in self._heap if d.at <= deadline]
+                heapq.heapify(self._heap)
+                for due in parked:
+                    self.transient.setdefault(
+                        due.item_id,
+                        {
+                            "code": "PENDING",
+                            "message": "still in progress at the vendor when "
+                            "--max-wait ran out; process the request again to finish it",
+                        },
+                    )
+                    self._settled += 1
+                self._report(total)
+            timeout = None
+            if self._heap:
+                timeout = max(0.0, self._heap[0].at - time.monotonic())
+                if len(running) >= self.options.concurrency:
+                    timeout = None
+            if not running:
+                if timeout:
+                    time.sleep(timeout)
+                continue
+            done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                item_id = running.pop(future)
+                follow_up = future.result()  # errors that stop the batch propagate here
+                if follow_up is None:
+                    self._settled += 1
+                    self._report(total)
+                else:
+                    kind, delay = follow_up
+                    self.schedule(kind, item_id, delay)
+
+    def _report(self, total: int) -> None:
+        if self.progress is not None:
+            self.progress(min(self._settled, total), total)
+
+    def start_clients(self, vendors: set[str]) -> None:
+        for vendor in sorted(vendors):
+            client = self.client_factory(vendor, self.home, self.options)
+            client.start()
+            self.clients[vendor] = client
+        self.vendor_calls = True
+
+    # --- one step of one item (runs in a worker thread)
+
+    def _step(self, kind: str, item_id: str) -> tuple[str, float] | None:
+        item = self.work[item_id]
+        client = self.clients[vendor_of(item.action)]
+        try:
+            if kind in ("submit", "resubmit"):
+                return self._submit(client, item, already_submitting=kind == "resubmit")
+            entry = self.journal.item(self.bundle_id, item_id)
+            ref = dict(entry.vendor_ref or {})
+            if kind == "poll":
+                return self._apply(item, entry, client.poll(item, ref))
+            return self._reconcile(client, item, entry, ref)
+        except (AuthError, ConfigError):
+            raise
+        except NetworkError as exc:
+            # The vendor could not be asked this time: try again later with whatever step the
+            # journal now calls for (an uncertain submit is reconciled, never resent).
+            self.transient[item_id] = {"code": exc.code, "message": exc.message}
+            state = self.journal.item(self.bundle_id, item_id).state
+            follow = {
+                ItemState.NEW: "submit",
+                ItemState.SUBMITTING: "reconcile",
+                ItemState.SUBMITTED: "poll",
+            }.get(state)
+            return (follow, self._retry_delay(item_id)) if follow else None
+
+    def _retry_delay(self, item_id: str) -> float:
+        with self._lock:
+            self.resubmits[f"wait:{item_id}"] += 1
+            failures = self.resubmits[f"wait:{item_id}"]
+        return self.options.retry.delay(min(failures, 8))
+
+    def _submit(
+        self, client: VendorClient, item: WorkItem, *, already_submitting: bool = False
+    ) -> tuple[str, float] | None:
+        if not already_submitting:
+            self.journal.mark_submitting(self.bundle_id, item.id)
+        try:
+            outcome = client.submit(item)
+        except UncertainOutcome as exc:
+            _log.info("item %s: outcome uncertain (%s); reconciling", item.id, exc.code)
+            entry = self.journal.item(self.bundle_id, item.id)
+            return self._reconcile(client, item, entry, {})
+        except (AuthError, ConfigError):
+            self.journal.release(self.bundle_id, item.id)
+            raise
+        except NetworkError as exc:
+            # Certainly not acted upon (http.py raises UncertainOutcome otherwise): back to NEW.
+            self.journal.release(self.bundle_id, item.id)
+            self.transient[item.id] = {"code": exc.code, "message": exc.message}
+            return None
+        except VendorError as exc:
+            self.journal.mark_failed(
+                self.bundle_id, item.id, {"code": exc.code, "message": exc.message}
+            )
+            return None
+        entry = self.journal.item(self.bundle_id, item.id)
+        return self._apply(item, entry, outcome)
+
+    def _reconcile(
+        self, client: VendorClient, item: WorkItem, entry: JournalItem, ref: Mapping[str, str]
+    ) -> tuple[str, float] | None:
+        found = client.reconcile(item, ref)
+        if found is NOT_SUBMITTED:
+            with self._lock:
+                self.resubmits[item.id] += 1
+                tries = self.resubmits[item.id]
+            self.journal.release(self.bundle_id, item.id)
+            if tries > MAX_RESUBMITS:
+                self.transient[item.id] = {
+                    "code": "PENDING",
+                    "message": "the vendor kept losing this call; process the request again",
+                }
+                return None
+            return "submit", 0.0
+        assert isinstance(found, Outcome)
+        return self._apply(item, entry, found)
+
+    def _apply(
+        self, item: WorkItem, entry: JournalItem, outcome: Outcome
+    ) -> tuple[str, float] | None:
+        """Journal an outcome; say what comes next for the item (None: settled for this run)."""
+        self.transient.pop(item.id, None)
+        if outcome.status == "pending":
+            if entry.state == ItemState.SUBMITTING:
+                self.journal.mark_submitted(self.bundle_id, item.id, dict(outcome.vendor_ref))
+            delay = outcome.retry_after if outcome.retry_after is not None else DEFAULT_POLL
+            return "poll", max(0.0, delay)
+        if outcome.status == "ok":
+            stored = {
+                "result": dict(outcome.result),
+                "files": {
+                    name: base64.b64encode(data).decode("ascii")
+                    for name, data in sorted(outcome.files.items())
+                },
+                "vendor_refs": {k: str(v) for k, v in outcome.vendor_ref.items()},
+            }
+            unknown = set(outcome.files) - RESPONSE_FILE_NAMES
+            if unknown:
+                raise VendorError(f"client produced unexpected file names {sorted(unknown)}")
+            self.journal.mark_done(self.bundle_id, item.id, stored)
+        elif outcome.status == "failed":
+            error: dict[str, Any] = dict(outcome.error or {"code": "E_VENDOR", "message": "failed"})
+            if outcome.result:
+                error["result"] = dict(outcome.result)
+            self.journal.mark_failed(self.bundle_id, item.id, error)
+        else:
+            message = (outcome.error or {}).get("message", "needs an operator's decision")
+            self.journal.mark_needs_attention(self.bundle_id, item.id, message)
+        return None
+
+
+def response_items(
+    journal_items: Sequence[JournalItem],
+    request_items: Sequence[Mapping[str, Any]],
+    transient: Mapping[str, Mapping[str, str]],
+) -> tuple[list[dict[str, Any]], list[PayloadFile]]:
+    """Turn the journal's state into response items and their attached files (deterministic)."""
+    by_id = {entry.item_id: entry for entry in journal_items}
+    items: list[dict[str, Any]] = []
+    files: list[PayloadFile] = []
+    for request_item in request_items:
+        item_id = str(request_item["id"])
+        entry = by_id[item_id]
+        refs = {k: str(v) for k, v in (entry.vendor_ref or {}).items()}
+        result: dict[str, Any] = {}
+        error: dict[str, Any] | None = None
+        names: list[str] = []
+        if entry.state == ItemState.DONE:
+            status = "ok"
+            stored = entry.result or {}
+            result = dict(stored.get("result", {}))
+            refs.update(stored.get("vendor_refs", {}))
+            for name, encoded in sorted(stored.get("files", {}).items()):
+                member = f"files/{item_id}/{name}"
+                files.append(PayloadFile(member, base64.b64decode(encoded)))
+                names.append(member)
+        elif entry.state == ItemState.FAILED:
+            status = "failed"
+            stored_error = dict(entry.error or {})
+            result = dict(stored_error.pop("result", {}) or {})
+            error = {
+                "code": str(stored_error.get("code", "E_VENDOR")),
+                "message": str(stored_error.get("message", "")),
+            }
+        elif entry.state == ItemState.NEEDS_ATTENTION:
+            status = "needs_attention"
+            stored_error = dict(entry.error or {})
+            error = {
+                "code": "NEEDS_ATTENTION",
+                "message": str(stored_error.get("message", "needs an operator's decision")),
+            }
+        else:
+            status = "pending"
+            why = transient.get(item_id)
+            if why is not None:
+                error = {"code": str(why["code"]), "message": str(why["message"])}
+        items.append(
+            {
+                "id": item_id,
+                "request_item": item_id,
+                "action": str(request_item["action"]),
+                "status": status,
+                "result": result,
+                "error": error,
+                "files": names,
+                "vendor_refs": refs,
+            }
+        )
+    return items, files
+
+
+def _respond(
+    home: Home,
+    journal: Journal,
+    opened: OpenedBundle,
+    options: ProcessOptions,
+    signer: Any,
+    run: _Run,
+    request: Path,
+) -> ProcessResult:
+    manifest = opened.manifest
+    items, files = response_items(journal.items(manifest.bundle_id), opened.items, run.transient)
+    now = utc_now()
+    sequence = journal.next_response_sequence()
+    output = options.output or Path(f"resp-{manifest.bundle_id[:8]}-{sequence}.airgap")
+    audit = home.audit()
+    written = build_bundle(
+        output,
+        kind="response",
+        items=items,
+        files=files,
+        signers=[signer],
+        sequence=sequence,
+        created=now,
+        expires=now + home.config.expiry,
+        audit_head=audit.head(),
+        in_reply_to={"bundle_id": manifest.bundle_id, "manifest_sha256": opened.manifest_sha256},
+        compress=opened.compressed,
+        encrypt_to=home.recipients() if opened.encrypted else (),
+    )
+    items_digest = hashlib.sha256(
+        json.dumps(items, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    journal.record_response(
+        written.manifest.bundle_id,
+        manifest.bundle_id,
+        written.manifest_sha256,
+        items_digest,
+        path=str(output),
+        created=format_timestamp(now),
+    )
+    counts = dict(sorted(Counter(item["status"] for item in items).items()))
+    audit.append(
+        "process",
+        outcome="ok" if set(counts) == {"ok"} else "partial",
+        bundle_id=written.manifest.bundle_id,
+        manifest_sha256=written.manifest_sha256,
+        details={
+            "request": {
+                "bundle_id": manifest.bundle_id,
+                "manifest_sha256": opened.manifest_sha256,
+                "file": request.name,
+                "producer": dict(manifest.producer),
+                "producer_audit_head": manifest.audit_head,
+            },
+            "response_file": output.name,
+            "counts": counts,
+            "items": {item["id"]: item["status"] for item in items},
+            "vendor_calls": run.vendor_calls,
+        },
+    )
+    return ProcessResult(
+        request_id=manifest.bundle_id,
+        request_sha256=opened.manifest_sha256,
+        items=items,
+        counts=counts,
+        response_path=output,
+        response_id=written.manifest.bundle_id,
+        response_sha256=written.manifest_sha256,
+        vendor_calls=run.vendor_calls,
+    )
+
+
+def outside_status(home: Home) -> dict[str, Any]:
+    """Requests seen, items per state, and anything needing attention (for `outside status`).
+
+    Raises:
+        ConfigError: this is not an outside home, or state.db is damaged.
+    """
+    require_home_role(home, "outside")
+    with Journal.open(home.paths.state_db) as journal:
+        return journal.summary().to_dict()
+
+
+__all__ = [
+    "ProcessOptions",
+    "ProcessResult",
+    "default_client",
+    "outside_status",
+    "process_request",
+    "response_items",
+]

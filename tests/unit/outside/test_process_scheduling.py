@@ -1,0 +1,212 @@
+"""The processor's scheduling and journal rules, with an in-memory vendor (no HTTP).
+
+The vendor here is a small simulator of the `VendorClient` contract; the processor's real
+clients are exercised against the emulators in tests/integration.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from bundles import make_request
+from craft import reserve_item
+
+from airgap.bundle import TrustPolicy, verify_bundle
+from airgap.errors import AirgapError
+from airgap.home import Home
+from airgap.outside.http import UncertainOutcome
+from airgap.outside.journal import Journal
+from airgap.outside.process import ProcessOptions, process_request
+from airgap.outside.vendor import NOT_SUBMITTED, Outcome, Reconciled, WorkItem
+
+
+class SimVendor:
+    """Reserves per device; `pending_polls` polls before done; scripted faults per item."""
+
+    vendor: ClassVar[str] = "cisco"
+    actions: ClassVar[frozenset[str]] = frozenset({"cisco.reserve", "cisco.usage_summary"})
+
+    def __init__(self, *, pending_polls: int = 1, lose: set[str] | None = None) -> None:
+        self.pending_polls = pending_polls
+        self.lose = set(lose or ())  # items whose first submit answer is lost (UncertainOutcome)
+        self.reserved: Counter[str] = Counter()
+        self.polls: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.started = self.finished = 0
+
+    def mutating(self, action: str) -> bool:
+        return action == "cisco.reserve"
+
+    def start(self) -> None:
+        self.started += 1
+
+    def finish(self) -> None:
+        self.finished += 1
+
+    def submit(self, item: WorkItem) -> Outcome:
+        with self.lock:
+            self.calls["submit"] += 1
+            if item.action == "cisco.usage_summary":
+                return Outcome.ok({"tags": 1}, files={"result.json": b"{}"})
+            self.reserved[item.id] += 1
+            if item.id in self.lose:
+                self.lose.discard(item.id)
+                raise UncertainOutcome("connection reset after sending")
+        return Outcome.pending({"poll_id": str(2**60 + self.reserved.total())}, retry_after=0.01)
+
+    def poll(self, item: WorkItem, vendor_ref: Mapping[str, str]) -> Outcome:
+        with self.lock:
+            self.calls["poll"] += 1
+            self.polls[item.id] += 1
+            if self.polls[item.id] <= self.pending_polls:
+                return Outcome.pending(vendor_ref, retry_after=0.01)
+        return Outcome.ok({"status": "SUCCESS"}, files={"lic.txt": f"LIC {item.id}".encode()})
+
+    def reconcile(self, item: WorkItem, vendor_ref: Mapping[str, str]) -> Reconciled:
+        with self.lock:
+            self.calls["reconcile"] += 1
+            if self.reserved[item.id]:
+                return Outcome.ok({"found": True}, files={"lic.txt": f"LIC {item.id}".encode()})
+        return NOT_SUBMITTED
+
+
+@pytest.fixture
+def sites(make_home, exchange_cards) -> tuple[Path, Path]:
+    inside, outside = make_home("inside", name="lab"), make_home("outside", name="dmz")
+    exchange_cards(inside, outside)
+    return inside, outside
+
+
+def run(outside: Path, request: Path, vendor: SimVendor, **options: Any) -> Any:
+    opts = ProcessOptions(output=request.parent / "resp.airgap", rate=0, **options)
+    return process_request(Home.open(outside), request, opts, client_factory=lambda *_: vendor)
+
+
+def request_of(inside: Path, tmp: Path, n: int, name: str = "req.airgap") -> Path:
+    items = [reserve_item(i) for i in range(1, n + 1)]
+    return make_request(inside, tmp / name, items=items, files={}).path
+
+
+def test_every_item_done_once_and_response_verifies(sites, tmp_path: Path) -> None:
+    inside, outside = sites
+    request = request_of(inside, tmp_path, 30)
+    vendor = SimVendor(pending_polls=2)
+    result = run(outside, request, vendor, concurrency=4)
+    assert result.counts == {"ok": 30}
+    assert set(vendor.reserved.values()) == {1}
+    opened = verify_bundle(result.response_path, Home.open(inside).policy(expected_kind="response"))
+    assert opened.manifest.in_reply_to == {
+        "bundle_id": result.request_id,
+        "manifest_sha256": result.request_sha256,
+    }
+    first = opened.items[0]
+    assert first["files"] == [f"files/{first['id']}/lic.txt"]
+    assert first["status"] == "ok" and first["request_item"] == first["id"]
+
+
+def test_rerun_of_a_finished_request_makes_no_vendor_call(sites, tmp_path: Path) -> None:
+    inside, outside = sites
+    request = request_of(inside, tmp_path, 5)
+    first = run(outside, request, SimVendor())
+    idle = SimVendor()
+    second = run(outside, request, idle)
+    assert idle.calls.total() == 0 and idle.started == 0
+    assert second.items == first.items
+    assert not second.vendor_calls
+
+
+def test_lost_answer_is_reconciled_never_resent(sites, tmp_path: Path) -> None:
+    inside, outside = sites
+    request = request_of(inside, tmp_path, 6)
+    vendor = SimVendor(lose={"item-0002", "item-0005"})
+    result = run(outside, request, vendor)
+    assert result.counts == {"ok": 6}
+    assert set(vendor.reserved.values()) == {1}
+    assert vendor.calls["reconcile"] == 2
+
+
+def test_deadline_leaves_items_pending_and_a_later_run_finishes_them(sites, tmp_path: Path) -> None:
+    inside, outside = sites
+    request = request_of(inside, tmp_path, 4)
+    slow = SimVendor(pending_polls=10**6)
+    result = run(outside, request, slow, max_wait=timedelta(seconds=0.3))
+    assert result.counts == {"pending": 4}
+    assert not result.complete
+    with Journal.open(outside / "state.db") as journal:
+        assert {i.state.value for i in journal.items(result.request_id)} == {"SUBMITTED"}
+    slow.pending_polls = 0
+    finished = run(outside, request, slow)
+    assert finished.counts == {"ok": 4}
+    assert set(slow.reserved.values()) == {1}  # polled, never submitted again
+
+
+def test_item_left_submitting_by_a_crash_is_reconciled(sites, tmp_path: Path) -> None:
+    inside, outside = sites
+    request = request_of(inside, tmp_path, 3)
+    opened = verify_bundle(request, Home.open(outside).policy())
+    with Journal.open(outside / "state.db") as journal:
+        journal.admit_request(
+            opened.manifest.bundle_id,
+            opened.manifest.producer_fingerprint,
+            opened.manifest.sequence,
+            opened.manifest_sha256,
+            [(i["id"], i["action"], None) for i in opened.items],
+        )
+        journal.mark_submitting(opened.manifest.bundle_id, "item-0001")  # crashed here...
+        journal.mark_submitting(opened.manifest.bundle_id, "item-0002")
+    vendor = SimVendor()
+    vendor.reserved["item-0001"] = 1  # ...after the vendor acted on item 1, before item 2
+    result = run(outside, request, vendor)
+    assert result.counts == {"ok": 3}
+    assert vendor.reserved == Counter({"item-0001": 1, "item-0002": 1, "item-0003": 1})
+
+
+def test_replays_are_refused(sites, tmp_path: Path) -> None:
+    inside, outside = sites
+    old = request_of(inside, tmp_path, 1, "old.airgap")
+    run(outside, old, SimVendor())
+    # A new request id with the same (not higher) sequence from the same producer.
+    again = request_of(inside, tmp_path, 1, "again.airgap")
+    with pytest.raises(AirgapError) as info:
+        run(outside, again, SimVendor())
+    assert info.value.code == "E_REPLAY"
+    events = (outside / "audit.jsonl").read_text()
+    assert '"code":"E_REPLAY"' in events
+
+
+def test_dry_run_calls_nothing_and_writes_nothing(sites, tmp_path: Path) -> None:
+    inside, outside = sites
+    request = request_of(inside, tmp_path, 3)
+    vendor = SimVendor()
+    result = run(outside, request, vendor, dry_run=True)
+    assert result.plan == {"cisco.reserve": 3}
+    assert vendor.calls.total() == 0
+    assert not (tmp_path / "resp.airgap").exists()
+    with Journal.open(outside / "state.db") as journal:
+        assert journal.request(result.request_id) is None
+
+
+def test_outside_process_refuses_an_inside_home(sites, tmp_path: Path) -> None:
+    inside, _ = sites
+    request = request_of(inside, tmp_path, 1)
+    with pytest.raises(AirgapError) as info:
+        process_request(Home.open(inside), request, ProcessOptions())
+    assert info.value.code == "E_CONFIG"
+
+
+def test_response_reemit_gives_identical_items(sites, tmp_path: Path) -> None:
+    inside, outside = sites
+    request = request_of(inside, tmp_path, 3)
+    run(outside, request, SimVendor())
+    policy: TrustPolicy = Home.open(inside).policy(expected_kind="response")
+    one = verify_bundle(tmp_path / "resp.airgap", policy).items
+    run(outside, request, SimVendor())
+    two = verify_bundle(tmp_path / "resp.airgap", policy).items
+    assert one == two

@@ -1,0 +1,180 @@
+"""`outside process` with BIG-IQ items (and mixed with Cisco), over real HTTP to emulators."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bundles import make_request
+from conftest import run_airgap
+from craft import reserve_item
+from integration.conftest import DEMO_SECRETS, point_outside_at
+
+
+def mac(n: int) -> str:
+    return f"00:50:56:{(n >> 16) & 255:02X}:{(n >> 8) & 255:02X}:{n & 255:02X}"
+
+
+def assign(n: int, pool: str = "demo-utility") -> dict[str, Any]:
+    return {
+        "id": f"mac-{n:05d}",
+        "action": "bigiq.assign",
+        "device": {"mac": mac(n)},
+        "params": {"pool": pool, "hypervisor": "vmware", "unit_of_measure": "yearly"},
+        "files": [],
+    }
+
+
+@pytest.fixture
+def sites(make_home, exchange_cards):
+    inside, outside = make_home("inside", name="lab"), make_home("outside", name="dmz")
+    exchange_cards(inside, outside)
+    return inside, outside
+
+
+def process(outside: Path, request: Path, out: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    result = run_airgap(
+        "--json",
+        "--home",
+        str(outside),
+        "outside",
+        "process",
+        str(request),
+        "-o",
+        str(out),
+        "--rate",
+        "0",
+        *extra,
+        env=DEMO_SECRETS,
+        timeout=600,
+    )
+    assert result.stdout, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_assign_batch_outlives_many_token_lifetimes(sites, start_emulator, tmp_path) -> None:
+    inside, outside = sites
+    bigiq = start_emulator("bigiq", "--token-ttl", "2", "--latency", "40", "--task-delay", "0.3")
+    point_outside_at(outside, bigiq=bigiq.url)
+    items = [assign(n) for n in range(300)]
+    request = make_request(inside, tmp_path / "req.airgap", items=items, files={}).path
+    started = time.monotonic()
+    code, document = process(outside, request, tmp_path / "resp.airgap", "--concurrency", "4")
+    elapsed = time.monotonic() - started
+    assert code == 0, document
+    assert document["counts"] == {"ok": 300}
+    assert elapsed > 3 * 2, f"the batch ran {elapsed:.1f} s, not several token lifetimes"
+    stats = bigiq.stats()
+    assert {m["assign"] for m in stats["mutations"].values()} == {1}
+    assert len(stats["mutations"]) == 300
+
+
+def request_with_sequence(inside: Path, items: list[dict[str, Any]], path: Path, seq: int) -> Path:
+    """A request with a chosen sequence (make_request always uses 1)."""
+    from datetime import timedelta
+
+    from airgap.bundle import build_bundle
+    from airgap.home import Home
+    from airgap.units import utc_now
+
+    home = Home.open(inside)
+    now = utc_now()
+    build_bundle(
+        path,
+        kind="request",
+        items=items,
+        files=[],
+        signers=[home.signer()],
+        sequence=seq,
+        created=now,
+        expires=now + timedelta(days=1),
+        audit_head=home.audit().head(),
+    )
+    return path
+
+
+def test_vendor_refusals_are_failed_items_and_the_rest_succeed(
+    sites, start_emulator, tmp_path
+) -> None:
+    inside, outside = sites
+    bigiq = start_emulator("bigiq", "--pool", "small:3")
+    point_outside_at(outside, bigiq=bigiq.url)
+    items = [assign(n, "small") for n in range(5)]  # capacity 3: two are refused
+    items.append(assign(100, "no-such-pool"))
+    first = request_with_sequence(inside, items, tmp_path / "one.airgap", 1)
+    code, document = process(outside, first, tmp_path / "r1.airgap")
+    assert code == 4
+    statuses = [i["status"] for i in document["items"]]
+    assert statuses.count("ok") == 3 and statuses.count("failed") == 3
+    messages = [i["error"]["message"] for i in document["items"] if i["status"] == "failed"]
+    assert "License pool 'no-such-pool' not found" in messages
+    # A MAC that is already licensed is refused by BIG-IQ; its message reaches the item.
+    licensed = next(i for i in document["items"] if i["status"] == "ok")
+    n = int(licensed["id"].split("-")[1])
+    second = request_with_sequence(
+        inside, [dict(assign(n, "small"), id="again-1")], tmp_path / "two.airgap", 2
+    )
+    code, document = process(outside, second, tmp_path / "r2.airgap")
+    assert code == 4
+    (item,) = document["items"]
+    assert item["status"] == "failed"
+    assert mac(n) in item["error"]["message"] or "licensed" in item["error"]["message"].lower()
+
+
+def test_sigkill_during_assign_batch_then_rerun(sites, start_emulator, tmp_path) -> None:
+    inside, outside = sites
+    bigiq = start_emulator("bigiq", "--latency", "40", "--task-delay", "0.2")
+    point_outside_at(outside, bigiq=bigiq.url)
+    items = [assign(n) for n in range(200)]
+    request = make_request(inside, tmp_path / "req.airgap", items=items, files={}).path
+    exe = shutil.which("airgap")
+    command = [
+        *([exe] if exe else [sys.executable, "-m", "airgap"]),
+        "outside",
+        "process",
+        str(request),
+        "-o",
+        str(tmp_path / "resp.airgap"),
+        "--rate",
+        "0",
+        "--concurrency",
+        "4",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")}
+    env.update(DEMO_SECRETS, AIRGAP_HOME=str(outside))
+    rng = random.Random(7)
+    for _ in range(8):
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(0.4, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    code, document = process(outside, request, tmp_path / "resp.airgap")
+    assert code == 0, document
+    assert document["counts"] == {"ok": 200}
+    mutations = bigiq.stats()["mutations"]
+    assert len(mutations) == 200 and {m["assign"] for m in mutations.values()} == {1}
+
+
+def test_mixed_cisco_and_bigiq_request_of_500_items(sites, start_emulator, tmp_path) -> None:
+    inside, outside = sites
+    cisco = start_emulator("cisco", "--poll-delay", "0.2")
+    bigiq = start_emulator("bigiq", "--task-delay", "0.2")
+    point_outside_at(outside, cisco=cisco.url, bigiq=bigiq.url)
+    items = [reserve_item(n) for n in range(1, 251)] + [assign(n) for n in range(250)]
+    request = make_request(inside, tmp_path / "req.airgap", items=items, files={}).path
+    code, document = process(outside, request, tmp_path / "resp.airgap", "--concurrency", "16")
+    assert code == 0, document["counts"]
+    assert document["counts"] == {"ok": 500}
+    assert len(cisco.stats()["mutations"]) == 250
+    assert len(bigiq.stats()["mutations"]) == 250

@@ -1,0 +1,691 @@
+"""`airgap inside import`: verify a response, match it to its request, write per-device outputs.
+
+Order of work, so that a refusal writes nothing: verify the bundle (trust, threshold, role,
+expiry, every reading rule), match `in_reply_to` to a request this home packed, check every
+response item against its request item, work out every output path and compare with what is
+already there, and only then write the files (each atomically), record the new item states in
+state.db and log the import in the audit log.
+
+Outputs (DESIGN §8) go under `OUT/<first 8 characters of the request id>/`; which file of a
+response item goes where is decided by the item's action and the file's name (the outside
+stores them as `files/<item id>/<name>`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airgap.bundle import OpenedBundle, open_bundle
+from airgap.errors import ConfigError, InputError, Replay, SchemaError, UnknownRequest
+from airgap.fsutil import atomic_write_bytes
+from airgap.home import Home
+from airgap.inside.instructions import (
+    QUERY_ACTIONS,
+    ItemView,
+    RequestView,
+    count_statuses,
+    render_instructions,
+    summary_bytes,
+)
+from airgap.inside.parsers.f5 import normalize_mac
+from airgap.inside.state import (
+    FINAL_STATUSES,
+    InsideState,
+    ItemRecord,
+    RequestRecord,
+    ResponseRecord,
+    device_key,
+    now_text,
+)
+from airgap.review import audited_refusal, identity_for, require_home_role
+
+# Which files a response item of each action may carry (the outside's names, DESIGN §8).
+FILE_NAMES: dict[str, frozenset[str]] = {
+    "cisco.reserve": frozenset({"lic.txt"}),
+    "cisco.report_usage": frozenset({"ack.xml"}),
+    "cisco.return": frozenset({"return.json"}),
+    "cisco.slr_reserve": frozenset({"slr-auth.txt"}),
+    "bigiq.assign": frozenset({"bigip.license"}),
+    "bigiq.revoke": frozenset({"revoke.json"}),
+    "bigiq.regkey_activate": frozenset({"license.txt", "eula.txt"}),
+    **{action: frozenset({"result.json"}) for action in QUERY_ACTIONS},
+}
+# The file an `ok` item cannot be without: the thing the device imports.
+REQUIRED_FILE: dict[str, str] = {
+    "cisco.reserve": "lic.txt",
+    "cisco.report_usage": "ack.xml",
+    "cisco.slr_reserve": "slr-auth.txt",
+    "bigiq.assign": "bigip.license",
+}
+# Confirmations and query results: when the outside sent no file, the item's result is written.
+_RESULT_AS_FILE: dict[str, str] = {
+    "cisco.return": "return.json",
+    "bigiq.revoke": "revoke.json",
+    **{action: "result.json" for action in QUERY_ACTIONS},
+}
+REPORTS = ("INSTRUCTIONS.md", "summary.json")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class ResponseMismatch(SchemaError):
+    """A response item does not fit the request it claims to answer (wrong item, action,
+    device or files). Code `E_SCHEMA`, exit 3: the response is refused as a whole."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import did: where outputs went and where every item of the request stands."""
+
+    response_id: str
+    response_sha256: str
+    request_id: str
+    out_dir: Path
+    counts: dict[str, int]
+    already_imported: bool
+    partial: bool
+    items: list[dict[str, Any]] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as plain JSON types (for `--json`)."""
+        return {
+            "response_id": self.response_id,
+            "response_sha256": self.response_sha256,
+            "request_id": self.request_id,
+            "out": str(self.out_dir),
+            "counts": self.counts,
+            "already_imported": self.already_imported,
+            "partial": self.partial,
+            "items": self.items,
+            "written": self.written,
+            "unchanged": self.unchanged,
+            "stale": self.stale,
+        }
+
+
+@dataclass
+class _Answer:
+    """One response item, checked, with its files' bytes."""
+
+    item: dict[str, Any]
+    request_item: dict[str, Any]
+    files: dict[str, bytes]  # name -> bytes
+
+    @property
+    def status(self) -> str:
+        return str(self.item["status"])
+
+    def stored_result(self) -> dict[str, Any]:
+        return {
+            "result": self.item["result"],
+            "files": {n: hashlib.sha256(d).hexdigest() for n, d in sorted(self.files.items())},
+            "vendor_refs": self.item["vendor_refs"],
+        }
+
+
+@dataclass
+class _Plan:
+    """Everything an import will do, worked out before anything is written."""
+
+    request: RequestRecord
+    request_dir: Path
+    updates: dict[str, ItemRecord]
+    targets: dict[Path, bytes]
+    unchanged: list[Path]
+    stale: list[str]
+    views: list[ItemView]
+
+
+def import_response(home: Home, response: Path, *, out: Path) -> ImportResult:
+    """Verify a response bundle and write its outputs for the operator.
+
+    Args:
+        home: an inside home.
+        response: the response bundle from `airgap outside process`.
+        out: the output folder; files go under `out/<request id prefix>/`.
+
+    Raises:
+        VerificationError: the bundle is refused (signature, trust, threshold, role, expiry,
+            hashes, schema, unsafe member, …); the refusal is logged in the audit log.
+        UnknownRequest: `in_reply_to` names no request this home packed, or its manifest hash
+            differs (`E_UNKNOWN_REQUEST`).
+        ResponseMismatch: an item answers no item of the request, or has another action,
+            device or unexpected files (`E_SCHEMA`).
+        Replay: the response would change an item that is already final, or its bundle id was
+            imported before with other content (`E_REPLAY`).
+        ConfigError: not an inside home, state.db cannot be used, or an output path already
+            holds a different file (nothing is written then).
+
+    Returns:
+        Where the outputs went and the state of every item of the request.
+    """
+    require_home_role(home, "inside")
+    audit = home.audit()
+    with InsideState(home.paths.state_db) as state:
+        with audited_refusal(home, "import", response):
+            identity = identity_for(home, response)
+            with open_bundle(
+                response,
+                home.policy(expected_kind="response"),
+                identity=identity,
+                limits=home.limits(),
+                keep_files=True,
+            ) as opened:
+                request = _match_request(state, opened)
+                previous = state.response(opened.manifest.bundle_id)
+                if previous is not None:
+                    if previous.manifest_sha256 != opened.manifest_sha256:
+                        raise Replay(
+                            f"response {opened.manifest.bundle_id} was imported before with "
+                            f"another manifest ({previous.manifest_sha256[:16]}…); refusing "
+                            "this copy",
+                            hint="Two different files carry the same response id; ask the "
+                            "outside which one it wrote.",
+                        )
+                    return _already(state, request, previous)
+                answers = _check_items(opened, request)
+                plan = _plan(state, request, answers, opened, out)
+        _check_targets(state, plan)
+        written = _write_outputs(plan.targets)
+        imported_at = now_text()
+        counts = count_statuses(plan.views)
+        state.record_import(
+            ResponseRecord(
+                bundle_id=opened.manifest.bundle_id,
+                manifest_sha256=opened.manifest_sha256,
+                request_id=request.bundle_id,
+                imported_at=imported_at,
+                out_dir=str(plan.request_dir),
+                counts=counts,
+            ),
+            list(plan.updates.values()),
+            {path: hashlib.sha256(data).hexdigest() for path, data in plan.targets.items()},
+        )
+    manifest = opened.manifest
+    audit.append(
+        "import",
+        bundle_id=manifest.bundle_id,
+        manifest_sha256=opened.manifest_sha256,
+        details={
+            "file": response.name,
+            "request_id": request.bundle_id,
+            "request_manifest_sha256": request.manifest_sha256,
+            "producer": dict(manifest.producer),
+            "producer_audit_head": manifest.audit_head,
+            "signers": [c.fingerprint for c in opened.signatures if c.status == "valid"],
+            "items": len(opened.items),
+            "counts": counts,
+            "updated": len(plan.updates),
+            "stale": len(plan.stale),
+            "out": str(plan.request_dir),
+            "files_written": len(written),
+        },
+    )
+    return ImportResult(
+        response_id=manifest.bundle_id,
+        response_sha256=opened.manifest_sha256,
+        request_id=request.bundle_id,
+        out_dir=plan.request_dir,
+        counts=counts,
+        already_imported=False,
+        partial=counts["ok"] != len(plan.views),
+        items=_item_rows(plan.views),
+        written=written,
+        unchanged=[str(p) for p in plan.unchanged],
+        stale=plan.stale,
+    )
+
+
+# --- matching ------------------------------------------------------------------------------------
+
+
+def _match_request(state: InsideState, opened: OpenedBundle) -> RequestRecord:
+    reply = opened.manifest.in_reply_to
+    if not reply:
+        raise UnknownRequest("the response names no request (in_reply_to is empty)")
+    request = state.request(str(reply["bundle_id"]))
+    if request is None:
+        raise UnknownRequest(
+            f"the response answers request {reply['bundle_id']}, which this home did not pack",
+            hint="Import it in the inside home that packed the request (--home).",
+        )
+    if request.manifest_sha256 != reply["manifest_sha256"]:
+        raise UnknownRequest(
+            f"the response answers request {reply['bundle_id']} with manifest sha256 "
+            f"{str(reply['manifest_sha256'])[:16]}…, but this home packed it as "
+            f"{request.manifest_sha256[:16]}…",
+            hint="The outside processed a different request under the same id; refuse it.",
+        )
+    return request
+
+
+def _device_claims(document: Mapping[str, Any]) -> list[str]:
+    """The devices a result or confirmation names, as device keys (`PID:SN` or a MAC)."""
+    claims: list[str] = []
+    udi = document.get("udi")
+    if isinstance(udi, Mapping) and "pid" in udi and "sn" in udi:
+        claims.append(f"{udi['pid']}:{udi['sn']}")
+    sudi = document.get("sudi")
+    if isinstance(sudi, Mapping) and "udi_pid" in sudi and "udi_serial_number" in sudi:
+        claims.append(f"{sudi['udi_pid']}:{sudi['udi_serial_number']}")
+    for key in ("mac", "macAddress"):
+        value = document.get(key)
+        if isinstance(value, str) and value:
+            try:
+                claims.append(normalize_mac(value))
+            except InputError:
+                claims.append(value)
+    return claims
+
+
+def _check_items(opened: OpenedBundle, request: RequestRecord) -> list[_Answer]:
+    """Every response item must answer one request item, with its action, device and files."""
+    by_id = {str(item["id"]): item for item in request.items}
+    answered: dict[str, str] = {}
+    answers: list[_Answer] = []
+    for item in opened.items:
+        rid, target = str(item["id"]), str(item["request_item"])
+        wanted = by_id.get(target)
+        if wanted is None:
+            raise ResponseMismatch(
+                f"response item {rid} answers {target}, which is not an item of request "
+                f"{request.bundle_id}"
+            )
+        if target in answered:
+            raise ResponseMismatch(
+                f"response items {answered[target]} and {rid} both answer request item {target}"
+            )
+        answered[target] = rid
+        if item["action"] != wanted["action"]:
+            raise ResponseMismatch(
+                f"response item {rid} is a {item['action']}, but request item {target} asked "
+                f"for {wanted['action']}"
+            )
+        files = _item_files(opened, item, wanted)
+        key = device_key(wanted)
+        documents: list[Mapping[str, Any]] = [item["result"]]
+        for name, data in files.items():
+            if name.endswith(".json"):
+                try:
+                    parsed = json.loads(data)
+                except ValueError:
+                    raise ResponseMismatch(f"response item {rid}: {name} is not JSON") from None
+                if isinstance(parsed, Mapping):
+                    documents.append(parsed)
+        if wanted["action"] == "bigiq.regkey_activate":
+            claimed = item["result"].get("regkey")
+            asked = str(wanted["params"].get("regkey", ""))
+            if isinstance(claimed, str) and claimed.strip().upper() != asked.strip().upper():
+                raise ResponseMismatch(
+                    f"response item {rid} activated registration key {claimed}, but request "
+                    f"item {target} is for {asked}"
+                )
+        # Queries name many devices in their results; only device actions are checked.
+        for document in documents if key is not None else []:
+            for claim in _device_claims(document):
+                if claim != key:
+                    raise ResponseMismatch(
+                        f"response item {rid} is about device {claim}, but request item "
+                        f"{target} is for {key or 'no device'}"
+                    )
+        answers.append(_Answer(item, wanted, files))
+    return answers
+
+
+def _item_files(
+    opened: OpenedBundle, item: Mapping[str, Any], wanted: Mapping[str, Any]
+) -> dict[str, bytes]:
+    rid, action = str(item["id"]), str(item["action"])
+    allowed = FILE_NAMES.get(action, frozenset())
+    files: dict[str, bytes] = {}
+    for member in item["files"]:
+        name = str(member).rsplit("/", 1)[-1]
+        if name not in allowed:
+            expected = ", ".join(sorted(allowed)) or "none"
+            raise ResponseMismatch(
+                f"response item {rid} ({action}) carries {member}; expected files: {expected}"
+            )
+        if name in files:
+            raise ResponseMismatch(f"response item {rid} carries two files named {name}")
+        if item["status"] != "ok":
+            raise ResponseMismatch(f"response item {rid} is {item['status']} but carries {member}")
+        files[name] = opened.file_path(str(member)).read_bytes()
+    required = REQUIRED_FILE.get(action)
+    if item["status"] == "ok" and required and required not in files:
+        raise ResponseMismatch(
+            f"response item {rid} ({action}) is ok but carries no {required} for device "
+            f"{device_key(wanted)}"
+        )
+    return files
+
+
+# --- planning outputs ----------------------------------------------------------------------------
+
+
+def _safe(name: str) -> str:
+    return _UNSAFE.sub("_", name).strip("._") or "device"
+
+
+def folders(items: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Each request item's output folder (relative to the request folder); queries have none.
+
+    Cisco devices go to `cisco/<hostname>` (`cisco/<PID>_<SN>` without a hostname; with the
+    UDI appended when devices of an HA pair or stack share a hostname), BIG-IPs to
+    `bigiq/<MAC with dashes>`, RegKey activations to `bigiq/<regkey>`. Computed from the
+    request alone, so every import of the same request agrees.
+    """
+    names: dict[str, str] = {}
+    owners: dict[str, set[str]] = {}
+    for item in items:
+        device = item.get("device") or {}
+        udi = device.get("udi")
+        if isinstance(udi, Mapping):
+            host = device.get("hostname")
+            base = _safe(str(host)) if host else _safe(f"{udi['pid']}_{udi['sn']}")
+            name = f"cisco/{base}"
+            owners.setdefault(name.casefold(), set()).add(f"{udi['pid']}:{udi['sn']}")
+        elif device.get("mac"):
+            name = "bigiq/" + str(device["mac"]).replace(":", "-")
+        elif item["action"] == "bigiq.regkey_activate":
+            name = "bigiq/" + _safe(str(item["params"].get("regkey", item["id"])))
+        else:
+            continue
+        names[str(item["id"])] = name
+    for item in items:
+        item_id = str(item["id"])
+        shared = names.get(item_id)
+        if shared is None or len(owners.get(shared.casefold(), ())) < 2:
+            continue
+        udi = item["device"]["udi"]
+        names[item_id] = f"{shared}_{_safe(udi['pid'])}_{_safe(udi['sn'])}"
+    return names
+
+
+def _ack_numbers(items: Sequence[Mapping[str, Any]], where: Mapping[str, str]) -> dict[str, int]:
+    """`n` of `ack-<n>.xml`: usage reports of one device folder, counted in request order."""
+    numbers: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    for item in items:
+        if item["action"] == "cisco.report_usage":
+            folder = where.get(str(item["id"]), "")
+            seen[folder] = seen.get(folder, 0) + 1
+            numbers[str(item["id"])] = seen[folder]
+    return numbers
+
+
+def _pretty(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def _outputs_for(answer: _Answer, folder: str | None, ack_number: int | None) -> dict[str, bytes]:
+    """Relative output path -> bytes for one `ok` answer."""
+    action = str(answer.item["action"])
+    item_id = str(answer.item["request_item"])
+    files = dict(answer.files)
+    if action in _RESULT_AS_FILE and _RESULT_AS_FILE[action] not in files:
+        files[_RESULT_AS_FILE[action]] = _pretty(answer.item["result"])
+    if action in QUERY_ACTIONS:
+        return {f"queries/{item_id}.json": files["result.json"]}
+    if folder is None:  # pragma: no cover - every other action has a folder
+        raise ResponseMismatch(f"request item {item_id} has no device to write outputs for")
+    out: dict[str, bytes] = {}
+    for name, data in sorted(files.items()):
+        target = f"ack-{ack_number or 1}.xml" if name == "ack.xml" else name
+        out[f"{folder}/{target}"] = data
+    return out
+
+
+def _plan(
+    state: InsideState,
+    request: RequestRecord,
+    answers: Sequence[_Answer],
+    opened: OpenedBundle,
+    out: Path,
+) -> _Plan:
+    request_dir = (out / request.bundle_id[:8]).absolute()
+    where = folders(request.items)
+    acks = _ack_numbers(request.items, where)
+    current = {record.item_id: record for record in state.items(request.bundle_id)}
+    response_id = opened.manifest.bundle_id
+    stamp = now_text()
+    updates: dict[str, ItemRecord] = {}
+    targets: dict[Path, bytes] = {}
+    stale: list[str] = []
+    for answer in answers:
+        item_id = str(answer.item["request_item"])
+        before = current[item_id]
+        new_status = answer.status
+        if before.status in FINAL_STATUSES:
+            if new_status not in FINAL_STATUSES:
+                # An older response imported after a newer one: the final result stands.
+                stale.append(item_id)
+                continue
+            if new_status != before.status or _fingerprint(
+                answer.stored_result(), answer.item["error"]
+            ) != _fingerprint(before.result, before.error):
+                raise Replay(
+                    f"request item {item_id} is already {before.status}; this response gives "
+                    f"it another final result ({new_status}). A request item never gets two "
+                    "final results",
+                    hint="Refuse this response and ask the outside why it answered twice.",
+                )
+        outputs: dict[str, bytes] = {}
+        if new_status == "ok":
+            outputs = _outputs_for(answer, where.get(item_id), acks.get(item_id))
+        for rel, data in outputs.items():
+            if request_dir / rel in targets:  # pragma: no cover - folders() keeps them apart
+                raise ResponseMismatch(f"two items would write {rel}")
+            targets[request_dir / rel] = data
+        updates[item_id] = ItemRecord(
+            request_id=request.bundle_id,
+            item_id=item_id,
+            action=before.action,
+            device_key=before.device_key,
+            status=new_status,
+            result=answer.stored_result(),
+            error=answer.item["error"],
+            outputs=sorted(outputs),
+            out_dir=str(request_dir),
+            # A final result repeated by a later response still comes from the first one.
+            response_id=before.response_id if before.status in FINAL_STATUSES else response_id,
+            updated=stamp,
+        )
+    views = _views(request, {**current, **updates}, where, request_dir)
+    responses = [(r.bundle_id, r.imported_at) for r in state.responses(request.bundle_id)]
+    request_view = RequestView(
+        bundle_id=request.bundle_id,
+        manifest_sha256=request.manifest_sha256,
+        sequence=request.sequence,
+        created=request.created,
+        responses=[*responses, (response_id, stamp)],
+    )
+    targets[request_dir / "INSTRUCTIONS.md"] = render_instructions(request_view, views).encode()
+    targets[request_dir / "summary.json"] = summary_bytes(request_view, views)
+    unchanged = [path for path, data in targets.items() if _same_file(path, data)]
+    for path in unchanged:
+        del targets[path]
+    return _Plan(request, request_dir, updates, targets, unchanged, stale, views)
+
+
+def _fingerprint(result: Any, error: Any) -> str:
+    text = json.dumps([result, error], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _views(
+    request: RequestRecord,
+    records: Mapping[str, ItemRecord],
+    where: Mapping[str, str],
+    request_dir: Path,
+) -> list[ItemView]:
+    views: list[ItemView] = []
+    for item in request.items:
+        item_id = str(item["id"])
+        record = records[item_id]
+        shown: list[str] = []
+        for rel in record.outputs or []:
+            base = Path(record.out_dir) if record.out_dir else request_dir
+            shown.append(rel if base == request_dir else str(base / rel))
+        views.append(
+            ItemView(
+                item_id=item_id,
+                action=str(item["action"]),
+                device=item.get("device"),
+                params=item.get("params") or {},
+                folder=where.get(item_id),
+                status=record.status,
+                error=record.error,
+                result=(record.result or {}).get("result", {}),
+                files=shown,
+                response_id=record.response_id,
+            )
+        )
+    return views
+
+
+def _same_file(path: Path, data: bytes) -> bool:
+    try:
+        return path.is_file() and not path.is_symlink() and path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def _check_targets(state: InsideState, plan: _Plan) -> None:
+    """Refuse before writing anything if an output path holds something else.
+
+    INSTRUCTIONS.md and summary.json may be replaced when they still hold exactly what an
+    earlier import wrote; any other existing, different file is left alone and the import is
+    refused.
+    """
+    conflicts: list[str] = []
+    inside = plan.request_dir
+    for path in plan.targets:
+        for parent in path.parents:
+            within = parent == inside or inside in parent.parents
+            if within and parent.is_symlink():
+                conflicts.append(f"{parent} is a symbolic link, not a folder")
+                break
+            if parent.exists():
+                if not parent.is_dir():
+                    conflicts.append(f"{parent} is not a folder")
+                break
+        if not path.exists() and not path.is_symlink():
+            continue
+        if path.name in REPORTS and path.parent == inside and path.is_file():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if not path.is_symlink() and digest == state.output_sha256(path):
+                continue
+        conflicts.append(f"{path} already exists with different content")
+    if conflicts:
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise ConfigError(
+            f"refusing to overwrite: {conflicts[0]}{more}; nothing was written",
+            hint="Move the existing files away, or import into another folder with --out.",
+        )
+
+
+def _write_outputs(targets: Mapping[Path, bytes]) -> list[str]:
+    """Write every output atomically; device files first, the reports last.
+
+    Raises:
+        ConfigError: a file cannot be written (the files written so far are complete, and a
+            new import of the same response writes the rest).
+    """
+    written: list[str] = []
+    ordered = sorted(targets, key=lambda p: (p.name in REPORTS, str(p)))
+    for path in ordered:
+        try:
+            atomic_write_bytes(path, targets[path])
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write {path}: {exc.strerror or exc}",
+                hint="Free some space or fix the folder's permissions, then import again.",
+            ) from exc
+        written.append(str(path))
+    return written
+
+
+# --- the no-op of a repeated import -------------------------------------------------------------
+
+
+def _already(state: InsideState, request: RequestRecord, previous: ResponseRecord) -> ImportResult:
+    records = {record.item_id: record for record in state.items(request.bundle_id)}
+    out_dir = Path(previous.out_dir)
+    views = _views(request, records, folders(request.items), out_dir)
+    counts = count_statuses(views)
+    return ImportResult(
+        response_id=previous.bundle_id,
+        response_sha256=previous.manifest_sha256,
+        request_id=request.bundle_id,
+        out_dir=out_dir,
+        counts=counts,
+        already_imported=True,
+        partial=counts["ok"] != len(views),
+        items=_item_rows(views),
+    )
+
+
+def _item_rows(views: Sequence[ItemView]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": view.item_id,
+            "action": view.action,
+            "device": device_key({"device": view.device}),
+            "status": view.status,
+            "error": dict(view.error) if view.error else None,
+            "files": list(view.files),
+        }
+        for view in views
+    ]
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+def inside_status(home: Home, *, include_complete: bool = False) -> dict[str, Any]:
+    """Requests this home packed (outstanding only, unless asked) and their items' states.
+
+    Raises:
+        ConfigError: not an inside home, or state.db cannot be used.
+
+    Returns:
+        `{"requests": [{bundle_id, manifest_sha256, sequence, created, expires, expired, file,
+        status, counts, responses, items: [{id, action, device, status, error, files}]}]}`,
+        newest request first.
+    """
+    require_home_role(home, "inside")
+    now = now_text()
+    requests: list[dict[str, Any]] = []
+    with InsideState(home.paths.state_db) as state:
+        for request in state.requests(include_complete=include_complete):
+            records = {record.item_id: record for record in state.items(request.bundle_id)}
+            views = _views(request, records, folders(request.items), Path("/nonexistent"))
+            responses = state.responses(request.bundle_id)
+            requests.append(
+                {
+                    "bundle_id": request.bundle_id,
+                    "manifest_sha256": request.manifest_sha256,
+                    "sequence": request.sequence,
+                    "created": request.created,
+                    "expires": request.expires,
+                    # Both are UTC `YYYY-MM-DDTHH:MM:SS…Z`, so text order is time order.
+                    "expired": request.expires <= now[:19] + "Z",
+                    "file": request.path,
+                    "status": request.status,
+                    "counts": count_statuses(views),
+                    "responses": [
+                        {"bundle_id": r.bundle_id, "imported_at": r.imported_at, "out": r.out_dir}
+                        for r in responses
+                    ],
+                    "items": _item_rows(views),
+                }
+            )
+    return {"requests": requests}

@@ -1,0 +1,548 @@
+"""The inside `state.db` (DESIGN §7): own sequence, outstanding requests, item states, imports.
+
+One SQLite file per inside home, in WAL mode. Commits that matter (a request recorded with its
+sequence, an import) run with `synchronous=FULL`, so after a crash a sequence number is either
+used and recorded or was never handed out. Schema versions live in `PRAGMA user_version`.
+
+This module stores and reads rows only: it does not read bundles, verify anything or write
+output files. One `InsideState` may be shared by the threads of one process (a lock serializes
+its use); other processes wait on SQLite's own lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, TypeAlias
+
+from airgap.errors import ConfigError
+
+ITEM_STATUSES: Final = ("outstanding", "ok", "failed", "pending", "needs_attention")
+FINAL_STATUSES: Final = frozenset({"ok", "failed"})
+REQUEST_STATUSES: Final = ("outstanding", "complete")
+BUSY_TIMEOUT = 30.0  # seconds another process may hold the write lock before we give up
+
+
+class StateError(ConfigError):
+    """`state.db` cannot be opened or used (locked, damaged, or from a newer airgap)."""
+
+
+# --- records -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request bundle this home packed."""
+
+    bundle_id: str
+    manifest_sha256: str
+    sequence: int
+    created: str
+    expires: str
+    path: str
+    items: list[dict[str, Any]]
+    status: str = "outstanding"
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """The state of one request item.
+
+    `result` holds what the final (or latest) response said: `{"result", "files", "vendor_refs"}`
+    with `files` mapping names to SHA-256; `outputs` the files import wrote for it (paths
+    relative to the output folder of that import, which `out_dir` names).
+    """
+
+    request_id: str
+    item_id: str
+    action: str
+    device_key: str | None
+    status: str = "outstanding"
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    outputs: list[str] | None = None
+    out_dir: str | None = None
+    response_id: str | None = None
+    updated: str = ""
+
+
+@dataclass(frozen=True)
+class ResponseRecord:
+    """One response bundle this home imported."""
+
+    bundle_id: str
+    manifest_sha256: str
+    request_id: str
+    imported_at: str
+    out_dir: str
+    counts: dict[str, int]
+
+
+# --- schema --------------------------------------------------------------------------------------
+
+Migration: TypeAlias = Callable[[sqlite3.Connection], None]
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    statuses = ", ".join(f"'{s}'" for s in ITEM_STATUSES)
+    requests = ", ".join(f"'{s}'" for s in REQUEST_STATUSES)
+    for statement in (
+        # One row: the last sequence number used. Never decreases (see allocate below).
+        """CREATE TABLE inside_sequence (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            value INTEGER NOT NULL CHECK (value >= 0))""",
+        "INSERT INTO inside_sequence (id, value) VALUES (1, 0)",
+        f"""CREATE TABLE inside_requests (
+            bundle_id TEXT PRIMARY KEY,
+            manifest_sha256 TEXT NOT NULL,
+            sequence INTEGER NOT NULL UNIQUE,
+            created TEXT NOT NULL,
+            expires TEXT NOT NULL,
+            path TEXT NOT NULL,
+            items TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ({requests})))""",
+        f"""CREATE TABLE inside_items (
+            request_id TEXT NOT NULL REFERENCES inside_requests (bundle_id),
+            item_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            device_key TEXT,
+            status TEXT NOT NULL CHECK (status IN ({statuses})),
+            result TEXT,
+            error TEXT,
+            outputs TEXT,
+            out_dir TEXT,
+            response_id TEXT,
+            updated TEXT NOT NULL,
+            PRIMARY KEY (request_id, item_id))""",
+        """CREATE TABLE inside_responses (
+            bundle_id TEXT PRIMARY KEY,
+            manifest_sha256 TEXT NOT NULL,
+            request_id TEXT NOT NULL REFERENCES inside_requests (bundle_id),
+            imported_at TEXT NOT NULL,
+            out_dir TEXT NOT NULL,
+            counts TEXT NOT NULL)""",
+        "CREATE INDEX inside_responses_by_request ON inside_responses (request_id)",
+        # Every output file import wrote, so a file it wrote itself (INSTRUCTIONS.md) may be
+        # refreshed while a file someone else changed is never overwritten.
+        """CREATE TABLE inside_outputs (
+            path TEXT PRIMARY KEY,
+            sha256 TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            response_id TEXT NOT NULL,
+            written TEXT NOT NULL)""",
+    ):
+        conn.execute(statement)
+
+
+# Entry i takes the schema from version i to i + 1. Append for every change; never edit one
+# that has shipped.
+MIGRATIONS: Final[tuple[Migration, ...]] = (_v1,)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def now_text() -> str:
+    """The current UTC time as stored in state.db (`YYYY-MM-DDTHH:MM:SS.mmmZ`)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dump(value: object) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _row_request(row: sqlite3.Row) -> RequestRecord:
+    return RequestRecord(
+        bundle_id=row["bundle_id"],
+        manifest_sha256=row["manifest_sha256"],
+        sequence=row["sequence"],
+        created=row["created"],
+        expires=row["expires"],
+        path=row["path"],
+        items=json.loads(row["items"]),
+        status=row["status"],
+    )
+
+
+def _row_item(row: sqlite3.Row) -> ItemRecord:
+    return ItemRecord(
+        request_id=row["request_id"],
+        item_id=row["item_id"],
+        action=row["action"],
+        device_key=row["device_key"],
+        status=row["status"],
+        result=_load(row["result"]),
+        error=_load(row["error"]),
+        outputs=_load(row["outputs"]),
+        out_dir=row["out_dir"],
+        response_id=row["response_id"],
+        updated=row["updated"],
+    )
+
+
+def _row_response(row: sqlite3.Row) -> ResponseRecord:
+    return ResponseRecord(
+        bundle_id=row["bundle_id"],
+        manifest_sha256=row["manifest_sha256"],
+        request_id=row["request_id"],
+        imported_at=row["imported_at"],
+        out_dir=row["out_dir"],
+        counts=json.loads(row["counts"]),
+    )
+
+
+def _db_error(path: Path, exc: sqlite3.Error) -> StateError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return StateError(
+            f"{path} is locked by another airgap process",
+            hint="Wait for the other command to finish and run this one again.",
+        )
+    return StateError(
+        f"{path}: {text}",
+        hint="Check the home (disk space, permissions); restore state.db from a backup if it "
+        "is damaged.",
+    )
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+class InsideState:
+    """The inside home's state.db. Use as a context manager, or call `close()`."""
+
+    def __init__(self, path: Path) -> None:
+        """Open (creating or migrating if needed) the database at `path`.
+
+        Raises:
+            StateError: the file cannot be opened, is damaged, or has a newer schema.
+        """
+        self.path = path
+        self._lock = threading.RLock()
+        created = not path.exists()
+        try:
+            self._conn = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise _db_error(path, exc) from exc
+        if created:
+            path.chmod(0o600)
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise _db_error(path, exc) from exc
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _migrate(self) -> None:
+        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path} has schema version {version}; this airgap knows {SCHEMA_VERSION}",
+                hint="Upgrade airgap; an older one must not change this file.",
+            )
+        if version == SCHEMA_VERSION:
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            for step in MIGRATIONS[version:]:
+                step(self._conn)
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> InsideState:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE … COMMIT), rolled back on any error."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _db_error(self.path, exc) from exc
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise _db_error(self.path, exc) from exc
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return list(self._conn.execute(sql, args))
+            except sqlite3.Error as exc:
+                raise _db_error(self.path, exc) from exc
+
+    # --- sequence and requests -----------------------------------------------------------------
+
+    def last_sequence(self) -> int:
+        """The last sequence number used by a recorded request (0 before the first)."""
+        return int(self._read("SELECT value FROM inside_sequence WHERE id = 1")[0][0])
+
+    @contextlib.contextmanager
+    def reserve_sequence(self) -> Iterator[SequenceReservation]:
+        """Hold the write lock, offer the next sequence number, and commit what is recorded.
+
+        The number is only used if `record()` is called and the block ends without an error;
+        otherwise everything rolls back and the next pack gets the same number. Holding the
+        lock while the bundle is built keeps two concurrent packs from sharing a number.
+
+        Raises:
+            StateError: the database is locked or broken.
+        """
+        with self._write() as conn:
+            row = conn.execute("SELECT value FROM inside_sequence WHERE id = 1").fetchone()
+            value = int(row[0])
+            reservation = SequenceReservation(conn, value + 1)
+            yield reservation
+            if not reservation.recorded:
+                raise StateError("internal: a reserved sequence was not recorded")
+
+    def request(self, bundle_id: str) -> RequestRecord | None:
+        """The recorded request with this bundle id, or None."""
+        rows = self._read("SELECT * FROM inside_requests WHERE bundle_id = ?", (bundle_id,))
+        return _row_request(rows[0]) if rows else None
+
+    def requests(self, *, include_complete: bool = False) -> list[RequestRecord]:
+        """Recorded requests, newest (highest sequence) first."""
+        where = "" if include_complete else "WHERE status = 'outstanding'"
+        rows = self._read(f"SELECT * FROM inside_requests {where} ORDER BY sequence DESC")
+        return [_row_request(row) for row in rows]
+
+    def items(self, request_id: str) -> list[ItemRecord]:
+        """The item states of a request, in item order."""
+        rows = self._read(
+            "SELECT * FROM inside_items WHERE request_id = ? ORDER BY rowid", (request_id,)
+        )
+        return [_row_item(row) for row in rows]
+
+    def item_counts(self, request_id: str) -> dict[str, int]:
+        """How many items of a request are in each status (every status, zeros included)."""
+        counts = dict.fromkeys(ITEM_STATUSES, 0)
+        for row in self._read(
+            "SELECT status, COUNT(*) FROM inside_items WHERE request_id = ? GROUP BY status",
+            (request_id,),
+        ):
+            counts[row[0]] = int(row[1])
+        return counts
+
+    # --- responses -----------------------------------------------------------------------------
+
+    def response(self, bundle_id: str) -> ResponseRecord | None:
+        """The imported response with this bundle id, or None."""
+        rows = self._read("SELECT * FROM inside_responses WHERE bundle_id = ?", (bundle_id,))
+        return _row_response(rows[0]) if rows else None
+
+    def responses(self, request_id: str) -> list[ResponseRecord]:
+        """The responses imported for a request, oldest first."""
+        rows = self._read(
+            "SELECT * FROM inside_responses WHERE request_id = ? ORDER BY imported_at, rowid",
+            (request_id,),
+        )
+        return [_row_response(row) for row in rows]
+
+    def output_sha256(self, path: Path) -> str | None:
+        """The SHA-256 of what import last wrote at `path` (absolute), or None."""
+        rows = self._read("SELECT sha256 FROM inside_outputs WHERE path = ?", (str(path),))
+        return str(rows[0][0]) if rows else None
+
+    def record_import(
+        self,
+        response: ResponseRecord,
+        items: Sequence[ItemRecord],
+        outputs: Mapping[Path, str],
+    ) -> None:
+        """Record an imported response, its item updates and the files written, atomically.
+
+        The request becomes `complete` when none of its items is left outside ok/failed.
+
+        Raises:
+            StateError: the database is locked or broken, or the response is already recorded.
+        """
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO inside_responses (bundle_id, manifest_sha256, request_id, "
+                "imported_at, out_dir, counts) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    response.bundle_id,
+                    response.manifest_sha256,
+                    response.request_id,
+                    response.imported_at,
+                    response.out_dir,
+                    _dump(response.counts),
+                ),
+            )
+            conn.executemany(
+                "UPDATE inside_items SET status = ?, result = ?, error = ?, outputs = ?, "
+                "out_dir = ?, response_id = ?, updated = ? WHERE request_id = ? AND item_id = ?",
+                [
+                    (
+                        item.status,
+                        _dump(item.result),
+                        _dump(item.error),
+                        _dump(item.outputs),
+                        item.out_dir,
+                        item.response_id,
+                        item.updated,
+                        item.request_id,
+                        item.item_id,
+                    )
+                    for item in items
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO inside_outputs (path, sha256, request_id, response_id, written) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET sha256 = excluded.sha256, "
+                "request_id = excluded.request_id, response_id = excluded.response_id, "
+                "written = excluded.written",
+                [
+                    (str(p), digest, response.request_id, response.bundle_id, response.imported_at)
+                    for p, digest in outputs.items()
+                ],
+            )
+            left = conn.execute(
+                "SELECT COUNT(*) FROM inside_items WHERE request_id = ? "
+                "AND status NOT IN ('ok', 'failed')",
+                (response.request_id,),
+            ).fetchone()[0]
+            conn.execute(
+                "UPDATE inside_requests SET status = ? WHERE bundle_id = ?",
+                ("complete" if left == 0 else "outstanding", response.request_id),
+            )
+
+
+class SequenceReservation:
+    """The next sequence number, held under the write lock until the request is recorded."""
+
+    def __init__(self, conn: sqlite3.Connection, sequence: int) -> None:
+        self._conn = conn
+        self.sequence = sequence
+        self.recorded = False
+
+    def record(self, request: RequestRecord, device_keys: Sequence[str | None]) -> None:
+        """Record the request (status outstanding) and its items, and use the sequence number.
+
+        Args:
+            request: the request; its `sequence` must be the reserved one.
+            device_keys: per item of `request.items`, `PID:SN`, a MAC or None.
+
+        Raises:
+            StateError: the sequence differs, or the bundle id is already recorded.
+        """
+        if request.sequence != self.sequence:
+            raise StateError(
+                f"internal: request uses sequence {request.sequence}, reserved {self.sequence}"
+            )
+        if len(device_keys) != len(request.items):
+            raise StateError("internal: one device key per item is needed")
+        stamp = now_text()
+        try:
+            self._conn.execute(
+                "UPDATE inside_sequence SET value = ? WHERE id = 1 AND value < ?",
+                (self.sequence, self.sequence),
+            )
+            self._conn.execute(
+                "INSERT INTO inside_requests (bundle_id, manifest_sha256, sequence, created, "
+                "expires, path, items, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'outstanding')",
+                (
+                    request.bundle_id,
+                    request.manifest_sha256,
+                    request.sequence,
+                    request.created,
+                    request.expires,
+                    request.path,
+                    _dump(request.items),
+                ),
+            )
+            self._conn.executemany(
+                "INSERT INTO inside_items (request_id, item_id, action, device_key, status, "
+                "updated) VALUES (?, ?, ?, ?, 'outstanding', ?)",
+                [
+                    (request.bundle_id, item["id"], item["action"], key, stamp)
+                    for item, key in zip(request.items, device_keys, strict=True)
+                ],
+            )
+        except sqlite3.IntegrityError as exc:
+            raise StateError(f"cannot record request {request.bundle_id}: {exc}") from exc
+        self.recorded = True
+
+
+def open_state(state_db: Path) -> InsideState:
+    """Open the inside state database of a home (its `state.db`).
+
+    Raises:
+        StateError: as `InsideState`.
+    """
+    return InsideState(state_db)
+
+
+__all__ = [
+    "FINAL_STATUSES",
+    "ITEM_STATUSES",
+    "InsideState",
+    "ItemRecord",
+    "RequestRecord",
+    "ResponseRecord",
+    "SequenceReservation",
+    "StateError",
+    "device_key",
+    "now_text",
+    "open_state",
+]
+
+
+def device_key(item: Mapping[str, Any]) -> str | None:
+    """What identifies an item's device: `PID:SN` for Cisco, the MAC for BIG-IP, else None."""
+    device = item.get("device")
+    if not isinstance(device, Mapping):
+        return None
+    udi = device.get("udi")
+    if isinstance(udi, Mapping):
+        return f"{udi.get('pid')}:{udi.get('sn')}"
+    mac = device.get("mac")
+    return str(mac) if mac else None

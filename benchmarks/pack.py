@@ -1,0 +1,116 @@
+"""Pack time against `tar -cf` + `openssl dgst -sha256` of the same files (DESIGN §11).
+
+Generates N emulated devices (a `show license udi` capture and a signed RUM report each, the
+format of `airgap.emulators.device.write_device`), then times
+
+    airgap --home H inside pack --udi DIR --entitlement TAG --rum DIR -o out.airgap
+
+as a child process against `tar -cf` of both folders followed by `openssl dgst -sha256` of every
+file, and prints both times, the ratio (target <= 2.0) and airgap's peak RSS.
+
+    python benchmarks/pack.py              # 10,000 devices
+    python benchmarks/pack.py --smoke      # 500 devices, one repeat, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Run, best_of, run_child
+
+TAG = "regid.2017-03.com.cisco.advantagek9,1.0_bd1da96e-ec1d-412b-a50e-53846b347d53"
+PIDS = ("C9300-24T", "C9300-48P", "ISR4331/K9")
+
+
+def make_devices(root: Path, count: int) -> tuple[Path, Path]:
+    """Write `count` devices' UDI captures and RUM reports into root/udi and root/rum."""
+    from airgap.emulators.device import render_rum_report, render_udi_capture
+
+    udi, rum = root / "udi", root / "rum"
+    udi.mkdir()
+    rum.mkdir()
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    for n in range(count):
+        pid, sn = PIDS[n % len(PIDS)], f"FOC{n:08d}"
+        host = f"dev-{sn.lower()}"
+        # The renderers write_device uses, without its per-call checks: same bytes, faster.
+        (udi / f"{host}.udi.txt").write_bytes(
+            render_udi_capture(pid=pid, sn=sn, hostname=host).encode()
+        )
+        (rum / f"{host}.rum.xml").write_bytes(
+            render_rum_report(pid=pid, sn=sn, hostname=host, now=now).encode()
+        )
+    return udi, rum
+
+
+def baseline(root: Path, udi: Path, rum: Path, openssl: str, repeats: int) -> Run:
+    """`tar -cf` of both folders, then `openssl dgst -sha256` of every file, as one shell job."""
+    files = root / "files.txt"
+    names = sorted(str(p) for folder in (udi, rum) for p in folder.iterdir())
+    files.write_text("\n".join(names) + "\n")
+    script = (
+        f"tar -cf {root / 'baseline.tar'} -C {root} udi rum && "
+        f"xargs {openssl} dgst -sha256 < {files} > /dev/null"
+    )
+    return best_of(repeats, ["sh", "-c", script])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=10_000, help="devices (default 10000)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each; the best counts")
+    parser.add_argument("--smoke", action="store_true", help="500 devices, one repeat")
+    parser.add_argument("--keep", type=Path, help="keep the generated files and bundles here")
+    args = parser.parse_args()
+    if args.smoke:
+        args.devices, args.repeats = 500, 1
+    openssl, airgap = shutil.which("openssl"), shutil.which("airgap")
+    if not openssl or not airgap or not shutil.which("tar"):
+        print("needs tar, openssl and the installed airgap command", file=sys.stderr)
+        return 1
+    from airgap.home import init_home
+
+    with tempfile.TemporaryDirectory(prefix="airgap-bench-pack-") as tmp:
+        root = args.keep or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        udi, rum = make_devices(root, args.devices)
+        size = sum(p.stat().st_size for folder in (udi, rum) for p in folder.iterdir())
+        print(
+            f"generated {args.devices} devices: {2 * args.devices} files, "
+            f"{size / 2**20:.1f} MiB in {time.perf_counter() - started:.1f} s"
+        )
+        home = root / "home"
+        init_home(home, role="inside", name="bench", passphrase=None)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")}
+        runs: list[Run] = []
+        for n in range(args.repeats):
+            output = root / f"req-{n}.airgap"
+            command = [
+                airgap, "--home", str(home), "--quiet", "inside", "pack",
+                "--udi", str(udi), "--entitlement", TAG, "--rum", str(rum), "-o", str(output),
+            ]  # fmt: skip
+            runs.append(run_child(command, env=env))
+        ours = Run(min(r.seconds for r in runs), max(r.max_rss_mib for r in runs))
+        theirs = baseline(root, udi, rum, openssl, args.repeats)
+        bundle = (root / "req-0.airgap").stat().st_size
+        print(
+            f"airgap inside pack: {ours.seconds:7.3f} s  (bundle {bundle / 2**20:.1f} MiB, "
+            f"peak RSS {ours.max_rss_mib:.1f} MiB)"
+        )
+        print(f"tar -cf + openssl dgst -sha256: {theirs.seconds:7.3f} s")
+        print(f"ratio airgap/baseline = {ours.seconds / theirs.seconds:.2f} (target <= 2.0)")
+        print(f"peak RSS airgap inside pack = {ours.max_rss_mib:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""`pack`: plans and capture folders into a signed request that the outside verifies."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CONFORMANCE
+
+from airgap.bundle import TrustPolicy, open_bundle
+from airgap.emulators.device import write_device
+from airgap.errors import ConfigError, DecryptFailed, InputError, PlanError
+from airgap.home import Home
+from airgap.inside import pack as pack_module
+from airgap.inside.pack import PackResult, pack
+from airgap.inside.state import InsideState, SequenceReservation, StateError
+from airgap.review import verify
+from airgap.schema import validate
+
+MakePlan = Callable[..., Path]
+Sample = Callable[[str], Path]
+
+TAG = "regid.2017-03.com.cisco.advantagek9,1.0_bd1da96e-ec1d-412b-a50e-53846b347d53"
+CODE = "Cm01IB-cCt9Y6-JQ5Xlv-zS3GTE-L8ORTk-uTkMbV-ns6b1f-XlcTU1-0xZ"
+
+
+@pytest.fixture
+def sites(make_home: Callable[..., Path], exchange_cards: Callable[[Path, Path], None]) -> Any:
+    inside, outside = make_home("inside", name="lab"), make_home("outside", name="dmz")
+    exchange_cards(inside, outside)
+    return Home.open(inside), Home.open(outside)
+
+
+@pytest.fixture
+def devices(tmp_path: Path) -> dict[str, Path]:
+    """Three emulated devices: UDI captures, RUM reports, and two return-code captures."""
+    raw = tmp_path / "raw"
+    for n in range(3):
+        write_device(pid="C9300-24T", sn=f"FOC{n:08d}", hostname=None, out=raw, return_code=n < 2)
+    folders = {kind: tmp_path / kind for kind in ("udi", "rum", "returns")}
+    for kind, suffix in (("udi", ".udi.txt"), ("rum", ".rum.xml"), ("returns", ".return.txt")):
+        folders[kind].mkdir()
+        for path in sorted(raw.glob(f"*{suffix}")):
+            shutil.move(path, folders[kind] / path.name)
+    return folders
+
+
+def run(home: Home, output: Path, **kwargs: Any) -> PackResult:
+    options: dict[str, Any] = {
+        "plans": [],
+        "udi_dir": None,
+        "entitlements": [],
+        "rum_dir": None,
+        "returns_dir": None,
+    }
+    options.update(kwargs)
+    return pack(home, output=output, **options)
+
+
+def opened_items(home: Home, path: Path) -> tuple[Any, list[dict[str, Any]], dict[str, bytes]]:
+    """Verify at `home` (the outside) and return the manifest, items and member bytes."""
+    with open_bundle(
+        path, home.policy(expected_kind="request"), identity=home.identity(), keep_files=True
+    ) as opened:
+        files = {
+            m.path: opened.file_path(m.path).read_bytes()
+            for m in opened.manifest.members
+            if m.path.startswith("files/")
+        }
+        return opened.manifest, opened.items, files
+
+
+def assert_nothing_written(home: Home, tmp_path: Path, output: Path, sequence: int = 0) -> None:
+    assert not output.exists()
+    assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}")]
+    with InsideState(home.paths.state_db) as state:
+        assert state.last_sequence() == sequence
+        assert len(state.requests(include_complete=True)) == sequence
+
+
+def test_pack_csv_plan_numbers_items_and_records_the_request(
+    sites: Any, make_plan: MakePlan, sample: Sample, tmp_path: Path
+) -> None:
+    inside, outside = sites
+    shutil.copy(sample("cisco/rum/rum-report-c9300.xml"), tmp_path / "rum report (1).xml")
+    plan = make_plan(
+        [
+            {"action": "cisco.reserve", "hostname": "sw-1", "pid": "C9300-24T", "sn": "FOC1",
+             "entitlements": f"{TAG}:2"},
+            {"action": "cisco.report_usage", "rum_file": "rum report (1).xml"},
+            {"action": "cisco.return", "pid": "C9300-24T", "sn": "FOC2", "return_code": CODE},
+            {"action": "bigiq.assign", "mac": "0050.569a.3ce1", "pool": "pool-1",
+             "hypervisor": "vmware"},
+            {"action": "bigiq.assignments"},
+        ]
+    )  # fmt: skip
+    output = tmp_path / "req.airgap"
+    result = run(inside, output, plans=[plan])
+    assert result.items == 5
+    assert result.by_action == {
+        "bigiq.assign": 1,
+        "bigiq.assignments": 1,
+        "cisco.reserve": 1,
+        "cisco.report_usage": 1,
+        "cisco.return": 1,
+    }
+    assert result.by_vendor == {"bigiq": 2, "cisco": 3}
+    assert result.size == output.stat().st_size
+    assert result.sequence == 1
+    manifest, items, files = opened_items(outside, output)
+    assert manifest.bundle_id == result.bundle_id
+    assert manifest.sequence == 1
+    assert [i["id"] for i in items] == ["i00001", "i00002", "i00003", "i00004", "i00005"]
+    validate("request-items", {"items": items}, what="items.json")
+    assert items[0]["device"] == {"hostname": "sw-1", "udi": {"pid": "C9300-24T", "sn": "FOC1"}}
+    assert items[0]["params"] == {"entitlements": [{"tag": TAG, "count": 2}]}
+    # The RUM report travels exactly as saved, under a sanitized name.
+    assert items[1]["files"] == ["files/i00002/rum_report__1_.xml"]
+    assert (
+        files["files/i00002/rum_report__1_.xml"]
+        == sample("cisco/rum/rum-report-c9300.xml").read_bytes()
+    )
+    assert items[3]["device"] == {"mac": "00:50:56:9A:3C:E1"}
+    with InsideState(inside.paths.state_db) as state:
+        request = state.request(result.bundle_id)
+        assert request is not None
+        assert request.manifest_sha256 == result.manifest_sha256
+        assert request.items == items
+        assert request.status == "outstanding"
+        assert [r.status for r in state.items(result.bundle_id)] == ["outstanding"] * 5
+    entry = json.loads(inside.paths.audit_log.read_text().splitlines()[-1])
+    assert entry["event"] == "pack"
+    assert entry["bundle_id"] == result.bundle_id
+    assert entry["manifest_sha256"] == result.manifest_sha256
+    assert entry["details"]["by_vendor"] == {"bigiq": 2, "cisco": 3}
+    assert entry["details"]["file"] == "req.airgap"
+
+
+def test_pack_json_plan(sites: Any, tmp_path: Path) -> None:
+    inside, outside = sites
+    plan = tmp_path / "plan.json"
+    plan.write_text(
+        json.dumps(
+            {
+                "items": [
+                    {"action": "bigiq.revoke", "mac": "52:54:00:aa:bb:cc", "pool": "p"},
+                    {"action": "cisco.usage_summary", "tags": [TAG]},
+                ]
+            }
+        )
+    )
+    result = run(inside, tmp_path / "req.airgap", plans=[plan])
+    _, items, _ = opened_items(outside, result.path)
+    assert [(i["id"], i["action"]) for i in items] == [
+        ("i00001", "bigiq.revoke"),
+        ("i00002", "cisco.usage_summary"),
+    ]
+    assert items[1]["params"] == {"tags": [TAG]}
+
+
+def test_pack_capture_folders_in_input_order(
+    sites: Any, devices: dict[str, Path], tmp_path: Path
+) -> None:
+    inside, outside = sites
+    result = run(
+        inside,
+        tmp_path / "out" / "req.airgap",
+        udi_dir=devices["udi"],
+        entitlements=[f"{TAG}:1", "DNA_ADV"],
+        rum_dir=devices["rum"],
+        returns_dir=devices["returns"],
+    )
+    assert result.by_action == {"cisco.report_usage": 3, "cisco.reserve": 3, "cisco.return": 2}
+    _, items, files = opened_items(outside, result.path)
+    assert [i["action"] for i in items] == ["cisco.reserve"] * 3 + ["cisco.report_usage"] * 3 + [
+        "cisco.return"
+    ] * 2
+    assert items[0]["params"]["entitlements"] == [
+        {"tag": TAG, "count": 1},
+        {"tag": "DNA_ADV", "count": 1},
+    ]
+    rum_names = sorted(p.name for p in devices["rum"].iterdir())
+    for offset, name in enumerate(rum_names):
+        member = f"files/i{4 + offset:05d}/{name}"
+        assert items[3 + offset]["files"] == [member]
+        assert files[member] == (devices["rum"] / name).read_bytes()
+    assert items[6]["params"]["return_code"].startswith("C")
+
+
+def test_pack_the_shared_samples(sites: Any, sample: Sample, tmp_path: Path) -> None:
+    inside, outside = sites
+    udi = tmp_path / "udi"
+    udi.mkdir()
+    for name in ("ha.txt", "with-prompt.txt"):  # single.txt repeats with-prompt.txt's UDI
+        shutil.copy(sample(f"cisco/show-license-udi/{name}"), udi / name)
+    rum = tmp_path / "rum"
+    rum.mkdir()
+    for name in ("rum-report-c9300.xml", "rum-report-isr.xml"):
+        shutil.copy(sample(f"cisco/rum/{name}"), rum / name)
+    result = run(inside, tmp_path / "req.airgap", udi_dir=udi, entitlements=[TAG], rum_dir=rum)
+    assert result.by_action["cisco.report_usage"] == 2
+    assert result.by_action["cisco.reserve"] == 4  # the HA capture gives one per UDI
+    _, items, _ = opened_items(outside, result.path)
+    validate("request-items", {"items": items}, what="items.json")
+
+
+def test_duplicates_across_sources_are_refused_naming_both(
+    sites: Any, devices: dict[str, Path], make_plan: MakePlan, tmp_path: Path
+) -> None:
+    inside, _ = sites
+    capture = sorted(devices["udi"].iterdir())[0]
+    plan = make_plan(
+        [{"action": "cisco.reserve", "pid": "C9300-24T", "sn": "FOC00000000", "entitlements": TAG}]
+    )
+    output = tmp_path / "req.airgap"
+    with pytest.raises(PlanError) as caught:
+        run(inside, output, plans=[plan], udi_dir=devices["udi"], entitlements=[TAG])
+    assert caught.value.code == "E_PLAN"
+    problem = caught.value.problems[0]
+    assert str(capture) in problem and f"{plan}:2" in problem
+    assert_nothing_written(inside, tmp_path, output)
+
+
+def test_bad_plan_writes_nothing(sites: Any, make_plan: MakePlan, tmp_path: Path) -> None:
+    inside, _ = sites
+    good = make_plan([{"action": "bigiq.assignments"}], name="good.csv")
+    output = tmp_path / "req.airgap"
+    run(inside, tmp_path / "first.airgap", plans=[good])
+    bad = make_plan(
+        [{"action": "cisco.reserve", "pid": "C9300-24T"}, {"action": "nope"}], name="bad.csv"
+    )
+    with pytest.raises(PlanError) as caught:
+        run(inside, output, plans=[good, bad])
+    assert len(caught.value.problems) >= 2
+    assert all(p.startswith(f"{bad}:") for p in caught.value.problems)
+    assert_nothing_written(inside, tmp_path, output, sequence=1)
+
+
+def test_an_unreadable_capture_folder_writes_nothing(sites: Any, tmp_path: Path) -> None:
+    inside, _ = sites
+    output = tmp_path / "req.airgap"
+    with pytest.raises(InputError):
+        run(inside, output, rum_dir=tmp_path / "missing", returns_dir=tmp_path / "missing2")
+    assert_nothing_written(inside, tmp_path, output)
+
+
+def test_nothing_to_pack(sites: Any, tmp_path: Path) -> None:
+    inside, _ = sites
+    with pytest.raises(PlanError, match="nothing to pack"):
+        run(inside, tmp_path / "req.airgap")
+    with pytest.raises(PlanError, match="--udi"):
+        run(inside, tmp_path / "req.airgap", entitlements=[TAG], rum_dir=tmp_path)
+    assert_nothing_written(inside, tmp_path, tmp_path / "req.airgap")
+
+
+def test_an_existing_output_is_never_overwritten(
+    sites: Any, make_plan: MakePlan, tmp_path: Path
+) -> None:
+    inside, _ = sites
+    output = tmp_path / "req.airgap"
+    output.write_bytes(b"precious")
+    plan = make_plan([{"action": "bigiq.assignments"}])
+    with pytest.raises(ConfigError, match="already exists") as caught:
+        run(inside, output, plans=[plan])
+    assert caught.value.code == "E_CONFIG"
+    assert "-o" in (caught.value.hint or "")
+    assert output.read_bytes() == b"precious"
+    with InsideState(inside.paths.state_db) as state:
+        assert state.last_sequence() == 0
+
+
+def test_a_failure_while_recording_removes_the_output(
+    sites: Any, make_plan: MakePlan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside, _ = sites
+    plan = make_plan([{"action": "bigiq.assignments"}])
+
+    def broken(self: SequenceReservation, *args: Any) -> None:
+        raise ConfigError("disk full")
+
+    monkeypatch.setattr(SequenceReservation, "record", broken)
+    output = tmp_path / "req.airgap"
+    with pytest.raises(ConfigError, match="disk full"):
+        run(inside, output, plans=[plan])
+    assert_nothing_written(inside, tmp_path, output)
+
+
+def test_a_failed_commit_takes_the_published_file_back(
+    sites: Any, make_plan: MakePlan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside, _ = sites
+    plan = make_plan([{"action": "bigiq.assignments"}])
+    real = InsideState.reserve_sequence
+    seen: list[bool] = []
+
+    @contextlib.contextmanager
+    def failing_commit(self: InsideState) -> Iterator[SequenceReservation]:
+        with real(self) as reservation:
+            yield reservation
+            seen.append((tmp_path / "req.airgap").exists())
+            raise StateError("database or disk is full")  # rolls back instead of committing
+
+    monkeypatch.setattr(InsideState, "reserve_sequence", failing_commit)
+    output = tmp_path / "req.airgap"
+    with pytest.raises(StateError):
+        run(inside, output, plans=[plan])
+    assert seen == [True]
+    assert_nothing_written(inside, tmp_path, output)
+
+
+def test_sequence_increments_per_pack(sites: Any, make_plan: MakePlan, tmp_path: Path) -> None:
+    inside, outside = sites
+    plan = make_plan([{"action": "bigiq.assignments"}])
+    first = run(inside, tmp_path / "a.airgap", plans=[plan])
+    second = run(inside, tmp_path / "b.airgap", plans=[plan], expires=timedelta(hours=2))
+    assert (first.sequence, second.sequence) == (1, 2)
+    assert second.expires - second.created == timedelta(hours=2)
+    assert first.expires - first.created == timedelta(days=7)  # bundle.expiry's default
+    assert opened_items(outside, second.path)[0].sequence == 2
+
+
+def test_encrypted_compressed_pack_verifies_at_the_outside(
+    sites: Any, devices: dict[str, Path], tmp_path: Path
+) -> None:
+    inside, outside = sites
+    output = tmp_path / "req.airgap"
+    result = run(
+        inside, output, rum_dir=devices["rum"], encrypt=True, compress=True, expires=timedelta(1)
+    )
+    assert output.read_bytes().startswith(b"age-encryption.org/v1")
+    assert result.encrypted and result.compressed
+    opened = verify(outside, output, expected_kind="request")
+    assert opened.encrypted and opened.compressed
+    assert opened.manifest_sha256 == result.manifest_sha256
+    with (
+        pytest.raises(DecryptFailed, match="no identity"),
+        open_bundle(output, TrustPolicy(trust=outside.trust_store())),
+    ):
+        pass
+
+
+def test_encrypt_needs_a_trusted_outside_site(
+    make_home: Callable[..., Path], make_plan: MakePlan, tmp_path: Path
+) -> None:
+    inside = Home.open(make_home("inside"))
+    plan = make_plan([{"action": "bigiq.assignments"}])
+    output = tmp_path / "req.airgap"
+    with pytest.raises(ConfigError, match="trusts no outside"):
+        run(inside, output, plans=[plan], encrypt=True)
+    assert_nothing_written(inside, tmp_path, output)
+
+
+def test_pack_refuses_an_outside_home(sites: Any, make_plan: MakePlan, tmp_path: Path) -> None:
+    _, outside = sites
+    plan = make_plan([{"action": "bigiq.assignments"}])
+    with pytest.raises(ConfigError, match="needs an inside home"):
+        run(outside, tmp_path / "req.airgap", plans=[plan])
+
+
+def test_packed_bundle_passes_the_conformance_check(
+    sites: Any, devices: dict[str, Path], tmp_path: Path
+) -> None:
+    inside, _ = sites
+    if not CONFORMANCE.exists():
+        pytest.skip(f"{CONFORMANCE} is not there")
+    result = run(
+        inside,
+        tmp_path / "req.airgap",
+        udi_dir=devices["udi"],
+        entitlements=[TAG],
+        rum_dir=devices["rum"],
+        compress=True,
+    )
+    check = subprocess.run(
+        [
+            sys.executable,
+            str(CONFORMANCE),
+            str(result.path),
+            "--pubkey",
+            str(inside.paths.signing_pub),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout
+    assert "valid Ed25519 signature" in check.stdout
+
+
+def test_sequential_loading_gives_the_same_items(
+    sites: Any, devices: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside, outside = sites
+    options = {"udi_dir": devices["udi"], "entitlements": [TAG], "rum_dir": devices["rum"]}
+    parallel = run(inside, tmp_path / "a.airgap", **options)
+    monkeypatch.setattr(pack_module, "_parallel_ok", lambda sources: False)
+    sequential = run(inside, tmp_path / "b.airgap", **options)
+    assert opened_items(outside, parallel.path)[1:] == opened_items(outside, sequential.path)[1:]
+
+
+def test_errors_from_worker_processes_keep_their_problems(
+    sites: Any, devices: dict[str, Path], make_plan: MakePlan, tmp_path: Path
+) -> None:
+    inside, _ = sites
+    bad = make_plan([{"action": "cisco.reserve"}, {"action": "bigiq.revoke"}])
+    with pytest.raises(PlanError) as caught:
+        run(inside, tmp_path / "req.airgap", plans=[bad], rum_dir=devices["rum"])
+    assert len(caught.value.problems) >= 2
+    assert caught.value.hint

@@ -1,0 +1,68 @@
+"""`airgap demo` end to end, and `outside status`/`--dry-run` on what it leaves behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import CONFORMANCE
+
+
+def test_demo_round_trip_prints_its_summary(airgap, tmp_path: Path) -> None:
+    keep = tmp_path / "demo"
+    result = airgap("demo", "--devices", "4", "--keep", str(keep), timeout=300)
+    assert result.returncode == 0, result.stderr
+    for phrase in (
+        "Round trip complete",
+        "What crossed the gap",
+        "Outcomes:",
+        "Cisco",
+        "BIG-IQ",
+        "License pool 'no-such-pool' not found",
+        "openssl pkeyutl",
+    ):
+        assert phrase in result.stdout, phrase
+    (out_dir,) = (keep / "out").iterdir()
+    assert (out_dir / "INSTRUCTIONS.md").exists()
+    assert len(list((out_dir / "cisco").glob("*/lic.txt"))) == 4
+    inside, outside = keep / "inside-home", keep / "outside-home"
+    for home in (inside, outside):
+        assert airgap("--home", str(home), "audit", "verify").returncode == 0
+    status = airgap("--json", "--home", str(outside), "outside", "status")
+    requests = json.loads(status.stdout)["requests"]
+    assert len(requests) == 1
+    assert (requests[0]["items"]["DONE"], requests[0]["items"]["FAILED"]) == (11, 1)
+    inside_status = airgap("--json", "--home", str(inside), "inside", "status", "--all")
+    assert inside_status.returncode == 0, inside_status.stderr
+    # The response verifies at the inside and conforms to the independent reading of the format.
+    response = keep / "transfer" / "response.airgap"
+    assert airgap("--home", str(inside), "verify", str(response)).returncode == 0
+    dry = airgap(
+        "--json",
+        "--home",
+        str(outside),
+        "outside",
+        "process",
+        str(keep / "transfer" / "request.airgap"),
+        "--dry-run",
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["plan"]["cisco.reserve"] == 4
+    assert CONFORMANCE.exists()
+
+
+def test_demo_without_keep_cleans_up_and_json(airgap) -> None:
+    result = airgap("--json", "demo", "--devices", "2", timeout=300)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["ok"] is True and document["kept"] is False
+    assert not Path(document["workdir"]).exists()
+    assert document["outcomes"]["Cisco"] == {"ok": 5}
+
+
+def test_demo_refuses_a_non_empty_folder(airgap, tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("mine")
+    result = airgap("demo", "--keep", str(tmp_path))
+    assert result.returncode == 1
+    assert "not empty" in result.stderr
+    assert (tmp_path / "x").read_text() == "mine"

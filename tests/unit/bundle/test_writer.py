@@ -109,3 +109,19 @@ def test_missing_attachment_is_an_input_error(tmp_path: Path) -> None:
         build(tmp_path / "x.airgap", files=[PayloadFile("files/a", tmp_path / "absent")])
     assert info.value.code == "E_INPUT"
     assert not (tmp_path / "x.airgap").exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["manifest.json", "files/i00001/sw-1.rum.xml", "a" * 100, "a" * 101]
+)
+@pytest.mark.parametrize("size", [0, 511, 10**9, 8**11 - 1, 8**11])
+def test_fast_tar_header_is_byte_identical_to_tarfile(name: str, size: int) -> None:
+    import tarfile
+
+    from airgap.bundle.tarstream import header_bytes
+
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 1_763_900_000, 0o644
+    info.uname = info.gname = ""
+    expected = info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+    assert header_bytes(name, size, 1_763_900_000) == expected

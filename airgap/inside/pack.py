@@ -318,6 +318,9 @@ def _load_one(source: _Source, entitlements: list[tuple[str, int]]) -> _Loaded:
     items = _intake(source, entitlements)
     blobs: list[list[bytes | Path]] = []
     for item in items:
+        if item.attachment_data:
+            blobs.append(list(item.attachment_data))  # already read (and hashed) while parsing
+            continue
         digests: Sequence[str | None] = item.attachment_sha256 or [None] * len(item.attachments)
         blobs.append([_attachment(p, d) for p, d in zip(item.attachments, digests, strict=True)])
     return _Loaded(items, blobs)

@@ -16,7 +16,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -133,8 +133,9 @@ class PlanItem:
 
     `device` and `params` have the shapes of DESIGN §6 request items. `attachments` are files to
     carry verbatim (a RUM report); `attachment_sha256` holds their SHA-256 (hex) as read while
-    parsing, in the same order, or is empty when not computed. `origin` says where the item came
-    from (`plan.csv:12`, `udi/sw1.txt:4`) for messages.
+    parsing, in the same order, or is empty when not computed; `attachment_data`, when not
+    empty, holds the very bytes that were parsed, so packing need not read the file again.
+    `origin` says where the item came from (`plan.csv:12`, `udi/sw1.txt:4`) for messages.
     """
 
     action: str
@@ -143,6 +144,10 @@ class PlanItem:
     attachments: tuple[Path, ...]
     origin: str
     attachment_sha256: tuple[str, ...] = ()
+    attachment_data: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
+
+
+KEEP_BYTES_MAX = 1024 * 1024  # bytes; larger attachments are streamed from disk when packed
 
 
 class _Bad(Exception):
@@ -860,6 +865,7 @@ def items_from_rum_dir(directory: Path) -> list[PlanItem]:
                 (path,),
                 str(path),
                 (hashlib.sha256(data).hexdigest(),),
+                (data,) if len(data) <= KEEP_BYTES_MAX else (),
             )
         )
     if not items:

@@ -37,6 +37,9 @@ EXPORT_FIELDS = (
     "outcome",
     "bundle_id",
     "manifest_sha256",
+    "related_bundle_id",
+    "related_manifest_sha256",
+    "peer_audit_head",
     "details",
     "line_sha256",
 )
@@ -220,6 +223,11 @@ def export_rows(log: AuditLog) -> list[dict[str, Any]]:
     rows = []
     for entry, digest in log.entries():
         actor = entry.get("actor") or {}
+        details = entry.get("details") or {}
+        # The other side's bundle: the request a response answers (process, import).
+        request: dict[str, Any] = details.get("request") or {}
+        if not isinstance(request, dict):
+            request = {}
         rows.append(
             {
                 "seq": entry.get("seq"),
@@ -231,7 +239,12 @@ def export_rows(log: AuditLog) -> list[dict[str, Any]]:
                 "outcome": entry.get("outcome"),
                 "bundle_id": entry.get("bundle_id"),
                 "manifest_sha256": entry.get("manifest_sha256"),
-                "details": entry.get("details") or {},
+                "related_bundle_id": request.get("bundle_id") or details.get("request_id"),
+                "related_manifest_sha256": request.get("manifest_sha256")
+                or details.get("request_manifest_sha256"),
+                "peer_audit_head": request.get("producer_audit_head")
+                or details.get("producer_audit_head"),
+                "details": details,
                 "line_sha256": digest,
             }
         )

@@ -66,3 +66,26 @@ def test_demo_refuses_a_non_empty_folder(airgap, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "not empty" in result.stderr
     assert (tmp_path / "x").read_text() == "mine"
+
+
+def test_audit_exports_tie_both_sides_together(airgap, tmp_path: Path) -> None:
+    keep = tmp_path / "demo"
+    assert airgap("demo", "--devices", "2", "--keep", str(keep), timeout=300).returncode == 0
+    inside = json.loads(
+        airgap("--home", str(keep / "inside-home"), "audit", "export", "--format", "json").stdout
+    )["entries"]
+    outside = json.loads(
+        airgap("--home", str(keep / "outside-home"), "audit", "export", "--format", "json").stdout
+    )["entries"]
+    pack = next(e for e in inside if e["event"] == "pack")
+    process = next(e for e in outside if e["event"] == "process")
+    imported = next(e for e in inside if e["event"] == "import")
+    assert process["related_bundle_id"] == pack["bundle_id"]
+    assert process["related_manifest_sha256"] == pack["manifest_sha256"]
+    assert imported["bundle_id"] == process["bundle_id"]
+    assert imported["manifest_sha256"] == process["manifest_sha256"]
+    assert imported["related_manifest_sha256"] == pack["manifest_sha256"]
+    # Each side logged the other's audit head: the two logs anchor each other.
+    assert process["peer_audit_head"] and imported["peer_audit_head"]
+    for entry in (pack, process, imported):
+        assert entry["user"] and entry["host"] and entry["ts"] and entry["outcome"]

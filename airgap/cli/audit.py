@@ -60,7 +60,9 @@ def export_cmd(
         )
         if output is not None:
             atomic_write_bytes(output, text.encode("utf-8"))
-    if output is None:
+    if output is None and st.json and fmt == "json":
+        st.emit({"entries": rows})  # the one JSON document --json promises, with "ok"
+    elif output is None:
         print(text, end="")
     else:
         st.emit(

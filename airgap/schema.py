@@ -45,11 +45,17 @@ def validate(name: str, document: Any, *, what: str) -> None:
         SchemaError: naming the first violation and where it is.
     """
     try:
-        if _fast(name).is_valid(document):
-            return
+        fast_says_invalid = not _fast(name).is_valid(document)
     except (ValueError, OverflowError):
-        pass  # e.g. an integer beyond what the fast validator takes: let jsonschema decide
+        fast_says_invalid = False  # e.g. an integer beyond what it takes: jsonschema decides
+    else:
+        if not fast_says_invalid:
+            return
     error = jsonschema.exceptions.best_match(_explaining(name).iter_errors(document))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top)"
         raise SchemaError(f"{what}: {where}: {error.message[:300]}")
+    if fast_says_invalid:
+        # The validators can disagree at the edges (Python's `$` also matches before a final
+        # newline); the stricter answer wins.
+        raise SchemaError(f"{what}: does not match the schema")

@@ -54,3 +54,8 @@ def decrypt_stream(source: BinaryIO, target: BinaryIO, identity: object | None) 
             f"cannot decrypt the bundle with this home's identity ({exc})",
             hint="It was encrypted to another site, or it is damaged.",
         ) from None
+    except OSError as exc:  # pyrage reports a payload that fails authentication this way
+        raise DecryptFailed(
+            f"the encrypted bundle is damaged or truncated ({exc})",
+            hint="Ask the sender for a fresh copy.",
+        ) from None

@@ -6,7 +6,7 @@ import re
 
 from airgap.errors import UnsafeMember
 
-_ALLOWED = re.compile(r"^[A-Za-z0-9._/-]+$")
+_ALLOWED = re.compile(r"[A-Za-z0-9._/-]+")  # with fullmatch: `$` would let a final \n by
 MAX_LENGTH = 200
 MAX_DEPTH = 6
 SIGNATURE_NAME = re.compile(r"^signatures/([0-9a-f]{16})\.sig$")
@@ -25,7 +25,7 @@ def check_member_name(name: str) -> None:
         raise UnsafeMember(f"member {shown!r} has an absolute path")
     if len(name) > MAX_LENGTH:
         raise UnsafeMember(f"member {shown!r}… is longer than {MAX_LENGTH} characters")
-    if not _ALLOWED.match(name):
+    if not _ALLOWED.fullmatch(name):
         raise UnsafeMember(f"member {shown!r} has characters outside [A-Za-z0-9._/-]")
     parts = name.split("/")
     if ".." in parts:

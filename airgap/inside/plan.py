@@ -170,6 +170,8 @@ def _entitlement(spec: str) -> tuple[str, int]:
         raise _Bad(f"entitlement tag {tag[:20]!r}… is longer than {MAX_TAG} characters")
     if not count_text.isdigit() or not count_text.isascii():
         raise _Bad(f"entitlement {spec!r}: count {count_text!r} is not a whole number")
+    if len(count_text) > len(str(MAX_COUNT)):  # int() of thousands of digits is refused
+        raise _Bad(f"entitlement {spec[:40]!r}…: count must be between 1 and {MAX_COUNT}")
     count = int(count_text)
     if not 1 <= count <= MAX_COUNT:
         raise _Bad(f"entitlement {spec!r}: count must be between 1 and {MAX_COUNT}")
@@ -306,9 +308,14 @@ def _bool(value: Any, name: str, ctx: _Ctx) -> bool:
 
 
 def _path(value: Any, name: str, ctx: _Ctx) -> Path:
-    path = Path(_text(value, name)).expanduser()
-    resolved = path if path.is_absolute() else ctx.base_dir / path
-    if not resolved.is_file():
+    text = _text(value, name)
+    try:
+        path = Path(text).expanduser()
+        resolved = path if path.is_absolute() else ctx.base_dir / path
+        found = resolved.is_file()
+    except (OSError, RuntimeError, ValueError) as exc:  # ~nosuchuser, names too long, NUL
+        raise _Bad(f"{name} {text[:80]!r} is not a usable path ({exc})") from None
+    if not found:
         raise _Bad(f"{name} {str(path)!r} not found (looked for {resolved})")
     return resolved
 
@@ -611,6 +618,9 @@ def _json_rows(text: str, source: str, problems: list[str]) -> Iterator[tuple[st
     except ValueError as e:
         line = getattr(e, "lineno", 1)
         problems.append(f"{source}:{line}: not valid JSON ({getattr(e, 'msg', e)})")
+        return
+    except RecursionError:
+        problems.append(f"{source}:1: the JSON is nested too deeply to be a plan")
         return
     if isinstance(document, dict) and document.get("items") == []:
         problems.append(f"{source}:1: the plan has no items")

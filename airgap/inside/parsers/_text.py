@@ -18,7 +18,9 @@ _PROMPT_RE = re.compile(
     r"^(?P<host>[A-Za-z0-9][A-Za-z0-9._-]{0,62})(?:\([A-Za-z0-9-]*\))?[#>](?P<cmd>.*)$"
 )
 # Pagination debris from IOS (` --More-- `), NX-OS/ASA (`<--- More --->`) and ANSI colour codes.
-_MORE_RE = re.compile(r"<-+\s*More\s*-+>|-+\s*More\s*-+", re.IGNORECASE)
+# `(?<!-)`: a match starts where a run of dashes does; without it a long rule of dashes took
+# quadratic time (every dash a new start that scans the whole run).
+_MORE_RE = re.compile(r"<-+\s*More\s*-+>|(?<!-)-+\s*More\s*-+", re.IGNORECASE)
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 PID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/+._-]{0,63}$")

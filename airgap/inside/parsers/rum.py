@@ -50,8 +50,10 @@ class RumFile:
 
 
 # The root may follow an XML declaration, comments and whitespace; anything else is not RUM.
+# Each comment is atomic, `(?>…)`: letting `.*?` run on past `-->` made a few dozen `<!---->`
+# take exponential time to refuse.
 _ROOT_RE = re.compile(
-    r"\A\s*(?:<\?xml[^>]*\?>\s*)?(?:<!--.*?-->\s*)*<smartLicense(?:\s[^>]*)?>", re.S
+    r"\A\s*(?:<\?xml[^>]*\?>\s*)?(?:(?><!--.*?-->)\s*)*<smartLicense(?:\s[^>]*)?>", re.S
 )
 _DATA_OPEN_RE = re.compile(r"<data(?:\s[^>]*)?>")
 _CLOSE_ROOT_RE = re.compile(r"</smartLicense\s*>\s*\Z")
@@ -95,7 +97,13 @@ def _element_text(text: str, start: int, end: int, *, source: str, what: str) ->
                 f"{where(source, _line_at(text, offset))}: unexpected markup inside {what} "
                 "(truncated or not a RUM report?)"
             )
-        parts.append(_ENTITY_RE.sub(_entity, plain) if "&" in plain else plain)
+        try:
+            parts.append(_ENTITY_RE.sub(_entity, plain) if "&" in plain else plain)
+        except (ValueError, OverflowError):  # `&#x110000;` and beyond: no such character
+            raise InputError(
+                f"{where(source, _line_at(text, pos))}: a character reference in {what} "
+                "names no Unicode character"
+            ) from None
         if k < 0:
             break
         e = text.find(_CDATA_CLOSE, k + len(_CDATA_OPEN), end)
@@ -143,7 +151,7 @@ def _report_id(payload: dict[str, Any]) -> str | None:
 def _load_json(data: str, *, source: str, line: int, what: str) -> dict[str, Any]:
     try:
         value = json.loads(data)
-    except ValueError as e:  # JSONDecodeError and the like
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, or nested too deep
         raise InputError(f"{where(source, line)}: {what} is not valid JSON ({e})") from e
     if not isinstance(value, dict):
         raise InputError(f"{where(source, line)}: {what} is not a JSON object")
@@ -174,7 +182,7 @@ def _report(
     content = _element_text(text, start, end, source=source, what="<RUMReport>")
     try:
         outer = json.loads(content)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
         line = _line_at(text, start)
         raise InputError(f"{where(source, line)}: <RUMReport> is not valid JSON ({e})") from e
     payload = outer.get("payload") if isinstance(outer, dict) else None

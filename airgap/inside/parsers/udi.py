@@ -46,7 +46,10 @@ class UdiRecord:
 
 _UDI_LINE_RE = re.compile(r"^UDI\s*:\s*(?P<rest>.*)$")
 _HA_HEADER_RE = re.compile(r"^HA\s+UDI\s+List\s*:?$", re.IGNORECASE)
-_ROLE_LINE_RE = re.compile(r"^(?P<role>[A-Za-z][A-Za-z0-9 ]*?)\s*:\s*(?P<rest>PID\s*:.*)$")
+# The role ends in a letter or digit (the lazy `[…]*?\s*` it replaces was quadratic in spaces).
+_ROLE_LINE_RE = re.compile(
+    r"^(?P<role>[A-Za-z](?:[A-Za-z0-9 ]*[A-Za-z0-9])?)\s*:\s*(?P<rest>PID\s*:.*)$"
+)
 _TABLE_HEADER_RE = re.compile(r"^(?:SlotID|Device\s*#?)\s+PID\s+SN\s+UDI$", re.IGNORECASE)
 _TABLE_ROW_RE = re.compile(
     r"^(?P<star>\*)?\s*(?:(?P<slot>\d+)\s+)?(?P<pid>\S+)\s+(?P<sn>\S+)\s+(?P<udi>\S+)$"

@@ -94,6 +94,12 @@ class MissingMember(VerificationError):
     code = "E_MISSING_MEMBER"
 
 
+class MissingPart(VerificationError):
+    """A bundle split into media-sized parts lacks one (gap in numbering, or ends early)."""
+
+    code = "E_MISSING_PART"
+
+
 class HashMismatch(VerificationError):
     code = "E_HASH_MISMATCH"
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from airgap.bundle import OpenedBundle, TrustPolicy, open_bundle, write_bundle_file
-from airgap.bundle.manifest import ROLE_FOR_KIND
+from airgap.bundle.manifest import signing_role
+from airgap.bundle.parts import bundle_parts, first_part, split_name
 from airgap.bundle.reader import Limits
 from airgap.errors import ConfigError, VerificationError, WrongRole
 from airgap.home import Home
@@ -35,11 +36,14 @@ def audited_refusal(home: Home, action: str, path: Path) -> Iterator[None]:
 
 
 def identity_for(home: Home, path: Path) -> object | None:
-    """This home's age identity when `path` is age-encrypted, else None (no passphrase asked)."""
+    """This home's age identity when `path` is age-encrypted, else None (no passphrase asked).
+
+    `path` may be the first part of a split bundle: its first bytes are the bundle's.
+    """
     from airgap.bundle.crypt import is_age
 
     try:
-        with path.open("rb") as handle:
+        with first_part(path).open("rb") as handle:
             head = handle.read(64)
     except OSError:
         return None  # the reader reports the unreadable file with its own code
@@ -122,6 +126,9 @@ class Approval:
 def approve(home: Home, path: Path, output: Path | None = None) -> Approval:
     """Add this home's co-signature to a verified bundle without changing `manifest.json`.
 
+    A bundle in parts (`NAME.001`, …) approved in place is written back as parts of the same
+    size; with `output`, one whole file is written there.
+
     Raises:
         VerificationError: the bundle does not verify (the threshold is not demanded yet).
         WrongRole: this home's role cannot sign this kind of bundle.
@@ -133,7 +140,13 @@ def approve(home: Home, path: Path, output: Path | None = None) -> Approval:
         require_threshold=False,
     )
     target = output or path
+    split: int | None = None
     with audited_refusal(home, "approve", path):
+        if output is None:
+            parts = bundle_parts(path)
+            named = split_name(parts[0])
+            if named is not None:  # rewrite the parts in place, cut to the same size
+                target, split = named[0], parts[0].stat().st_size
         identity = identity_for(home, path)
         with open_bundle(
             path,
@@ -144,10 +157,10 @@ def approve(home: Home, path: Path, output: Path | None = None) -> Approval:
             temp_root=target.parent,
         ) as opened:
             manifest = opened.manifest
-            if ROLE_FOR_KIND[manifest.kind] != home.role:
+            role = signing_role(manifest.kind, manifest.producer["role"])
+            if role != home.role:
                 raise WrongRole(
-                    f"an {home.role} site cannot approve a {manifest.kind}; "
-                    f"{ROLE_FOR_KIND[manifest.kind]} sites sign those"
+                    f"an {home.role} site cannot approve a {manifest.kind}; {role} sites sign those"
                 )
             signer = home.signer()
             key = fp16(signer.fingerprint)
@@ -165,6 +178,7 @@ def approve(home: Home, path: Path, output: Path | None = None) -> Approval:
                     mtime=int(manifest.created.timestamp()),
                     compress=opened.compressed,
                     encrypt_to=recipients,
+                    split=split,
                 )
     if not already:
         home.audit().append(

@@ -26,6 +26,15 @@ ITEMS_NAME = "items.json"
 MANIFEST_MAX = 16 * 1024 * 1024  # bytes
 KINDS = ("request", "response")
 ROLE_FOR_KIND = {"request": "inside", "response": "outside"}
+# An offline install kit (`airgap kit build`): signed by whichever home built it, never an
+# exchange of the round trip, so it has no fixed role and never replies to anything.
+KIT_KIND = "kit"
+
+
+def signing_role(kind: str, producer_role: str) -> str:
+    """The role every signer of a `kind` bundle must have: fixed for the round trip's kinds,
+    the producer's own for a kit (the signed manifest names it, the trust store must agree)."""
+    return ROLE_FOR_KIND.get(kind, producer_role)
 
 
 _SAFE_INT = 2**53
@@ -138,7 +147,7 @@ class Manifest:
         """
         try:
             document = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # Recursion: nested too deep
             raise NonCanonical("manifest.json is not UTF-8 JSON") from None
         try:
             canonical = canonical_bytes(document)
@@ -150,8 +159,11 @@ class Manifest:
                 hint="Bundles must be written by airgap; a re-formatted manifest is refused.",
             )
         validate("manifest", document, what="manifest.json")
-        created = parse_timestamp(document["created"])
-        expires = parse_timestamp(document["expires"])
+        try:
+            created = parse_timestamp(document["created"])
+            expires = parse_timestamp(document["expires"])
+        except ValueError:  # the schema checks the shape only: 2026-02-30 gets this far
+            raise SchemaError("manifest.json: created or expires is not a real time") from None
         if expires <= created:
             raise SchemaError("manifest.json: expires is not after created")
         members = tuple(MemberEntry(**m) for m in document["members"])

@@ -13,7 +13,6 @@ import contextlib
 import gzip
 import hashlib
 import json
-import os
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -28,13 +27,19 @@ from airgap.bundle.manifest import (
     ITEMS_NAME,
     MANIFEST_MAX,
     MANIFEST_NAME,
-    ROLE_FOR_KIND,
     SUMS_NAME,
     Manifest,
     MemberEntry,
+    signing_role,
     summarize,
 )
 from airgap.bundle.names import SIGNATURE_NAME, check_member_name
+from airgap.bundle.parts import (
+    bundle_parts,
+    ended_early_is_missing_part,
+    open_parts,
+    stream_size,
+)
 from airgap.errors import (
     Expired,
     HashMismatch,
@@ -169,7 +174,7 @@ def open_bundle(
     """Verify the bundle at `path` and yield it; temporary files vanish when the block ends.
 
     Args:
-        path: the bundle file.
+        path: the bundle file, or the first of its parts (`NAME.001`, see `parts`).
         policy: trust store, signature threshold, expected kind and clock.
         identity: this home's age identity, needed only for an encrypted bundle.
         limits: size limits; defaults to `Limits()`.
@@ -178,14 +183,17 @@ def open_bundle(
 
     Raises:
         VerificationError: every refusal of DESIGN §4, each with its stable code.
+        MissingPart: a part of a split bundle is missing, or the parts end early.
     """
     limits = limits or Limits()
     with tempfile.TemporaryDirectory(prefix="airgap-", dir=temp_root) as tmp:
         with contextlib.ExitStack() as stack:
+            parts = bundle_parts(path)  # media-sized parts are read as one stream
             try:
-                raw: BinaryIO = stack.enter_context(path.open("rb"))
+                raw: BinaryIO = stack.enter_context(open_parts(parts))
             except OSError as exc:
                 raise NotABundle(f"cannot open {path}: {exc.strerror}") from None
+            stack.enter_context(ended_early_is_missing_part(raw, path))
             head = raw.read(64)
             raw.seek(0)
             encrypted = is_age(head)
@@ -213,7 +221,7 @@ def open_bundle(
 def _decrypt(
     raw: BinaryIO, path: Path, tmp: Path, identity: object | None, limits: Limits
 ) -> Iterator[BinaryIO]:
-    size = os.fstat(raw.fileno()).st_size
+    size = stream_size(raw)
     # age adds 16 bytes per 64 KiB chunk plus a small header; anything beyond that is too big.
     if size > limits.max_bytes + limits.max_bytes // 4096 + 65536:
         raise SizeLimit(f"{path.name} is larger than the limit of {limits.max_bytes} bytes")
@@ -387,7 +395,7 @@ class _BundleReader:
         self, manifest: Manifest, checks: list[SignatureCheck], valid_fingerprints: set[str]
     ) -> None:
         policy = self.policy
-        role = ROLE_FOR_KIND[manifest.kind]
+        role = signing_role(manifest.kind, manifest.producer["role"])
         if policy.expected_kind and manifest.kind != policy.expected_kind:
             self.fail(
                 WrongRole(
@@ -464,7 +472,7 @@ class _BundleReader:
             raise MissingMember("items.json is missing")
         try:
             document = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # Recursion: nested too deep
             raise SchemaError("items.json is not UTF-8 JSON") from None
         validate(f"{manifest.kind}-items", document, what=ITEMS_NAME)
         items: list[dict[str, Any]] = document["items"]

@@ -28,6 +28,7 @@ from airgap.bundle.manifest import (
     sums_text,
 )
 from airgap.bundle.names import check_member_name
+from airgap.bundle.parts import part_paths, split_output
 from airgap.errors import ConfigError, InputError
 from airgap.fsutil import atomic_output
 from airgap.keys import Signer, fp16
@@ -54,6 +55,7 @@ class WrittenBundle:
     manifest_bytes: bytes
     manifest_sha256: str
     size: int
+    parts: tuple[Path, ...] = ()  # the part files when written with `split`, else empty
 
 
 @dataclass(frozen=True)
@@ -99,14 +101,16 @@ def build_bundle(
     compress: bool = False,
     encrypt_to: Sequence[str] = (),
     progress: Progress | None = None,
+    split: int | None = None,
 ) -> WrittenBundle:
     """Write a signed bundle to `output` atomically.
 
     The first signer is the producer. Files are read twice (hash, then copy) so memory stays
-    flat whatever their size.
+    flat whatever their size. With `split`, the bundle is written as `output.001`, `.002`, …
+    of `split` bytes each (see `write_bundle_file`).
 
     Raises:
-        ConfigError: no signer, or a signer's role does not fit the kind.
+        ConfigError: no signer, a signer's role does not fit the kind, or more than 999 parts.
         InputError: an attached file cannot be read or changed while being packed.
         SchemaError: the items do not fit the schema of their kind.
         UnsafeMember: an attachment path breaks the member-name rules.
@@ -168,6 +172,7 @@ def build_bundle(
         compress=compress,
         encrypt_to=encrypt_to,
         progress=progress,
+        split=split,
     )
     return WrittenBundle(
         path=output,
@@ -175,6 +180,7 @@ def build_bundle(
         manifest_bytes=manifest_bytes,
         manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
         size=size,
+        parts=tuple(part_paths(output, size, split)) if split else (),
     )
 
 
@@ -188,16 +194,24 @@ def write_bundle_file(
     compress: bool,
     encrypt_to: Sequence[str],
     progress: Progress | None = None,
+    split: int | None = None,
 ) -> int:
     """Write the tar (optionally gzip, optionally age) of an already-signed manifest.
 
-    `airgap approve` uses this to add a signature without touching `manifest.json`.
+    `airgap approve` uses this to add a signature without touching `manifest.json`. With
+    `split` (bytes), the file is cut into media-sized parts `output.001`, `output.002`, … that
+    `cat` joins back; every part is written to a temporary file and renamed at the end.
 
     Raises:
         InputError: a payload file changed size since it was hashed.
-        ConfigError: encryption was asked for with no usable recipient.
+        ConfigError: encryption was asked for with no usable recipient, or `split` would make
+            more than 999 parts.
+
+    Returns:
+        The size of the whole bundle in bytes.
     """
-    with atomic_output(output) as target:
+    sink = split_output(output, split) if split else atomic_output(output)
+    with sink as target:
         if not encrypt_to:
             _write_maybe_gzip(
                 target, manifest_bytes, signatures, payload, mtime, compress, progress

@@ -11,7 +11,7 @@ import typer
 
 from airgap import __version__
 from airgap.cli import audit as audit_cli
-from airgap.cli import bundles, demo, emulate, inside, outside, site
+from airgap.cli import bundles, demo, emulate, inside, kit, outside, site
 from airgap.cli._output import AppState
 
 app = typer.Typer(
@@ -71,6 +71,7 @@ app.add_typer(audit_cli.app, name="audit")
 app.add_typer(inside.app, name="inside")
 app.add_typer(outside.app, name="outside")
 app.add_typer(emulate.app, name="emulate")
+app.add_typer(kit.app, name="kit")
 app.command("demo")(demo.demo_cmd)
 
 

@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from airgap.cli import watch
 from airgap.cli._output import AppState, err, mapped_errors, out, progress_bar, state
 
 app = typer.Typer(
@@ -118,6 +119,15 @@ def pack_cmd(
         bool, typer.Option("--encrypt", help="Encrypt the bundle to the trusted outside sites.")
     ] = False,
     compress: Annotated[bool, typer.Option("--compress", help="gzip the bundle.")] = False,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="Write parts OUTPUT.001, .002, … of this size for the media, e.g. 4GiB or "
+            "650MiB (at least 1MiB).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Build and sign a request bundle and record it as outstanding.
 
@@ -134,9 +144,11 @@ def pack_cmd(
     """
     app_state = state(ctx)
     with mapped_errors(app_state), _plan_problems(app_state):
+        from airgap.bundle.parts import parse_split
         from airgap.inside.pack import pack
         from airgap.units import parse_duration
 
+        part_size = parse_split(split) if split else None
         home = _open_inside(app_state)
         lifetime = parse_duration(expires, what="--expires") if expires else None
         with progress_bar(app_state, "packing") as progress:
@@ -152,6 +164,7 @@ def pack_cmd(
                 encrypt=encrypt,
                 compress=compress,
                 progress=progress,
+                split=part_size,
             )
 
     def human() -> None:
@@ -168,6 +181,8 @@ def pack_cmd(
         extras = [
             w for w, on in (("encrypted", result.encrypted), ("gzip", result.compressed)) if on
         ]
+        if result.parts:
+            extras.append(f"{len(result.parts)} parts {result.parts[0].name}…")
         out.print(
             f"Wrote {escape(str(result.path))} ({format_size(result.size)}"
             f"{', ' + ', '.join(extras) if extras else ''})\n"
@@ -175,7 +190,7 @@ def pack_cmd(
             f"expires {format_timestamp(result.expires)}\n"
             f"  manifest sha256 {result.manifest_sha256}\n"
             "Next: carry it to the outside and run `airgap outside process "
-            f"{escape(result.path.name)}`."
+            f"{escape((result.parts or [result.path])[0].name)}`."
         )
 
     app_state.emit(result.to_json(), human)
@@ -292,3 +307,6 @@ def status_cmd(
             out.print("No outstanding requests." if not show_all else "No requests packed yet.")
 
     app_state.emit(summary, human)
+
+
+app.command("watch")(watch.inside_watch_cmd)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap.bundle import PayloadFile, WrittenBundle, build_bundle
+from airgap.bundle.parts import part_group, part_path
 from airgap.errors import AirgapError, ConfigError, InputError, PlanError
 from airgap.home import Home
 from airgap.inside.parsers._text import read_bytes
@@ -67,6 +68,7 @@ class PackResult:
     encrypted: bool
     compressed: bool
     sources: list[str] = field(default_factory=list)
+    parts: list[Path] = field(default_factory=list)  # NAME.001… when written with --split
 
     def to_json(self) -> dict[str, Any]:
         """The result as plain JSON types (for `--json`)."""
@@ -84,6 +86,7 @@ class PackResult:
             "encrypted": self.encrypted,
             "compressed": self.compressed,
             "sources": self.sources,
+            "parts": [str(p) for p in self.parts],
         }
 
 
@@ -119,6 +122,7 @@ def pack(
     encrypt: bool = False,
     compress: bool = False,
     progress: Progress | None = None,
+    split: int | None = None,
 ) -> PackResult:
     """Build, sign and record one request bundle from plans and capture folders.
 
@@ -134,10 +138,11 @@ def pack(
         encrypt: age-encrypt the bundle to the trusted outside sites (and this home).
         compress: gzip the tar.
         progress: called with (bytes written, bytes in all) while the bundle is written.
+        split: write media-sized parts `output.001`, `.002`, … of this many bytes each.
 
     Raises:
-        ConfigError: not an inside home, the output exists, no outside site to encrypt to,
-            a bad expiry, or state.db cannot be used.
+        ConfigError: not an inside home, the output (or a part of it) exists, no outside site
+            to encrypt to, a bad expiry, more than 999 parts, or state.db cannot be used.
         PlanError: nothing to pack, a bad plan or entitlement, or duplicate items (each
             problem names both places).
         InputError: a capture, report or folder cannot be read or parsed.
@@ -148,6 +153,10 @@ def pack(
     """
     require_home_role(home, "inside")
     _check_output(output)
+    if split:
+        for existing in part_group(part_path(output, 1)):
+            if existing.exists():
+                _check_output(existing)
     wanted = [parse_entitlement_spec(spec) for spec in entitlements]
     if wanted and udi_dir is None:
         message = "--entitlement applies to the devices of --udi DIR; give --udi too"
@@ -177,7 +186,7 @@ def pack(
     created = utc_now()
     expiry = created + timedelta(seconds=int(lifetime.total_seconds()))
 
-    published = False
+    published: list[Path] = []
     try:
         with InsideState(home.paths.state_db) as state, state.reserve_sequence() as reservation:
             # Built under a temporary name, then linked into place: a file that appeared at
@@ -197,6 +206,7 @@ def pack(
                     compress=compress,
                     encrypt_to=recipients,
                     progress=progress,
+                    split=split,
                 )
                 _check_attachments(written, expected)
                 reservation.record(
@@ -211,15 +221,21 @@ def pack(
                     ),
                     [device_key(item) for item in items],
                 )
-                _publish(temp, output)
-                published = True
+                # Parts go last to first, so the first part appears when all others are there.
+                published_paths = _final_parts(output, written) if split else [output]
+                temps = list(written.parts) or [temp]
+                for source, target in reversed(list(zip(temps, published_paths, strict=True))):
+                    _publish(source, target)
+                    published.append(target)
             finally:
-                with contextlib.suppress(FileNotFoundError):
-                    temp.unlink()
+                for leftover in [temp, *_temp_parts(temp)]:
+                    with contextlib.suppress(FileNotFoundError):
+                        leftover.unlink()
     except BaseException:
-        if published:  # recorded nothing after all (the commit failed): take the file back
+        # Recorded nothing after all (the commit failed): take the file(s) back.
+        for target in published:
             with contextlib.suppress(FileNotFoundError):
-                output.unlink()
+                target.unlink()
         raise
     by_action = dict(sorted(Counter(item["action"] for item in items).items()))
     by_vendor = dict(sorted(Counter(str(i["action"]).split(".", 1)[0] for i in items).items()))
@@ -237,6 +253,7 @@ def pack(
         encrypted=bool(recipients),
         compressed=compress,
         sources=[source.describe() for source in sources],
+        parts=_final_parts(output, written) if split else [],
     )
     audit.append(
         "pack",
@@ -252,6 +269,7 @@ def pack(
             "encrypted": result.encrypted,
             "compressed": compress,
             "expires": format_timestamp(expiry),
+            **({"parts": len(result.parts)} if result.parts else {}),
         },
     )
     return result
@@ -265,6 +283,15 @@ def _check_output(output: Path) -> None:
         )
     if not output.name or output.name in (".", ".."):
         raise ConfigError(f"{output} is not a file name")
+
+
+def _final_parts(output: Path, written: WrittenBundle) -> list[Path]:
+    return [part_path(output, n) for n in range(1, len(written.parts) + 1)]
+
+
+def _temp_parts(temp: Path) -> list[Path]:
+    """Part files a failed build may have left under the temporary name."""
+    return part_group(part_path(temp, 1))
 
 
 def _publish(temp: Path, output: Path) -> None:

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from airgap.cli import watch
 from airgap.cli._output import AppState, mapped_errors, out, progress_bar, state
 
 app = typer.Typer(
@@ -41,11 +42,26 @@ def process_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Verify and show the plan; call no vendor.")
     ] = False,
+    license_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--license-dir",
+            help="Folder of F5 license text (REGKEY.license) for manual RegKey activations.",
+        ),
+    ] = None,
     resubmit: Annotated[
         list[str] | None,
         typer.Option(
             "--resubmit",
             help="Resubmit an item left needing attention (you checked it had no effect).",
+        ),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="Write the response as parts OUTPUT.001, .002, … of this size, e.g. 650MiB.",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
@@ -59,9 +75,11 @@ def process_cmd(
     """
     st = state(ctx)
     with mapped_errors(st):
+        from airgap.bundle.parts import parse_split
         from airgap.outside.process import ProcessOptions, process_request
         from airgap.units import parse_duration
 
+        part_size = parse_split(split) if split else None
         home = st.open_home()
         limits = home.config
         options = ProcessOptions(
@@ -73,6 +91,8 @@ def process_cmd(
             rate=float(rate if rate is not None else limits.get("limits.rate")),
             dry_run=dry_run,
             resubmit=frozenset(resubmit or ()),
+            license_dir=license_dir,
+            split=part_size,
         )
         with progress_bar(st, "items") as progress:
             result = process_request(home, request, options, progress=progress)
@@ -82,6 +102,7 @@ def process_cmd(
         "response": str(result.response_path) if result.response_path else None,
         "response_id": result.response_id,
         "response_sha256": result.response_sha256,
+        "response_parts": [str(p) for p in result.response_parts],
         "counts": result.counts,
         "vendor_calls": result.vendor_calls,
         "items": result.items,
@@ -113,9 +134,10 @@ def _print_result(result: Any, dry_run: bool) -> None:
             )
     if not result.vendor_calls:
         out.print("No vendor call was needed (everything was already final).")
-    out.print(
-        f"Wrote {escape(str(result.response_path))} (manifest sha256 {result.response_sha256})"
-    )
+    written = str(result.response_path)
+    if result.response_parts:
+        written = f"{result.response_parts[0]} … .{len(result.response_parts):03d} (parts)"
+    out.print(f"Wrote {escape(written)} (manifest sha256 {result.response_sha256})")
 
 
 @app.command("status")
@@ -149,3 +171,6 @@ def status_cmd(ctx: typer.Context) -> None:
             out.print("No requests processed yet.")
 
     st.emit(summary, human)
+
+
+app.command("watch")(watch.outside_watch_cmd)

@@ -46,7 +46,14 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from airgap.config import Config, env_name
-from airgap.errors import AirgapError, AuthError, ConfigError, NetworkError, VendorError
+from airgap.errors import (
+    AirgapError,
+    AuthError,
+    ConfigError,
+    InputError,
+    NetworkError,
+    VendorError,
+)
 from airgap.outside.http import (
     HttpClient,
     HttpResponse,
@@ -107,6 +114,38 @@ _OPTIONAL_ASSIGN_FIELDS: Final = (
 _MAC_SEPARATORS: Final = re.compile(r"[:\-.\s]")
 _HEX12: Final = re.compile(r"^[0-9A-Fa-f]{12}$")
 _QUERY_SAFE: Final = "'()$:,"  # left readable in OData query values
+
+
+class LicenseDirectory:
+    """License text the operator saved from activate.f5.com: `DIR/<REGKEY>.license`.
+
+    The connected side's way to serve manual activations without an F5 API: the first run
+    fails the item with the dossier to paste at activate.f5.com and the file name to save the
+    answer under; a later request for the same key picks it up.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def __call__(self, reg_key: str, dossier: str, add_on_keys: Sequence[str]) -> str:
+        """The saved license text for `reg_key`.
+
+        Raises:
+            InputError: no such file yet (the message says what to fetch and where to put it).
+        """
+        path = self.directory / f"{reg_key}.license"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            raise InputError(
+                f"no license text for {reg_key} in {self.directory}: paste the item's dossier "
+                f"({dossier[:16]}…) at activate.f5.com"
+                + (f" with add-on keys {', '.join(add_on_keys)}" if add_on_keys else "")
+                + f", save the answer as {path.name} there, and send the request again"
+            ) from None
+        if "Registration Key" not in text:
+            raise InputError(f"{path} is not a BIG-IP license file")
+        return text
 
 
 class LicenseSource(Protocol):

@@ -69,6 +69,8 @@ class ProcessOptions:
     dry_run: bool = False
     resubmit: frozenset[str] = frozenset()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    split: int | None = None  # bytes per part: write the response as NAME.001, NAME.002, …
+    license_dir: Path | None = None  # F5 license text for manual RegKey activations
 
 
 @dataclass
@@ -85,6 +87,7 @@ class ProcessResult:
     vendor_calls: bool = False
     resumed: bool = False
     plan: dict[str, int] = field(default_factory=dict)
+    response_parts: list[Path] = field(default_factory=list)  # with ProcessOptions.split
 
     @property
     def complete(self) -> bool:
@@ -106,10 +109,13 @@ def default_client(vendor: str, home: Home, options: ProcessOptions) -> VendorCl
             CiscoSettings.from_config(home.config), retry=options.retry, limiter=limiter
         )
     if vendor == "bigiq":
-        from airgap.outside.bigiq import BigIqClient, BigIqSettings
+        from airgap.outside.bigiq import BigIqClient, BigIqSettings, LicenseDirectory
 
         return BigIqClient(
-            BigIqSettings.from_config(home.config), retry=options.retry, limiter=limiter
+            BigIqSettings.from_config(home.config),
+            retry=options.retry,
+            limiter=limiter,
+            license_source=LicenseDirectory(options.license_dir) if options.license_dir else None,
         )
     raise ConfigError(f"no client for vendor {vendor!r}")
 
@@ -141,7 +147,7 @@ def process_request(
 
     Args:
         home: an outside home.
-        request: the request bundle.
+        request: the request bundle (or the first of its parts, `NAME.001`).
         options: concurrency, rate, deadline, output, dry-run, operator resubmits.
         client_factory: builds a `VendorClient` per vendor (tests pass emulator-bound ones).
         progress: called with (items settled, items in all) as work proceeds.
@@ -551,6 +557,7 @@ def _respond(
         in_reply_to={"bundle_id": manifest.bundle_id, "manifest_sha256": opened.manifest_sha256},
         compress=opened.compressed,
         encrypt_to=home.recipients() if opened.encrypted else (),
+        split=options.split,
     )
     items_digest = hashlib.sha256(
         json.dumps(items, sort_keys=True, separators=(",", ":")).encode()
@@ -592,6 +599,7 @@ def _respond(
         response_id=written.manifest.bundle_id,
         response_sha256=written.manifest_sha256,
         vendor_calls=run.vendor_calls,
+        response_parts=list(written.parts),
     )
 
 

@@ -178,3 +178,46 @@ def test_mixed_cisco_and_bigiq_request_of_500_items(sites, start_emulator, tmp_p
     assert document["counts"] == {"ok": 500}
     assert len(cisco.stats()["mutations"]) == 250
     assert len(bigiq.stats()["mutations"]) == 250
+
+
+def test_manual_regkey_activation_with_license_text_from_f5(
+    sites, start_emulator, tmp_path
+) -> None:
+    from airgap.emulators.bigiq import DEMO_REGKEY_POOL, REGKEY_PLAIN, license_text
+
+    inside, outside = sites
+    bigiq = start_emulator("bigiq")
+    point_outside_at(outside, bigiq=bigiq.url)
+    dossier = "ab" * 231
+    item = {
+        "id": "rk-1",
+        "action": "bigiq.regkey_activate",
+        "device": None,
+        "params": {
+            "pool": DEMO_REGKEY_POOL,
+            "regkey": REGKEY_PLAIN,
+            "mode": "manual",
+            "dossier": dossier,
+            "accept_eula": False,
+        },
+        "files": [],
+    }
+    licenses = tmp_path / "f5"
+    licenses.mkdir()
+    # No license text saved yet: the item fails and says exactly what to fetch and where.
+    first = request_with_sequence(inside, [item], tmp_path / "one.airgap", 1)
+    code, document = process(outside, first, tmp_path / "r1.airgap", "--license-dir", str(licenses))
+    assert code == 4
+    (failed,) = document["items"]
+    assert failed["status"] == "failed"
+    assert f"{REGKEY_PLAIN}.license" in failed["error"]["message"]
+    assert "activate.f5.com" in failed["error"]["message"]
+    # The operator saves F5's answer; the next request activates the key.
+    (licenses / f"{REGKEY_PLAIN}.license").write_text(license_text(REGKEY_PLAIN, dossier=dossier))
+    second = request_with_sequence(inside, [dict(item, id="rk-2")], tmp_path / "two.airgap", 2)
+    code, document = process(
+        outside, second, tmp_path / "r2.airgap", "--license-dir", str(licenses)
+    )
+    assert code == 0, document
+    (done,) = document["items"]
+    assert done["status"] == "ok" and done["files"] == ["files/rk-2/license.txt"]

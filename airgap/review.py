@@ -50,6 +50,26 @@ def identity_for(home: Home, path: Path) -> object | None:
     return home.identity() if is_age(head) else None
 
 
+def verify_without_home(path: Path, home_path: Path) -> OpenedBundle:
+    """Verify where no home exists: nothing is trusted, so at best the bundle is refused as
+    untrusted, and anything malformed is refused for what it is (exit 3 either way).
+
+    Raises:
+        VerificationError: always for a bundle from anyone; the hint points at the home.
+    """
+    policy = TrustPolicy(trust=TrustStore([]))
+    try:
+        with open_bundle(path, policy, limits=Limits()) as opened:
+            return opened
+    except VerificationError as exc:
+        if exc.code in ("E_UNTRUSTED_KEY", "E_DECRYPT"):
+            exc.hint = (
+                f"There is no airgap home at {home_path}, so no key is trusted. Point --home "
+                "(or AIRGAP_HOME) at the receiving home, or create one with `airgap init`."
+            )
+        raise
+
+
 def verify(home: Home, path: Path, *, expected_kind: str | None = None) -> OpenedBundle:
     """Fully verify a bundle against this home's trust store and log the outcome.
 

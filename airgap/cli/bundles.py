@@ -28,9 +28,13 @@ def verify_cmd(ctx: typer.Context, bundle: BundleArg) -> None:
     """
     app = state(ctx)
     with mapped_errors(app):
-        from airgap.review import verify
+        from airgap.config import HomePaths
+        from airgap.review import verify, verify_without_home
 
-        opened = verify(app.open_home(), bundle)
+        if HomePaths(app.home).exists():
+            opened = verify(app.open_home(), bundle)
+        else:
+            opened = verify_without_home(bundle, app.home)
     manifest = opened.manifest
 
     def human() -> None:

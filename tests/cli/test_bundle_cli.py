@@ -196,3 +196,18 @@ def test_encrypted_key_needs_the_passphrase(airgap, make_home, tmp_path: Path) -
     )
     assert wrong.returncode == 1 and "E_AUTH" in wrong.stderr
     assert "nope" not in wrong.stderr
+
+
+def test_verify_without_a_home_still_refuses_with_exit_3(airgap, sites, tmp_path: Path) -> None:
+    inside, _ = sites
+    junk = tmp_path / "junk.airgap"
+    junk.write_bytes(os.urandom(2048))
+    nowhere = str(tmp_path / "no-home")
+    result = airgap("--json", "--home", nowhere, "verify", str(junk))
+    assert result.returncode == 3
+    assert json.loads(result.stdout)["error"]["code"] == "E_NOT_A_BUNDLE"
+    written = make_request(inside, tmp_path / "req.airgap")
+    untrusted = airgap("--home", nowhere, "verify", str(written.path))
+    assert untrusted.returncode == 3
+    assert "E_UNTRUSTED_KEY" in untrusted.stderr and "no airgap home" in untrusted.stderr
+    assert not (tmp_path / "no-home").exists()

@@ -89,29 +89,41 @@ class KitResult:
         }
 
 
-def project_root(package_dir: Path | None = None) -> Path:
-    """The source checkout airgap runs from (the folder holding its pyproject.toml).
+def _is_checkout(root: Path) -> bool:
+    """Whether `root` holds the source of this very airgap (name and version match)."""
+    try:
+        project = tomllib.loads((root / "pyproject.toml").read_text("utf-8"))["project"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(project.get("name") == "airgap" and project.get("version") == __version__)
+
+
+def project_root(package_dir: Path | None = None, *, search_from: Path | None = None) -> Path:
+    """The source checkout to build airgap's own wheel from.
+
+    That is the folder above the running package when it runs from a checkout (`pip install
+    -e .`); otherwise (installed with `pip install .`) the checkout it was installed from, found
+    by looking in `search_from` (default: the current folder) and the folders above it.
 
     Args:
         package_dir: the `airgap` package folder (default: where this module lives).
+        search_from: where to look for the checkout when the package is not in one.
 
     Raises:
-        KitError: airgap was installed from a wheel, so there is no source to build from.
+        KitError: no checkout of this airgap version is found.
     """
     package = package_dir or Path(__file__).resolve().parent
-    root = package.parent
-    pyproject = root / "pyproject.toml"
-    try:
-        name = tomllib.loads(pyproject.read_text("utf-8"))["project"]["name"]
-    except (OSError, ValueError, KeyError, TypeError):
-        name = None
-    if name != "airgap":
-        raise KitError(
-            f"airgap runs from {package}, not from a source checkout: there is no "
-            "pyproject.toml to build its own wheel from",
-            hint="Build the kit where airgap is installed from a checkout (pip install -e .).",
-        )
-    return root
+    if _is_checkout(package.parent):
+        return package.parent
+    start = (search_from or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if _is_checkout(folder):
+            return folder
+    raise KitError(
+        f"airgap runs from {package}, not from a source checkout, and {start} is not inside "
+        f"a checkout of airgap {__version__}: there is no source to build its own wheel from",
+        hint="Run `airgap kit build` inside the airgap checkout it was installed from.",
+    )
 
 
 def _run_pip(args: Sequence[str]) -> subprocess.CompletedProcess[str]:

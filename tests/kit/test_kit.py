@@ -312,7 +312,9 @@ def test_no_source_checkout_is_refused(tmp_path: Path) -> None:
     site_packages = tmp_path / "site-packages" / "airgap"
     site_packages.mkdir(parents=True)
     with pytest.raises(KitError, match="not from a source checkout"):
-        project_root(site_packages)
+        project_root(site_packages, search_from=tmp_path)
+    # Installed with `pip install .`: the checkout is found from the current folder.
+    assert project_root(site_packages, search_from=REPO / "airgap") == REPO
     assert project_root() == REPO
 
 
@@ -328,6 +330,7 @@ def test_kit_build_cli_without_a_checkout_exits_1(
     fake = tmp_path / "lib" / "airgap"
     fake.mkdir(parents=True)
     monkeypatch.setattr(airgap.kit, "__file__", str(fake / "kit.py"))
+    monkeypatch.chdir(tmp_path)  # and not inside the checkout either
     result = CliRunner().invoke(app, ["--home", str(home), "--json", "kit", "build"])
     assert result.exit_code == 1, result.output
     assert json.loads(result.output)["error"]["code"] == "E_KIT"

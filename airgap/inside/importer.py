@@ -6,6 +6,11 @@ response item against its request item, work out every output path and compare w
 already there, and only then write the files (each atomically), record the new item states in
 state.db and log the import in the audit log.
 
+An import killed at any point (`kill -9`) is finished by running it again: the temporary files
+it left beside outputs are removed, the INSTRUCTIONS.md and summary.json it wrote are known as
+its own (their hashes are noted in state.db before writing), and an import recorded in state.db
+but missing from the audit log is logged then, marked `recovered`.
+
 Outputs (DESIGN §8) go under `OUT/<first 8 characters of the request id>/`; which file of a
 response item goes where is decided by the item's action and the file's name (the outside
 stores them as `files/<item id>/<name>`).
@@ -13,14 +18,17 @@ stores them as `files/<item id>/<name>`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airgap.audit import AuditLog
 from airgap.bundle import OpenedBundle, open_bundle
 from airgap.errors import ConfigError, InputError, Replay, SchemaError, UnknownRequest
 from airgap.fsutil import atomic_write_bytes
@@ -71,6 +79,7 @@ _RESULT_AS_FILE: dict[str, str] = {
 }
 REPORTS = ("INSTRUCTIONS.md", "summary.json")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_TEMP_NAME = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp names of fsutil
 
 
 class ResponseMismatch(SchemaError):
@@ -190,10 +199,23 @@ def import_response(home: Home, response: Path, *, out: Path) -> ImportResult:
                             hint="Two different files carry the same response id; ask the "
                             "outside which one it wrote.",
                         )
-                    return _already(state, request, previous)
+                    already = _already(state, request, previous)
+                    _audit_if_missing(audit, opened, request, response, already)
+                    return already
                 answers = _check_items(opened, request)
                 plan = _plan(state, request, answers, opened, out)
         _check_targets(state, plan)
+        # Noted before writing: if this import is killed before it is recorded, the next one
+        # knows the reports it left as its own (see `_check_targets`).
+        state.note_pending_outputs(
+            opened.manifest.bundle_id,
+            {
+                path: hashlib.sha256(data).hexdigest()
+                for path, data in plan.targets.items()
+                if path.name in REPORTS and path.parent == plan.request_dir
+            },
+        )
+        _remove_stale_temp_files([*plan.targets, *plan.unchanged])
         written = _write_outputs(plan.targets)
         imported_at = now_text()
         counts = count_statuses(plan.views)
@@ -562,8 +584,8 @@ def _check_targets(state: InsideState, plan: _Plan) -> None:
     """Refuse before writing anything if an output path holds something else.
 
     INSTRUCTIONS.md and summary.json may be replaced when they still hold exactly what an
-    earlier import wrote; any other existing, different file is left alone and the import is
-    refused.
+    earlier import wrote (or was about to write when it was interrupted); any other existing,
+    different file is left alone and the import is refused.
     """
     conflicts: list[str] = []
     inside = plan.request_dir
@@ -581,7 +603,8 @@ def _check_targets(state: InsideState, plan: _Plan) -> None:
             continue
         if path.name in REPORTS and path.parent == inside and path.is_file():
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if not path.is_symlink() and digest == state.output_sha256(path):
+            ours = {state.output_sha256(path), *state.pending_output_sha256(path)}
+            if not path.is_symlink() and digest in ours:
                 continue
         conflicts.append(f"{path} already exists with different content")
     if conflicts:
@@ -590,6 +613,32 @@ def _check_targets(state: InsideState, plan: _Plan) -> None:
             f"refusing to overwrite: {conflicts[0]}{more}; nothing was written",
             hint="Move the existing files away, or import into another folder with --out.",
         )
+
+
+def _remove_stale_temp_files(paths: Sequence[Path]) -> None:
+    """Delete the temporary files an interrupted import left beside these outputs.
+
+    `atomic_write_bytes` writes `.<name>.<random>.tmp` next to the file and renames it into
+    place; a process killed in between leaves the temporary file behind. Only names of exactly
+    that shape, beside an output this import writes, are removed.
+    """
+    for folder, names in _by_folder(paths).items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # not created yet: nothing left there
+        for entry in entries:
+            match = _TEMP_NAME.fullmatch(entry.name)
+            if match and match.group(1) in names and not entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
+def _by_folder(paths: Sequence[Path]) -> dict[Path, set[str]]:
+    folders: dict[Path, set[str]] = {}
+    for path in paths:
+        folders.setdefault(path.parent, set()).add(path.name)
+    return folders
 
 
 def _write_outputs(targets: Mapping[Path, bytes]) -> list[str]:
@@ -630,6 +679,46 @@ def _already(state: InsideState, request: RequestRecord, previous: ResponseRecor
         already_imported=True,
         partial=counts["ok"] != len(views),
         items=_item_rows(views),
+    )
+
+
+def _audit_if_missing(
+    audit: AuditLog,
+    opened: OpenedBundle,
+    request: RequestRecord,
+    response: Path,
+    result: ImportResult,
+) -> None:
+    """Log an import that state.db recorded but the audit log lacks.
+
+    An import killed after recording it and before logging it would otherwise never reach the
+    audit log: the next import of the same response is a no-op. It is logged then, marked
+    `recovered`.
+    """
+    manifest = opened.manifest
+    for entry, _ in audit.entries():
+        if (
+            entry.get("event") == "import"
+            and entry.get("bundle_id") == manifest.bundle_id
+            and entry.get("manifest_sha256") == opened.manifest_sha256
+        ):
+            return
+    audit.append(
+        "import",
+        bundle_id=manifest.bundle_id,
+        manifest_sha256=opened.manifest_sha256,
+        details={
+            "file": response.name,
+            "request_id": request.bundle_id,
+            "request_manifest_sha256": request.manifest_sha256,
+            "producer": dict(manifest.producer),
+            "producer_audit_head": manifest.audit_head,
+            "signers": [c.fingerprint for c in opened.signatures if c.status == "valid"],
+            "items": len(opened.items),
+            "counts": result.counts,
+            "out": str(result.out_dir),
+            "recovered": True,
+        },
     )
 
 

@@ -141,9 +141,24 @@ def _v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    # What an import is about to write to INSTRUCTIONS.md and summary.json, noted before it
+    # writes them: an import killed between writing and recording leaves files that match none
+    # of `inside_outputs`, and the next import must know them for its own work (and replace
+    # them) rather than refuse to overwrite them forever. Cleared when an import is recorded.
+    conn.execute(
+        """CREATE TABLE inside_pending_outputs (
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            response_id TEXT NOT NULL,
+            noted TEXT NOT NULL,
+            PRIMARY KEY (path, sha256))"""
+    )
+
+
 # Entry i takes the schema from version i to i + 1. Append for every change; never edit one
 # that has shipped.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_v1,)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_v1, _v2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -391,6 +406,25 @@ class InsideState:
         rows = self._read("SELECT sha256 FROM inside_outputs WHERE path = ?", (str(path),))
         return str(rows[0][0]) if rows else None
 
+    def pending_output_sha256(self, path: Path) -> set[str]:
+        """SHA-256 of what imports not yet recorded were about to write at `path` (absolute)."""
+        rows = self._read("SELECT sha256 FROM inside_pending_outputs WHERE path = ?", (str(path),))
+        return {str(row[0]) for row in rows}
+
+    def note_pending_outputs(self, response_id: str, outputs: Mapping[Path, str]) -> None:
+        """Note, durably and before writing them, the files an import is about to write.
+
+        Raises:
+            StateError: the database is locked or broken.
+        """
+        stamp = now_text()
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO inside_pending_outputs (path, sha256, response_id, noted) "
+                "VALUES (?, ?, ?, ?)",
+                [(str(p), digest, response_id, stamp) for p, digest in outputs.items()],
+            )
+
     def record_import(
         self,
         response: ResponseRecord,
@@ -444,6 +478,13 @@ class InsideState:
                     (str(p), digest, response.request_id, response.bundle_id, response.imported_at)
                     for p, digest in outputs.items()
                 ],
+            )
+            conn.executemany(
+                "DELETE FROM inside_pending_outputs WHERE path = ?",
+                [(str(p),) for p in outputs],
+            )
+            conn.execute(
+                "DELETE FROM inside_pending_outputs WHERE response_id = ?", (response.bundle_id,)
             )
             left = conn.execute(
                 "SELECT COUNT(*) FROM inside_items WHERE request_id = ? "

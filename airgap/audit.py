@@ -7,6 +7,7 @@ or removal of the last line is caught as well. No secrets are ever written here.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import getpass
@@ -121,6 +122,7 @@ class AuditLog:
                     "prev": prev,
                 }
                 line = rfc8785.dumps(entry)
+                _remove_stale_head_temps(self.head_path)
                 handle.seek(0, os.SEEK_END)
                 handle.write(line + b"\n")
                 handle.flush()
@@ -144,7 +146,7 @@ class AuditLog:
         Raises:
             AuditError: naming the first broken line and why.
         """
-        prev, count = GENESIS, 0
+        prev, count, before_last = GENESIS, 0, GENESIS
         for number, line in _lines(self.path):
             where = f"{self.path.name} line {number}"
             try:
@@ -163,9 +165,12 @@ class AuditLog:
                     f"{where}: sequence {entry.get('seq')} where {count + 1} was expected "
                     "(a line was removed or moved)"
                 )
-            prev, count = line_hash(line), count + 1
+            before_last, prev, count = prev, line_hash(line), count + 1
         recorded = _read_head(self.head_path)
-        if recorded is not None and recorded != (count, prev):
+        # A process killed between appending (fsynced) and recording the new head leaves the
+        # head one entry behind a last line that chains correctly: that is not tampering.
+        one_behind = recorded == (count - 1, before_last)
+        if recorded is not None and recorded != (count, prev) and not one_behind:
             raise AuditError(
                 f"{self.path.name} line {count}: the log ends at entry {count} but audit.head "
                 f"records entry {recorded[0]} (the last line was edited or removed)"
@@ -208,6 +213,13 @@ def _last_entry(handle: io.BufferedIOBase | Any) -> tuple[int, str]:
             "the last line of the audit log is damaged", hint="Run `airgap audit verify`."
         ) from None
     return seq, line_hash(line)
+
+
+def _remove_stale_head_temps(head_path: Path) -> None:
+    """Drop `.audit.head.*.tmp` files a killed append left (callers hold the log's lock)."""
+    for stale in head_path.parent.glob(f".{head_path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 def _read_head(path: Path) -> tuple[int, str] | None:

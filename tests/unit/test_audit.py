@@ -121,3 +121,19 @@ def test_export_csv_and_json(log: AuditLog) -> None:
         "bundle_id",
         "manifest_sha256",
     }
+
+
+def test_head_one_entry_behind_after_a_killed_append_is_accepted(log: AuditLog) -> None:
+    raw = lines(log)
+    # As if killed after the fifth line was fsynced but before audit.head was replaced.
+    log.head_path.write_text(f"4 {line_hash(raw[3])}\n")
+    (log.head_path.parent / ".audit.head.abc123.tmp").write_text("5 partial")
+    assert log.verify().entries == 5
+    log.append("verify")
+    assert not list(log.head_path.parent.glob(".audit.head.*.tmp"))
+    assert log.verify().entries == 6
+    # Two entries behind is not a crash window: it is refused.
+    raw = lines(log)
+    log.head_path.write_text(f"4 {line_hash(raw[3])}\n")
+    with pytest.raises(AuditError, match=r"audit\.head"):
+        log.verify()

@@ -608,27 +608,23 @@ class BigIqClient:
         BIG-IQ checks the token before it does anything, so resending after a 401 is safe even
         for a mutating call (http.py `Unauthorized`).
         """
-        tokens = self._current()
+        used: list[int] = []  # token generation of each HTTP attempt, the last one counts
+
+        def token() -> dict[str, str]:
+            tokens = self._current()
+            used.append(tokens.generation)
+            return {"X-F5-Auth-Token": tokens.access}
+
         try:
             try:
                 return self._http.request(
-                    method,
-                    path,
-                    json=body,
-                    headers={"X-F5-Auth-Token": tokens.access},
-                    mutating=mutating,
-                    expected=expected,
+                    method, path, json=body, auth=token, mutating=mutating, expected=expected
                 )
             except Unauthorized:
                 _log.debug("BIG-IQ %s %s: HTTP 401, renewing the token", method, _bare(path))
-            tokens = self._renew(tokens.generation)
+            self._renew(used[-1])
             return self._http.request(
-                method,
-                path,
-                json=body,
-                headers={"X-F5-Auth-Token": tokens.access},
-                mutating=mutating,
-                expected=expected,
+                method, path, json=body, auth=token, mutating=mutating, expected=expected
             )
         except VendorRejected as exc:
             if exc.status == 403:

@@ -826,16 +826,22 @@ class CiscoClient:
         built anew for each try so the second one carries a fresh nonce. A 401 means Cisco did
         not act, so even a mutating call may be sent again (http.py).
         """
-        for attempt in (1, 2):
+        used: list[int] = []  # token generation of each HTTP attempt, the last one counts
+
+        def bearer() -> dict[str, str]:
             token, generation = self._bearer()
-            merged = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-            merged.update(headers or {})
+            used.append(generation)
+            return {"Authorization": f"Bearer {token}"}
+
+        merged = {"Accept": "application/json", **(headers or {})}
+        for attempt in (1, 2):
             try:
                 response = self._http.request(
                     method,
                     path,
                     json=_envelope(**envelope) if envelope is not None else body,
                     headers=merged,
+                    auth=bearer,
                     mutating=mutating,
                     expected=(200, 201, 202, *_REFUSED_STATUSES),
                 )
@@ -843,7 +849,7 @@ class CiscoClient:
                 if attempt == 2:
                     raise
                 _log.debug("cisco: %s %s answered 401; refreshing the token", method, path)
-                self._refresh(stale=generation)
+                self._refresh(stale=used[-1])
                 continue
             except VendorRejected as exc:
                 if exc.status == 403:

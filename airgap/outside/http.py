@@ -680,6 +680,7 @@ class HttpClient:
         json: JsonBody = None,
         data: Mapping[str, str] | str | bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        auth: Callable[[], Mapping[str, str]] | None = None,
         mutating: bool,
         expected: Collection[int] = (200, 201, 202),
     ) -> HttpResponse:
@@ -690,8 +691,11 @@ class HttpClient:
             path_or_url: path relative to the base URL, or an absolute URL.
             json: a JSON body.
             data: a form (mapping) or raw body.
-            headers: extra headers for this call (e.g. `Authorization`); values of secret-named
-                headers and body fields are scrubbed from every message.
+            headers: extra headers for this call; values of secret-named headers and body
+                fields are scrubbed from every message.
+            auth: credential headers, asked for anew before every attempt: retries after 429s
+                and backoff can outlast a short-lived token, so each attempt carries the
+                client's current one (clients register tokens with `redactor`).
             mutating: True when the call changes vendor state (reserve, assign, return, revoke):
                 it is then never resent once the server may have seen it, and redirects are not
                 followed (requests would replay a redirected POST as a GET).
@@ -721,12 +725,13 @@ class HttpClient:
                 self.limiter.acquire()
             started = time.monotonic()
             try:
+                sent = {**(headers or {}), **(auth() if auth is not None else {})}
                 raw = self._session().request(
                     method,
                     url,
                     json=json,
                     data=data,
-                    headers=dict(headers) if headers else None,
+                    headers=sent or None,
                     timeout=(self.timeout, self.timeout),
                     verify=self.verify,
                     allow_redirects=not mutating,

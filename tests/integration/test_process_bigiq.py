@@ -221,3 +221,23 @@ def test_manual_regkey_activation_with_license_text_from_f5(
     assert code == 0, document
     (done,) = document["items"]
     assert done["status"] == "ok" and done["files"] == ["files/rk-2/license.txt"]
+
+
+def test_tokens_expiring_during_429_backoff_do_not_stop_the_run(
+    sites, start_emulator, tmp_path
+) -> None:
+    # Regression: the token was attached once per call, so retries after 429s that outlived
+    # it got two 401s in a row and the whole run stopped with E_AUTH.
+    inside, outside = sites
+    faults = ("--faults", "429=0.3", "--token-ttl", "1.5")
+    cisco = start_emulator("cisco", "--poll-delay", "0.2", *faults)
+    bigiq = start_emulator("bigiq", *faults)
+    point_outside_at(outside, cisco=cisco.url, bigiq=bigiq.url)
+    items = [reserve_item(n) for n in range(1, 13)] + [assign(n) for n in range(12)]
+    request = make_request(inside, tmp_path / "req.airgap", items=items, files={}).path
+    for _ in range(6):  # an item can run out of attempts on 429s: pending, retried later
+        code, document = process(outside, request, tmp_path / "resp.airgap", "--concurrency", "8")
+        assert code in (0, 4), document  # never E_AUTH (exit 1)
+        if code == 0:
+            break
+    assert document["counts"] == {"ok": 24}

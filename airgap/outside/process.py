@@ -404,10 +404,15 @@ class _Run:
             self.journal.release(self.bundle_id, item.id)
             raise
         except NetworkError as exc:
-            # Certainly not acted upon (http.py raises UncertainOutcome otherwise): back to NEW.
+            # Certainly not acted upon (http.py raises UncertainOutcome otherwise): back to NEW,
+            # and tried again after a backoff while the deadline allows, a bounded number of
+            # times; what is left is pending for a later run.
             self.journal.release(self.bundle_id, item.id)
             self.transient[item.id] = {"code": exc.code, "message": exc.message}
-            return None
+            with self._lock:
+                self.resubmits[f"unreached:{item.id}"] += 1
+                tries = self.resubmits[f"unreached:{item.id}"]
+            return ("submit", self._retry_delay(item.id)) if tries <= MAX_RESUBMITS else None
         except VendorError as exc:
             self.journal.mark_failed(
                 self.bundle_id, item.id, {"code": exc.code, "message": exc.message}

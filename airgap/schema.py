@@ -10,12 +10,14 @@ from __future__ import annotations
 import functools
 import json
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import jsonschema_rs
 
 from airgap.errors import SchemaError
+
+if TYPE_CHECKING:
+    import jsonschema
 
 
 @functools.cache
@@ -33,6 +35,9 @@ def _fast(name: str) -> Any:
 
 @functools.cache
 def _explaining(name: str) -> jsonschema.Draft202012Validator:
+    # Imported here: it costs ~60 ms at start-up and is needed only to word a failure.
+    import jsonschema
+
     schema = load_schema(name)
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
@@ -51,7 +56,9 @@ def validate(name: str, document: Any, *, what: str) -> None:
     else:
         if not fast_says_invalid:
             return
-    error = jsonschema.exceptions.best_match(_explaining(name).iter_errors(document))
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_explaining(name).iter_errors(document))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top)"
         raise SchemaError(f"{what}: {where}: {error.message[:300]}")

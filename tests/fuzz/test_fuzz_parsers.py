@@ -35,8 +35,10 @@ from airgap.inside.parsers import (
     parse_udi_capture,
     parse_udi_file,
 )
+from airgap.inside.parsers import udi as udi_module
 from airgap.inside.parsers._text import PID_RE, SN_RE
 from airgap.inside.parsers.codes import REQUEST_CODE_RE, RETURN_CODE_RE
+from airgap.inside.parsers.udi import parse_plain_udi_capture
 from airgap.inside.plan import ACTIONS, CSV_COLUMNS, PlanItem, load_plan
 
 if TYPE_CHECKING:
@@ -189,6 +191,50 @@ def test_udi_parser_returns_udis_or_input_error(text: str) -> None:
         assert records
         for record in records:
             assert PID_RE.match(record.pid) and SN_RE.match(record.sn), record
+
+
+@st.composite
+def near_plain_captures(draw: st.DrawFn) -> str:
+    """The common `show license udi` capture shape, and near misses of it."""
+    host = st.sampled_from(["sw-1", "sw-2", "Sw.core_1", "r"])
+    blank = st.sampled_from(["", " ", "\t", "  \t"])
+    udi = st.sampled_from(
+        [
+            "UDI: PID:C9300-24T,SN:FOC2437L1ZK",
+            "UDI: PID:ISR4331/K9,SN:FDO2121A0B1",
+            "UDI: PID:C9300-24T,SN:FOC2437L1ZK,VID:V01",
+            "UDI:PID:C9300-24T,SN:FOC2437L1ZK",
+            "UDI: PID:C9300-24T,SN:FOC2437L1ZK \t",
+            "UDI: PID:-bad,SN:X",
+            "Return code: CqaUPW-WSPYiq",
+            "HA UDI List:",
+        ]
+    )
+    commands = st.sampled_from(
+        ["terminal length 0", "show license udi", "sh lic udi", "", "show version"]
+    )
+    prompt = st.tuples(host, st.sampled_from(["#", ">", "(config)#"]), commands).map("".join)
+    lines = (
+        draw(st.lists(blank, max_size=2))
+        + draw(st.lists(prompt, max_size=2))
+        + [draw(udi)]
+        + draw(st.lists(blank, max_size=3))
+        + draw(st.lists(prompt | udi, max_size=2))
+    )
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    return newline.join(lines) + draw(st.sampled_from(["", "\n", "\r\n", "\n\n", " "]))
+
+
+@settings(FUZZ, max_examples=scaled(500))
+@given(text=near_plain_captures())
+@example(text="\nsw-1#terminal length 0\nsw-1#show license udi\nUDI: PID:A,SN:B\n\n\nsw-1#")
+@example(text="UDI: PID:C9300-24T,SN:FOC2437L1ZK\n")
+def test_the_fast_path_for_plain_udi_captures_agrees_with_the_general_parser(text: str) -> None:
+    fast = parse_plain_udi_capture(text)
+    if currently_in_test_context():
+        event("fast path" if fast is not None else "general parser")
+    if fast is not None:
+        assert fast == udi_module._parse_any_shape(text, source="udi.txt")
 
 
 @settings(FUZZ, max_examples=scaled(200))

@@ -26,7 +26,7 @@ from airgap.inside.parsers._text import (
     where,
 )
 
-__all__ = ["UdiRecord", "parse_udi_capture", "parse_udi_file"]
+__all__ = ["UdiRecord", "parse_plain_udi_capture", "parse_udi_capture", "parse_udi_file"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,21 @@ _OTHER_CAPTURE_RE = re.compile(
 
 _SHOW_LICENSE_UDI = (("show", 2), ("license", 3), ("udi", 3))
 
+# The one shape most captures have (one standalone device, as `airgap emulate device` and a
+# plain `show license udi` session write it), matched in one go. Every piece is a strict subset
+# of what the general parser accepts, and tests hold the two to the same answers.
+_HOST = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
+_PLAIN_CAPTURE_RE = re.compile(
+    r"(?:[ \t]*\r?\n)*"
+    rf"(?:(?P<h1>{_HOST})#terminal length 0[ \t]*\r?\n)?"
+    rf"(?:(?P<h2>{_HOST})#show license udi[ \t]*\r?\n)?"
+    r"UDI: PID:(?P<pid>[A-Za-z0-9][A-Za-z0-9/+._-]{0,63}),"
+    r"SN:(?P<sn>[A-Za-z0-9][A-Za-z0-9._-]{0,63})"
+    r"[ \t]*\r?\n"
+    r"(?:[ \t]*\r?\n)*"
+    rf"(?:(?P<h3>{_HOST})#[ \t]*(?:\r?\n(?:[ \t]*\r?\n)*)?)?"
+)
+
 
 def _udi_fields(text: str, *, source: str, line: int, expected: str) -> tuple[str, str]:
     """Split `PID:…,SN:…` into checked (pid, sn)."""
@@ -92,6 +107,24 @@ class _Found:
     in_table: bool  # a table row; its role is settled once the whole table is known
 
 
+def parse_plain_udi_capture(text: str) -> list[UdiRecord] | None:
+    """The record of a capture in the most common shape, or None for any other shape.
+
+    The common shape is one `UDI: PID:…,SN:…` line, optionally after `terminal length 0` and
+    `show license udi` prompts and before a last prompt, all of one hostname. For such a text
+    the answer is exactly `parse_udi_capture`'s, at a fraction of the cost; None says "use
+    `parse_udi_capture`", never "not a capture".
+    """
+    m = _PLAIN_CAPTURE_RE.fullmatch(text)
+    if m is None:
+        return None
+    hosts = {h for h in m.group("h1", "h2", "h3") if h is not None}
+    if len(hosts) > 1:
+        return None  # a prompt that changed hostname: the general parser decides
+    line = text.count("\n", 0, m.start("pid")) + 1
+    return [UdiRecord(hosts.pop() if hosts else None, m.group("pid"), m.group("sn"), None, line)]
+
+
 def parse_udi_capture(text: str, *, source: str = "<capture>") -> list[UdiRecord]:
     """Parse the text of a `show license udi` capture.
 
@@ -108,6 +141,11 @@ def parse_udi_capture(text: str, *, source: str = "<capture>") -> list[UdiRecord
         list repeats the active unit and is folded into the list's `Active` record; a UDI repeated
         in the same capture for the same hostname is reported once.
     """
+    plain = parse_plain_udi_capture(text)
+    return plain if plain is not None else _parse_any_shape(text, source=source)
+
+
+def _parse_any_shape(text: str, *, source: str) -> list[UdiRecord]:
     found: list[_Found] = []
     host: str | None = None
     first_host: str | None = None

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
 class Run:
     seconds: float
     max_rss_mib: float
+
+
+def airgap_command() -> str | None:
+    """The `airgap` console script of this interpreter's environment, else the one on PATH.
+
+    A version-manager shim on PATH (pyenv, asdf) is a shell script that adds ~0.1 s of its
+    own to every run; timing it would charge airgap for the shim.
+    """
+    beside = Path(sys.executable).parent / "airgap"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("airgap")
 
 
 def run_child(command: Sequence[str], *, env: dict[str, str] | None = None) -> Run:

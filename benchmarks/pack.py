@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Run, best_of, run_child
+from _common import Run, airgap_command, best_of, run_child
 
 TAG = "regid.2017-03.com.cisco.advantagek9,1.0_bd1da96e-ec1d-412b-a50e-53846b347d53"
 PIDS = ("C9300-24T", "C9300-48P", "ISR4331/K9")
@@ -72,7 +72,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.devices, args.repeats = 500, 1
-    openssl, airgap = shutil.which("openssl"), shutil.which("airgap")
+    openssl, airgap = shutil.which("openssl"), airgap_command()
     if not openssl or not airgap or not shutil.which("tar"):
         print("needs tar, openssl and the installed airgap command", file=sys.stderr)
         return 1

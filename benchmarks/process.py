@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import run_child
+from _common import airgap_command, run_child
 
 SECRETS = {"AIRGAP_CISCO_CLIENT_ID": "bench", "AIRGAP_CISCO_CLIENT_SECRET": "bench-secret"}
 TAG = "regid.2017-03.com.cisco.advantagek9,1.0_bd1da96e-ec1d-412b-a50e-53846b347d53"
@@ -61,7 +60,7 @@ def main() -> int:
     from airgap.outside.vendor import WorkItem
     from airgap.units import utc_now
 
-    airgap = shutil.which("airgap")
+    airgap = airgap_command()
     if airgap is None:
         print("needs the installed airgap command", file=sys.stderr)
         return 1

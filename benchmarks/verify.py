@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_of
+from _common import airgap_command, best_of
 
 MIB = 1024 * 1024
 
@@ -69,7 +69,7 @@ def main() -> int:
     if args.smoke:
         args.small, args.large, args.repeats = 16, 64, 1
     openssl = shutil.which("openssl")
-    airgap = shutil.which("airgap")
+    airgap = airgap_command()
     if not openssl or not airgap:
         print("needs openssl and the installed airgap command", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ other member type. Name rules live in the bundle reader, not here.
 
 from __future__ import annotations
 
+import functools
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -216,27 +217,43 @@ class TarReader:
 _USTAR_MAX_SIZE = 8**11 - 1  # bytes: the largest size 11 octal digits hold
 
 
+@functools.lru_cache(maxsize=4)
+def _ustar_template(mtime: int) -> tuple[bytes, int]:
+    """A ustar header with every field but name and size filled in, and its byte sum."""
+    block = bytearray(BLOCK)
+    block[100:108] = b"0000644\0"
+    block[108:116] = b"0000000\0"
+    block[116:124] = b"0000000\0"
+    block[136:148] = b"%011o\0" % mtime
+    block[148:156] = b"        "  # the checksum is summed with its own field as spaces
+    block[156:157] = tarfile.REGTYPE
+    block[257:265] = tarfile.POSIX_MAGIC
+    return bytes(block), sum(block)
+
+
 def header_bytes(name: str, size: int, mtime: int) -> bytes:
     """The tar header block(s) of a regular file as bundles write them: deterministic ownership.
 
     Short names and sizes below 8 GiB (every member of a normal bundle) get a plain ustar
-    block built here, byte-identical to what `tarfile` writes but far cheaper, which matters
-    when a bundle carries ten thousand reports; anything else goes through `tarfile` (PAX).
+    block built here from a template, byte-identical to what `tarfile` writes but far cheaper,
+    which matters when a bundle carries ten thousand reports; anything else goes through
+    `tarfile` (PAX).
     """
     encoded = name.encode("utf-8")
     if len(encoded) <= 100 and name.isascii() and 0 <= size <= _USTAR_MAX_SIZE and mtime >= 0:
-        block = bytearray(BLOCK)
-        block[0 : len(encoded)] = encoded
-        block[100:108] = b"0000644\0"
-        block[108:116] = b"0000000\0"
-        block[116:124] = b"0000000\0"
-        block[124:136] = b"%011o\0" % size
-        block[136:148] = b"%011o\0" % mtime
-        block[148:156] = b"        "
-        block[156:157] = tarfile.REGTYPE
-        block[257:265] = tarfile.POSIX_MAGIC
-        block[148:156] = b"%06o\0 " % sum(block)
-        return bytes(block)
+        template, template_sum = _ustar_template(mtime)
+        size_field = b"%011o\0" % size
+        checksum = template_sum + sum(encoded) + sum(size_field)
+        return b"".join(
+            (
+                encoded,
+                template[len(encoded) : 124],
+                size_field,
+                template[136:148],
+                b"%06o\0 " % checksum,
+                template[156:],
+            )
+        )
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = mtime

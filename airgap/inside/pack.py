@@ -15,14 +15,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import hashlib
-import multiprocessing
 import os
 import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,26 +27,18 @@ from typing import Any, ParamSpec, TypeVar
 
 from airgap.bundle import PayloadFile, WrittenBundle, build_bundle
 from airgap.bundle.parts import part_group, part_path
-from airgap.errors import AirgapError, ConfigError, InputError, PlanError
+from airgap.errors import ConfigError, InputError, PlanError
 from airgap.home import Home
-from airgap.inside.parsers._text import read_bytes
-from airgap.inside.plan import (
-    PlanItem,
-    check_duplicates,
-    items_from_returns_dir,
-    items_from_rum_dir,
-    items_from_udi_dir,
-    load_plan,
-    parse_entitlement_spec,
-)
+from airgap.inside.intake import Blob, Source, load_sources
+from airgap.inside.plan import PlanItem, check_duplicates, parse_entitlement_spec
 from airgap.inside.state import InsideState, RequestRecord, device_key
 from airgap.review import require_home_role
 from airgap.units import format_timestamp, utc_now
 
 Progress = Callable[[int, int], None]  # (bytes written, bytes in all)
 
-INLINE_MAX = 8 * 1024 * 1024  # bytes; smaller attachments are read once and packed from memory
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_NAME_SAFE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _NAME_MAX = 100  # characters of an attachment's file name inside the bundle
 
 
@@ -117,25 +106,6 @@ class PackResult:
         }
 
 
-@dataclass(frozen=True)
-class _Source:
-    """One input: a plan file, or a folder of captures of one kind."""
-
-    kind: str  # plan | udi | rum | returns
-    path: Path
-
-    def describe(self) -> str:
-        return str(self.path) if self.kind == "plan" else f"--{self.kind} {self.path}"
-
-
-@dataclass(frozen=True)
-class _Loaded:
-    """The items of one source and, per item, the content of each attachment."""
-
-    items: list[PlanItem]
-    blobs: list[list[bytes | Path]]
-
-
 @_cyclic_gc_paused
 def pack(
     home: Home,
@@ -189,10 +159,10 @@ def pack(
     if wanted and udi_dir is None:
         message = "--entitlement applies to the devices of --udi DIR; give --udi too"
         raise PlanError(message, problems=[message])
-    sources = [_Source("plan", p) for p in plans]
-    sources += [_Source(k, d) for k, d in (("udi", udi_dir), ("rum", rum_dir)) if d is not None]
+    sources = [Source("plan", p) for p in plans]
+    sources += [Source(k, d) for k, d in (("udi", udi_dir), ("rum", rum_dir)) if d is not None]
     if returns_dir is not None:
-        sources.append(_Source("returns", returns_dir))
+        sources.append(Source("returns", returns_dir))
     if not sources:
         message = "nothing to pack: give a plan, or --udi DIR --entitlement TAG, --rum, --returns"
         raise PlanError(message, problems=[message], hint="See `airgap inside pack --help`.")
@@ -201,9 +171,8 @@ def pack(
         raise ConfigError(f"the expiry must be positive, not {lifetime}")
     recipients = home.recipients() if encrypt else []
 
-    loaded = _load_sources(sources, wanted)
-    plan_items = [item for part in loaded for item in part.items]
-    blobs = [blob for part in loaded for blob in part.blobs]
+    loaded = load_sources(sources, wanted)
+    plan_items, blobs = loaded.items, loaded.blobs
     check_duplicates(plan_items)
     if not plan_items:
         message = "nothing to pack: the inputs hold no items"
@@ -248,6 +217,7 @@ def pack(
                         items=items,
                     ),
                     [device_key(item) for item in items],
+                    items_json=written.items_json,
                 )
                 # Parts go last to first, so the first part appears when all others are there.
                 published_paths = _final_parts(output, written) if split else [output]
@@ -338,143 +308,14 @@ def _publish(temp: Path, output: Path) -> None:
         os.replace(temp, output)
 
 
-# --- loading inputs ------------------------------------------------------------------------------
-
-
-def _intake(source: _Source, entitlements: list[tuple[str, int]]) -> list[PlanItem]:
-    if source.kind == "plan":
-        return load_plan(source.path)
-    if source.kind == "udi":
-        return items_from_udi_dir(source.path, entitlements)
-    if source.kind == "rum":
-        return items_from_rum_dir(source.path)
-    return items_from_returns_dir(source.path)
-
-
-def _attachment(path: Path, expected: str | None) -> bytes | Path:
-    """The bytes to pack for an attachment (read once), or its path when it is large.
-
-    Raises:
-        InputError: the file cannot be read, or changed since it was parsed.
-    """
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
-    if size > INLINE_MAX:
-        return path  # streamed by the writer; its hash is compared after the build
-    data = read_bytes(path)
-    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise InputError(f"{path} changed while it was being packed; pack again")
-    return data
-
-
-def _load_one(source: _Source, entitlements: list[tuple[str, int]]) -> _Loaded:
-    items = _intake(source, entitlements)
-    blobs: list[list[bytes | Path]] = []
-    for item in items:
-        if item.attachment_data:
-            blobs.append(list(item.attachment_data))  # already read (and hashed) while parsing
-            continue
-        digests: Sequence[str | None] = item.attachment_sha256 or [None] * len(item.attachments)
-        blobs.append([_attachment(p, d) for p, d in zip(item.attachments, digests, strict=True)])
-    return _Loaded(items, blobs)
-
-
-_Outcome = tuple[str, Any]
-# A PlanItem as plain values (paths as text): pickles about twice as fast as the dataclass.
-_Flat = tuple[str, Any, Any, tuple[str, ...], str, tuple[str, ...]]
-
-
-def _flatten(loaded: _Loaded) -> tuple[list[_Flat], list[list[bytes | Path]]]:
-    flat = [
-        (i.action, i.device, i.params, tuple(map(str, i.attachments)), i.origin,
-         i.attachment_sha256)
-        for i in loaded.items
-    ]  # fmt: skip
-    return flat, loaded.blobs
-
-
-def _unflatten(flat: list[_Flat], blobs: list[list[bytes | Path]]) -> _Loaded:
-    items = [
-        PlanItem(action, device, params, tuple(Path(p) for p in paths), origin, digests)
-        for action, device, params, paths, origin, digests in flat
-    ]
-    return _Loaded(items, blobs)
-
-
-def _load_in_worker(source: _Source, entitlements: list[tuple[str, int]]) -> _Outcome:
-    """Run in a worker process: errors travel back as plain values (they lose extras in pickle)."""
-    try:
-        return "ok", _flatten(_load_one(source, entitlements))
-    except AirgapError as exc:
-        return "error", (type(exc), exc.message, exc.hint, getattr(exc, "problems", None))
-
-
-_Failure = tuple[type[AirgapError], str, str | None, list[str] | None]
-
-
-def _error_from_worker(payload: _Failure) -> AirgapError:
-    cls, message, hint, problems = payload
-    error = cls.__new__(cls)
-    AirgapError.__init__(error, message, hint=hint)
-    if isinstance(error, PlanError):
-        error.problems = problems or []
-    return error
-
-
-def _parallel_ok(sources: Sequence[_Source]) -> bool:
-    # Parsing 10,000 captures is CPU-bound Python; sources are parsed side by side when there
-    # is more than one, a second CPU, and fork (cheap: the parsers are already imported).
-    return (
-        len(sources) > 1
-        and (os.cpu_count() or 1) > 1
-        and "fork" in multiprocessing.get_all_start_methods()
-        and any(source.kind != "plan" for source in sources)
-    )
-
-
-def _load_sources(sources: Sequence[_Source], entitlements: list[tuple[str, int]]) -> list[_Loaded]:
-    """Load every source, in order; the first error (in input order) is raised.
-
-    With several sources, one is loaded here while worker processes load the others. The one
-    kept here is a RUM folder when there is one: its file contents are the bulk of the data,
-    and sending them between processes would cost more than parsing them in parallel saves.
-    """
-    if not _parallel_ok(sources):
-        return [_load_one(source, entitlements) for source in sources]
-    kinds = [source.kind for source in sources]
-    local = kinds.index("rum") if "rum" in kinds else len(sources) - 1
-    workers = max(1, min(len(sources) - 1, (os.cpu_count() or 2) - 1))
-    results: list[_Loaded | AirgapError | None] = [None] * len(sources)
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {
-            index: pool.submit(_load_in_worker, source, entitlements)
-            for index, source in enumerate(sources)
-            if index != local
-        }
-        try:
-            results[local] = _load_one(sources[local], entitlements)
-        except AirgapError as exc:
-            results[local] = exc
-        for index, future in futures.items():
-            status, value = future.result()
-            results[index] = _unflatten(*value) if status == "ok" else _error_from_worker(value)
-    loaded: list[_Loaded] = []
-    for result in results:
-        if isinstance(result, AirgapError):
-            raise result
-        assert result is not None
-        loaded.append(result)
-    return loaded
-
-
 # --- building items ------------------------------------------------------------------------------
 
 
 def _member_name(name: str, used: set[str]) -> str:
     """A file name safe as the last part of a member path, unique within one item."""
+    if not used and len(name) <= _NAME_MAX and _NAME_SAFE.fullmatch(name):
+        used.add(name.casefold())  # the usual case, one well-named file: nothing to change
+        return name
     clean = _NAME_UNSAFE.sub("_", name)[-_NAME_MAX:].lstrip(".") or "file"
     candidate, n = clean, 1
     while candidate.casefold() in used:
@@ -485,7 +326,7 @@ def _member_name(name: str, used: set[str]) -> str:
 
 
 def _request_items(
-    plan_items: Sequence[PlanItem], blobs: Sequence[Sequence[bytes | Path]]
+    plan_items: Sequence[PlanItem], blobs: Sequence[Sequence[Blob]]
 ) -> tuple[list[dict[str, Any]], list[PayloadFile], dict[str, str]]:
     """Request items (ids `i00001`… in input order), their payload files, and expected hashes."""
     items: list[dict[str, Any]] = []

@@ -13,10 +13,9 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,10 @@ from airgap.inside.parsers._text import (
     SN_RE,
     decode_capture,
     read_bytes,
-    read_capture,
 )
 from airgap.inside.parsers.codes import (
     REQUEST_CODE_RE,
     RETURN_CODE_RE,
-    capture_kind,
-    parse_return_capture,
     slr_request_udi,
 )
 from airgap.inside.parsers.f5 import (
@@ -44,7 +40,6 @@ from airgap.inside.parsers.f5 import (
     parse_dossier_file,
 )
 from airgap.inside.parsers.rum import RumFile, parse_rum_bytes
-from airgap.inside.parsers.udi import parse_udi_capture
 
 __all__ = [
     "ACTIONS",
@@ -53,11 +48,9 @@ __all__ = [
     "UNITS_OF_MEASURE",
     "PlanItem",
     "check_duplicates",
-    "items_from_returns_dir",
-    "items_from_rum_dir",
-    "items_from_udi_dir",
     "load_plan",
     "parse_entitlement_spec",
+    "reserve_entitlements",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -133,8 +126,7 @@ class PlanItem:
 
     `device` and `params` have the shapes of DESIGN §6 request items. `attachments` are files to
     carry verbatim (a RUM report); `attachment_sha256` holds their SHA-256 (hex) as read while
-    parsing, in the same order, or is empty when not computed; `attachment_data`, when not
-    empty, holds the very bytes that were parsed, so packing need not read the file again.
+    parsing, in the same order, or is empty when not computed.
     `origin` says where the item came from (`plan.csv:12`, `udi/sw1.txt:4`) for messages.
     """
 
@@ -144,10 +136,6 @@ class PlanItem:
     attachments: tuple[Path, ...]
     origin: str
     attachment_sha256: tuple[str, ...] = ()
-    attachment_data: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
-
-
-KEEP_BYTES_MAX = 1024 * 1024  # bytes; larger attachments are streamed from disk when packed
 
 
 class _Bad(Exception):
@@ -191,6 +179,21 @@ def parse_entitlement_spec(spec: str) -> tuple[str, int]:
     """
     try:
         return _entitlement(spec)
+    except _Bad as e:
+        raise PlanError(str(e), problems=[str(e)]) from None
+
+
+def reserve_entitlements(entitlements: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """The `entitlements` parameter of the reserves `--udi DIR --entitlement TAG[:N]` makes.
+
+    Raises:
+        PlanError: no entitlement, a malformed one, or the same tag twice.
+    """
+    if not entitlements:
+        message = "--udi needs at least one --entitlement TAG[:N]"
+        raise PlanError(message, problems=[message])
+    try:
+        return _entitlements([f"{tag}:{count}" for tag, count in entitlements])
     except _Bad as e:
         raise PlanError(str(e), problems=[str(e)]) from None
 
@@ -787,141 +790,3 @@ def check_duplicates(items: list[PlanItem]) -> None:
             problems=problems,
             hint="Remove the repeated rows or files; each request may appear once per bundle.",
         )
-
-
-# --- directory intake ----------------------------------------------------------------------------
-
-
-def _files(directory: Path, suffix: str) -> list[Path]:
-    """Regular files under `directory` ending in `suffix` (any case), sorted; dotfiles skipped."""
-    if not directory.exists():
-        raise InputError(f"{directory}: no such directory")
-    if not directory.is_dir():
-        raise InputError(f"{directory}: not a directory")
-    found: list[Path] = []
-    for root, dirs, names in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found.extend(
-            Path(root, name)
-            for name in names
-            if not name.startswith(".") and name.lower().endswith(suffix)
-        )
-    return sorted(found, key=str)
-
-
-def items_from_udi_dir(directory: Path, entitlements: list[tuple[str, int]]) -> list[PlanItem]:
-    """One `cisco.reserve` per UDI in the `show license udi` captures (`*.txt`) under a folder.
-
-    Return-code and SLR request captures in the same folder (as `airgap emulate device` writes
-    them) are passed over; any other file that does not parse is an error.
-
-    Args:
-        directory: the folder, searched recursively.
-        entitlements: (tag, count) pairs to reserve for every device, at least one.
-
-    Raises:
-        PlanError: no entitlements, or a malformed one.
-        InputError: the folder is missing, holds no capture, or a capture does not parse.
-
-    Returns:
-        The items, by file name then line.
-    """
-    if not entitlements:
-        message = "--udi needs at least one --entitlement TAG[:N]"
-        raise PlanError(message, problems=[message])
-    try:
-        wanted = _entitlements([f"{tag}:{count}" for tag, count in entitlements])
-    except _Bad as e:
-        raise PlanError(str(e), problems=[str(e)]) from None
-    items: list[PlanItem] = []
-    for path in _files(directory, ".txt"):
-        text = read_capture(path)
-        if capture_kind(text) != "other":
-            _logger.info("%s: not a `show license udi` capture; passed over", path)
-            continue
-        for record in parse_udi_capture(text, source=str(path)):
-            items.append(
-                PlanItem(
-                    "cisco.reserve",
-                    {"hostname": record.hostname, "udi": {"pid": record.pid, "sn": record.sn}},
-                    {"entitlements": [dict(e) for e in wanted]},
-                    (),
-                    f"{path}:{record.line}",
-                )
-            )
-    if not items:
-        raise InputError(f"{directory}: no `show license udi` captures (*.txt) found")
-    return items
-
-
-def items_from_rum_dir(directory: Path) -> list[PlanItem]:
-    """One `cisco.report_usage` per RUM report file (`*.xml`) under a folder.
-
-    Raises:
-        InputError: the folder is missing, holds no `*.xml`, or a file is not a RUM report.
-
-    Returns:
-        The items, by file name; each attaches its file, with its SHA-256.
-    """
-    items: list[PlanItem] = []
-    for path in _files(directory, ".xml"):
-        data = read_bytes(path)
-        rum = parse_rum_bytes(data, path=path)
-        items.append(
-            PlanItem(
-                "cisco.report_usage",
-                {"hostname": rum.hostname, "udi": {"pid": rum.udi[0], "sn": rum.udi[1]}},
-                {},
-                (path,),
-                str(path),
-                (hashlib.sha256(data).hexdigest(),),
-                (data,) if len(data) <= KEEP_BYTES_MAX else (),
-            )
-        )
-    if not items:
-        raise InputError(f"{directory}: no RUM report files (*.xml) found")
-    return items
-
-
-def items_from_returns_dir(directory: Path) -> list[PlanItem]:
-    """One `cisco.return` per return-code capture (`*.txt`) under a folder.
-
-    `show license udi` and SLR request captures in the same folder are passed over; any other
-    file that does not parse is an error.
-
-    Raises:
-        InputError: the folder is missing, holds no return capture, or a file does not parse.
-
-    Returns:
-        The items, by file name.
-    """
-    items: list[PlanItem] = []
-    for path in _files(directory, ".txt"):
-        text = read_capture(path)
-        kind = capture_kind(text)
-        if kind == "other":
-            try:
-                parse_udi_capture(text, source=str(path))
-            except InputError:
-                raise InputError(
-                    f"{path}:1: not a return-code capture (no 'Return code:' line)",
-                    hint="Capture `license smart authorization return local offline`.",
-                ) from None
-            _logger.info("%s: a `show license udi` capture; passed over", path)
-            continue
-        if kind == "slr_request":
-            _logger.info("%s: an SLR request capture; passed over", path)
-            continue
-        code = parse_return_capture(text, source=str(path))
-        items.append(
-            PlanItem(
-                "cisco.return",
-                {"hostname": code.hostname, "udi": {"pid": code.pid, "sn": code.sn}},
-                {"return_code": code.code},
-                (),
-                f"{path}:{code.line}",
-            )
-        )
-    if not items:
-        raise InputError(f"{directory}: no return-code captures (*.txt) found")
-    return items

@@ -177,6 +177,13 @@ def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def _stored_items(text: str) -> list[dict[str, Any]]:
+    # Requests are stored as their signed items.json document; early versions stored the list.
+    value = json.loads(text)
+    items: list[dict[str, Any]] = value["items"] if isinstance(value, dict) else value
+    return items
+
+
 def _row_request(row: sqlite3.Row) -> RequestRecord:
     return RequestRecord(
         bundle_id=row["bundle_id"],
@@ -185,7 +192,7 @@ def _row_request(row: sqlite3.Row) -> RequestRecord:
         created=row["created"],
         expires=row["expires"],
         path=row["path"],
-        items=json.loads(row["items"]),
+        items=_stored_items(row["items"]),
         status=row["status"],
     )
 
@@ -505,12 +512,19 @@ class SequenceReservation:
         self.sequence = sequence
         self.recorded = False
 
-    def record(self, request: RequestRecord, device_keys: Sequence[str | None]) -> None:
+    def record(
+        self,
+        request: RequestRecord,
+        device_keys: Sequence[str | None],
+        items_json: bytes | None = None,
+    ) -> None:
         """Record the request (status outstanding) and its items, and use the sequence number.
 
         Args:
             request: the request; its `sequence` must be the reserved one.
             device_keys: per item of `request.items`, `PID:SN`, a MAC or None.
+            items_json: the bundle's `items.json`, holding `request.items`: stored as it is,
+                which spares serializing a large request a second time.
 
         Raises:
             StateError: the sequence differs, or the bundle id is already recorded.
@@ -537,7 +551,9 @@ class SequenceReservation:
                     request.created,
                     request.expires,
                     request.path,
-                    _dump(request.items),
+                    items_json.decode("utf-8")
+                    if items_json is not None
+                    else _dump({"items": request.items}),
                 ),
             )
             self._conn.executemany(
@@ -580,10 +596,11 @@ __all__ = [
 def device_key(item: Mapping[str, Any]) -> str | None:
     """What identifies an item's device: `PID:SN` for Cisco, the MAC for BIG-IP, else None."""
     device = item.get("device")
-    if not isinstance(device, Mapping):
+    # `dict` first: the ABC check costs more than the rest, once per item of a large request.
+    if not isinstance(device, dict | Mapping):
         return None
     udi = device.get("udi")
-    if isinstance(udi, Mapping):
+    if isinstance(udi, dict | Mapping):
         return f"{udi.get('pid')}:{udi.get('sn')}"
     mac = device.get("mac")
     return str(mac) if mac else None

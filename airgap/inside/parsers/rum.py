@@ -247,7 +247,7 @@ def parse_rum_bytes(data: bytes, *, path: Path) -> RumFile:
             f"{where(source, 1)}: not a RUM report (no <smartLicense> root element)",
             hint="Save usage on the device with `license smart save usage all file flash:rum.xml`.",
         )
-    if not text.rstrip().endswith("</smartLicense>") and _CLOSE_ROOT_RE.search(text) is None:
+    if not text[-64:].rstrip().endswith("</smartLicense>") and _CLOSE_ROOT_RE.search(text) is None:
         raise InputError(
             f"{where(source, _line_at(text, len(text.rstrip())))}: no closing </smartLicense> "
             "(truncated file?)"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airgap.bundle.manifest import canonical_bytes
+from airgap.bundle.manifest import Manifest, MemberEntry, canonical_bytes
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
 scalars = st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | text
@@ -35,3 +37,45 @@ def test_documents_outside_the_fast_path_still_match() -> None:
         except Exception:  # rfc8785 refuses some values; so must we
             continue
         assert canonical_bytes(document) == expected
+
+
+paths = st.text(st.sampled_from('abcXYZ019._-/é\u2028"\\'), min_size=1, max_size=30)
+members = st.builds(
+    MemberEntry,
+    path=paths,
+    sha256=st.text(st.sampled_from("0123456789abcdef"), min_size=64, max_size=64),
+    size=st.integers(0, 2**53 - 1) | st.sampled_from([2**53, 2**60]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    members=st.lists(members, max_size=12),
+    name=text,
+    by_action=st.dictionaries(
+        st.sampled_from(["cisco.reserve", "bigiq.assign"]), st.integers(0, 99)
+    ),
+    reply=st.none() | st.fixed_dictionaries({"bundle_id": text, "manifest_sha256": text}),
+)
+def test_manifest_bytes_match_rfc8785(
+    members: list[MemberEntry], name: str, by_action: dict[str, int], reply: Any
+) -> None:
+    manifest = Manifest(
+        bundle_id="0b9f3a1e-1f2e-4c3d-8e9f-0a1b2c3d4e5f",
+        kind="request",
+        created=datetime(2026, 11, 23, 12, 0, tzinfo=UTC),
+        expires=datetime(2026, 11, 30, 12, 0, tzinfo=UTC),
+        producer={"name": name, "role": "inside", "fingerprint": "SHA256:abc"},
+        sequence=7,
+        in_reply_to=reply,
+        audit_head="0" * 64,
+        summary={"items": sum(by_action.values()), "by_action": by_action},
+        members=tuple(members),
+    )
+    try:
+        expected = rfc8785.dumps(manifest.to_json())
+    except Exception:  # rfc8785 refuses sizes beyond 2**53; the manifest must not hide that
+        with pytest.raises(Exception):  # noqa: B017
+            manifest.to_canonical_bytes()
+        return
+    assert manifest.to_canonical_bytes() == expected

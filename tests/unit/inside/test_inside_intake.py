@@ -9,13 +9,20 @@ from pathlib import Path
 
 import pytest
 
+from airgap.emulators.device import write_device
 from airgap.errors import InputError, PlanError
-from airgap.inside.plan import (
-    PlanItem,
-    check_duplicates,
+from airgap.inside import intake
+from airgap.inside.intake import (
+    Loaded,
+    Source,
     items_from_returns_dir,
     items_from_rum_dir,
     items_from_udi_dir,
+    load_sources,
+)
+from airgap.inside.plan import (
+    PlanItem,
+    check_duplicates,
     load_plan,
 )
 
@@ -242,3 +249,102 @@ def test_queries_and_regkeys_compare_by_parameters() -> None:
                 item("bigiq.regkey_activate", pool="q", regkey="K1", mode="manual"),
             ]
         )
+
+
+# --- loading a whole pack on several processes ---------------------------------------------------
+
+
+@pytest.fixture
+def many_devices(tmp_path: Path) -> dict[str, Path]:
+    """40 emulated devices: enough files for several chunks per worker."""
+    raw = tmp_path / "raw"
+    for n in range(40):
+        write_device(pid="C9300-24T", sn=f"FOC{n:08d}", hostname=None, out=raw, return_code=n < 5)
+    folders = {kind: tmp_path / kind for kind in ("udi", "rum", "returns")}
+    for kind, suffix in (("udi", ".udi.txt"), ("rum", ".rum.xml"), ("returns", ".return.txt")):
+        folders[kind].mkdir()
+        for path in sorted(raw.glob(f"*{suffix}")):
+            shutil.move(path, folders[kind] / path.name)
+    return folders
+
+
+def _sources(folders: dict[str, Path], *plans: Path) -> list[Source]:
+    return [Source("plan", p) for p in plans] + [
+        Source(kind, folders[kind]) for kind in ("udi", "rum", "returns")
+    ]
+
+
+def _load(sources: list[Source], workers: int, monkeypatch: pytest.MonkeyPatch) -> Loaded:
+    monkeypatch.setattr(intake, "_workers", lambda files: workers)
+    return load_sources(sources, [("T", 1)])
+
+
+def test_workers_load_the_same_items_in_the_same_order(
+    many_devices: dict[str, Path], write: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = write("plan.csv", f"action,pid,sn,return_code\ncisco.return,ISR4331,FDO1,{CODE}\n")
+    sources = _sources(many_devices, plan)
+    alone = _load(sources, 0, monkeypatch)
+    shared = _load(sources, 3, monkeypatch)
+    assert shared == alone
+    assert [i.action for i in alone.items] == (
+        ["cisco.return"]
+        + ["cisco.reserve"] * 40
+        + ["cisco.report_usage"] * 40
+        + ["cisco.return"] * 5
+    )
+    rum = alone.items[41]
+    assert alone.blobs[41] == [rum.attachments[0].read_bytes()]
+    assert rum.attachment_sha256 == (hashlib.sha256(alone.blobs[41][0]).hexdigest(),)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_first_bad_input_in_input_order_is_reported(
+    many_devices: dict[str, Path], monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    bad_udi = many_devices["udi"] / "zz-bad.udi.txt"
+    bad_udi.write_text("UDI: PID:C9300-24T\n")
+    (many_devices["rum"] / "aa-bad.rum.xml").write_text("<html></html>")
+    with pytest.raises(InputError) as caught:
+        _load(_sources(many_devices), workers, monkeypatch)
+    assert caught.value.message.startswith(f"{bad_udi}:1:")
+    bad_udi.unlink()
+    with pytest.raises(InputError) as caught:
+        _load(_sources(many_devices), workers, monkeypatch)
+    # Raised in a worker, it keeps its hint.
+    assert "not a RUM report" in caught.value.message
+    assert caught.value.hint and "license smart save usage" in caught.value.hint
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bad_plan_comes_before_every_folder_and_keeps_its_problems(
+    many_devices: dict[str, Path], write: Writer, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    (many_devices["rum"] / "aa-bad.rum.xml").write_text("<html></html>")
+    plan = write("plan.csv", "action,pid\ncisco.reserve,\nbigiq.revoke,\n")
+    with pytest.raises(PlanError) as caught:
+        _load(_sources(many_devices, plan), workers, monkeypatch)
+    assert len(caught.value.problems) == 5  # every missing field of both rows
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_empty_or_missing_folder_is_reported_in_input_order(
+    many_devices: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    for path in many_devices["udi"].iterdir():
+        path.unlink()
+    (many_devices["rum"] / "aa-bad.rum.xml").write_text("<html></html>")
+    with pytest.raises(InputError, match="no `show license udi` captures"):
+        _load(_sources(many_devices), workers, monkeypatch)
+    sources = _sources(many_devices)
+    sources[0] = Source("udi", tmp_path / "absent")
+    with pytest.raises(InputError, match="absent: no such directory"):
+        _load(sources, workers, monkeypatch)
+    sources = [Source("rum", many_devices["rum"]), Source("returns", tmp_path / "absent")]
+    with pytest.raises(InputError, match="not a RUM report"):
+        _load(sources, workers, monkeypatch)
+
+
+def test_a_udi_folder_needs_entitlements(many_devices: dict[str, Path]) -> None:
+    with pytest.raises(PlanError, match="at least one --entitlement"):
+        load_sources([Source("udi", many_devices["udi"])], [])

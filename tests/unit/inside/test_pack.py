@@ -19,7 +19,7 @@ from airgap.bundle import TrustPolicy, open_bundle
 from airgap.emulators.device import write_device
 from airgap.errors import ConfigError, DecryptFailed, InputError, PlanError
 from airgap.home import Home
-from airgap.inside import pack as pack_module
+from airgap.inside import intake
 from airgap.inside.pack import PackResult, pack
 from airgap.inside.state import InsideState, SequenceReservation, StateError
 from airgap.review import verify
@@ -283,7 +283,7 @@ def test_a_failure_while_recording_removes_the_output(
     inside, _ = sites
     plan = make_plan([{"action": "bigiq.assignments"}])
 
-    def broken(self: SequenceReservation, *args: Any) -> None:
+    def broken(self: SequenceReservation, *args: Any, **kwargs: Any) -> None:
         raise ConfigError("disk full")
 
     monkeypatch.setattr(SequenceReservation, "record", broken)
@@ -400,7 +400,7 @@ def test_sequential_loading_gives_the_same_items(
     inside, outside = sites
     options = {"udi_dir": devices["udi"], "entitlements": [TAG], "rum_dir": devices["rum"]}
     parallel = run(inside, tmp_path / "a.airgap", **options)
-    monkeypatch.setattr(pack_module, "_parallel_ok", lambda sources: False)
+    monkeypatch.setattr(intake, "_workers", lambda files: 0)
     sequential = run(inside, tmp_path / "b.airgap", **options)
     assert opened_items(outside, parallel.path)[1:] == opened_items(outside, sequential.path)[1:]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import json
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +29,7 @@ from airgap.bundle.manifest import (
 from airgap.bundle.names import check_member_name
 from airgap.bundle.parts import part_paths, split_output
 from airgap.errors import ConfigError, InputError
+from airgap.fastjson import dumps_sorted
 from airgap.fsutil import atomic_output
 from airgap.keys import Signer, fp16
 from airgap.schema import validate
@@ -82,8 +82,7 @@ def _hash_source(source: Path | bytes) -> tuple[str, int]:
 
 def items_bytes(items: Sequence[Mapping[str, Any]]) -> bytes:
     """`items.json` bytes: sorted keys, no whitespace, so the same items give the same bytes."""
-    document = {"items": list(items)}
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return dumps_sorted({"items": list(items)})
 
 
 def build_bundle(

@@ -96,7 +96,7 @@ def _udi_records(path: str, data: bytes) -> list[_UdiRecord]:
 
 
 def _rum_records(path: str, data: bytes) -> list[_RumRecord]:
-    rum = parse_rum_bytes(data, path=Path(path))
+    rum = parse_rum_bytes(data, path=path)
     pid, sn = rum.udi
     kept = data if len(data) <= INLINE_MAX else None
     return [(rum.hostname, pid, sn, hashlib.sha256(data).hexdigest(), kept)]

@@ -432,7 +432,7 @@ def _assemble(action: str, v: dict[str, Any], origin: str) -> PlanItem:
             "hostname": rum.rum.hostname,
             "udi": {"pid": rum.rum.udi[0], "sn": rum.rum.udi[1]},
         }
-        attachments, digests = (rum.rum.path,), (rum.sha256,)
+        attachments, digests = (Path(rum.rum.path),), (rum.sha256,)
     elif action == "cisco.return":
         device = _cisco_device(v, v["pid"], v["sn"])
         params["return_code"] = v["return_code"]

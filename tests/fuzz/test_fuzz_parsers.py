@@ -35,6 +35,7 @@ from airgap.inside.parsers import (
     parse_udi_capture,
     parse_udi_file,
 )
+from airgap.inside.parsers import rum as rum_module
 from airgap.inside.parsers import udi as udi_module
 from airgap.inside.parsers._text import PID_RE, SN_RE
 from airgap.inside.parsers.codes import REQUEST_CODE_RE, RETURN_CODE_RE
@@ -235,6 +236,37 @@ def test_the_fast_path_for_plain_udi_captures_agrees_with_the_general_parser(tex
         event("fast path" if fast is not None else "general parser")
     if fast is not None:
         assert fast == udi_module._parse_any_shape(text, source="udi.txt")
+
+
+@settings(FUZZ, max_examples=scaled(500))
+@given(
+    pieces=st.lists(
+        st.sampled_from(["<![CDATA[", "]]>", "]]", "]", "{", "}", "&amp;", "a", " ", "<", "\n"]),
+        max_size=10,
+    ),
+    before=st.sampled_from(["", "x", "<x>"]),
+    wrapped=st.booleans(),
+)
+@example(pieces=["a", "]]>", "b", "<![CDATA[", "c"], before="", wrapped=True)
+def test_the_fast_path_for_cdata_agrees_with_reading_element_text_in_parts(
+    pieces: list[str], before: str, wrapped: bool
+) -> None:
+    content = "".join(pieces)
+    text = before + (f"<![CDATA[{content}]]>" if wrapped else content) + "</end>"
+    start, end = len(before), len(text) - len("</end>")
+
+    def read(function: Any) -> str | InputError:
+        try:
+            result: str = function(text, start, end, source="r.xml", what="<data>")
+        except InputError as exc:
+            return exc
+        return result
+
+    fast, general = read(rum_module._element_text), read(rum_module._element_text_in_parts)
+    if isinstance(general, InputError):
+        assert isinstance(fast, InputError) and fast.message == general.message
+    else:
+        assert fast == general
 
 
 @settings(FUZZ, max_examples=scaled(200))

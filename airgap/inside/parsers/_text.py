@@ -27,6 +27,7 @@ _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 PID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/+._-]{0,63}$")
 SN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _READ_CHUNK = 64 * 1024  # below malloc's mmap threshold, so small files cost one small buffer
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 # `PID:<pid>,SN:<sn>` as `show license udi` prints it; extra `,KEY:value` fields are tolerated
@@ -92,10 +93,15 @@ def read_bytes(path: Path | str) -> bytes:
     # cost of reading the 20,000 small captures of a large pack.
     chunks: list[bytes] = []
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        fd = os.open(path, _READ_FLAGS)
         try:
-            while chunk := os.read(fd, _READ_CHUNK):
+            # The first read asks for the whole file (one right-sized buffer); then on to EOF,
+            # in case it grew or reports no size (/proc, pipes).
+            size = os.fstat(fd).st_size
+            chunk = os.read(fd, size + 1 if 0 < size < _READ_CHUNK else _READ_CHUNK)
+            while chunk:
                 chunks.append(chunk)
+                chunk = os.read(fd, _READ_CHUNK)
         finally:
             os.close(fd)
     except FileNotFoundError as e:

@@ -12,12 +12,12 @@ module does not check report signatures; Cisco does.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from airgap import fastjson
 from airgap.errors import InputError
 from airgap.inside.parsers._text import PID_RE, SN_RE, decode_capture, read_bytes, where
 
@@ -41,9 +41,9 @@ class RumReport:
 
 @dataclass(frozen=True)
 class RumFile:
-    """A parsed RUM file: its reports and the device that wrote it."""
+    """A parsed RUM file: its reports and the device that wrote it (`path` as given)."""
 
-    path: Path
+    path: Path | str
     reports: list[RumReport]
     udi: tuple[str, str]
     hostname: str | None
@@ -86,6 +86,19 @@ def _element_text(text: str, start: int, end: int, *, source: str, what: str) ->
 
     The CDATA around the data is uncertain for some trains, so entity-escaped text is read too.
     """
+    # The usual content, one CDATA section and nothing around it, is sliced out directly.
+    inner_start, inner_end = start + len(_CDATA_OPEN), end - len(_CDATA_CLOSE)
+    if (
+        inner_start <= inner_end
+        and text.startswith(_CDATA_OPEN, start, end)
+        and text.endswith(_CDATA_CLOSE, start, end)
+        and text.find(_CDATA_CLOSE, inner_start, inner_end) < 0
+    ):
+        return text[inner_start:inner_end]
+    return _element_text_in_parts(text, start, end, source=source, what=what)
+
+
+def _element_text_in_parts(text: str, start: int, end: int, *, source: str, what: str) -> str:
     parts: list[str] = []
     pos = start
     while pos < end:
@@ -150,7 +163,7 @@ def _report_id(payload: dict[str, Any]) -> str | None:
 
 def _load_json(data: str, *, source: str, line: int, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(data)
+        value = fastjson.loads(data)
     except (ValueError, RecursionError) as e:  # JSONDecodeError, or nested too deep
         raise InputError(f"{where(source, line)}: {what} is not valid JSON ({e})") from e
     if not isinstance(value, dict):
@@ -181,7 +194,7 @@ def _report(
 ) -> RumReport:
     content = _element_text(text, start, end, source=source, what="<RUMReport>")
     try:
-        outer = json.loads(content)
+        outer = fastjson.loads(content)
     except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
         line = _line_at(text, start)
         raise InputError(f"{where(source, line)}: <RUMReport> is not valid JSON ({e})") from e
@@ -225,7 +238,7 @@ def _report(
     return RumReport(payload, signature, udi, report_id)
 
 
-def parse_rum_bytes(data: bytes, *, path: Path) -> RumFile:
+def parse_rum_bytes(data: bytes, *, path: Path | str) -> RumFile:
     """Parse the bytes of a RUM report file.
 
     Args:

@@ -261,6 +261,16 @@ class _Batched:
         if self._pending >= _COPY_CHUNK:
             self.flush()
 
+    def write_member(self, header: bytes, data: bytes) -> None:
+        """A header, the data and its padding to a whole block, in one call."""
+        pad = tarstream.padding(len(data))
+        self._pieces += (header, data, pad)
+        size = len(header) + len(data) + len(pad)
+        self._pending += size
+        self.written += size
+        if self._pending >= _COPY_CHUNK:
+            self.flush()
+
     def flush(self) -> None:
         if self._pieces:
             self._target.write(b"".join(self._pieces))
@@ -281,9 +291,7 @@ def _write_tar(
     done = 0
 
     def put_member(name: str, data: bytes) -> None:
-        out.write(tarstream.header_bytes(name, len(data), mtime))
-        out.write(data)
-        out.write(tarstream.padding(len(data)))
+        out.write_member(tarstream.header_bytes(name, len(data), mtime), data)
 
     put_member(MANIFEST_NAME, manifest_bytes)
     for key in sorted(signatures):

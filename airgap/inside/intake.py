@@ -146,11 +146,8 @@ def _items(
         ], [[] for _ in records]
     if kind == "rum":
         ((host, pid, sn, digest, data),) = records
-        attachment = Path(path)
-        item = PlanItem(
-            "cisco.report_usage", _device(host, pid, sn), {}, (attachment,), path, (digest,)
-        )
-        return [item], [[data if data is not None else attachment]]
+        item = PlanItem("cisco.report_usage", _device(host, pid, sn), {}, (path,), path, (digest,))
+        return [item], [[data if data is not None else Path(path)]]
     return [
         PlanItem(
             "cisco.return", _device(host, pid, sn), {"return_code": code}, (), f"{path}:{line}"
@@ -244,18 +241,18 @@ def items_from_returns_dir(directory: Path) -> list[PlanItem]:
 # --- plans ---------------------------------------------------------------------------------------
 
 
-def _attachment(path: Path, expected: str | None) -> Blob:
+def _attachment(path: Path | str, expected: str | None) -> Blob:
     """The bytes to pack for a plan's attachment (read once), or its path when it is large.
 
     Raises:
         InputError: the file cannot be read, or changed since it was parsed.
     """
     try:
-        size = path.stat().st_size
+        size = os.stat(path).st_size
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
     if size > INLINE_MAX:
-        return path  # streamed by the writer; its hash is compared after the build
+        return Path(path)  # streamed by the writer; its hash is compared after the build
     data = read_bytes(path)
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
         raise InputError(f"{path} changed while it was being packed; pack again")

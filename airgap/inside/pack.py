@@ -338,7 +338,7 @@ def _request_items(
         used: set[str] = set()
         digests = plan_item.attachment_sha256
         for n, (path, content) in enumerate(zip(plan_item.attachments, contents, strict=True)):
-            member = f"files/{item_id}/{_member_name(path.name, used)}"
+            member = f"files/{item_id}/{_member_name(os.path.basename(path), used)}"
             members.append(member)
             files.append(PayloadFile(member, content))
             if isinstance(content, Path) and n < len(digests):

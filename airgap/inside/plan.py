@@ -135,7 +135,7 @@ class PlanItem:
     action: str
     device: dict[str, Any] | None
     params: dict[str, Any]
-    attachments: tuple[Path, ...]
+    attachments: tuple[Path | str, ...]  # as given; folder intake keeps them as text (cheaper)
     origin: str
     attachment_sha256: tuple[str, ...] = ()
 
@@ -736,10 +736,10 @@ def _plan_error(source: str, problems: list[str]) -> PlanError:
 _CISCO_DEVICE_ACTIONS = frozenset({"cisco.reserve", "cisco.return", "cisco.slr_reserve"})
 
 
-def _sha256_file(path: Path) -> str:
+def _sha256_file(path: Path | str) -> str:
     digest = hashlib.sha256()
     try:
-        with path.open("rb") as f:
+        with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     except OSError as e:

@@ -116,7 +116,7 @@ def test_rum_dir_gives_one_report_usage_per_file(device_dir: Path) -> None:
             "cisco.report_usage",
             {"hostname": "rtr-wan-01", "udi": {"pid": "ISR4331/K9", "sn": "FDO2213A0KX"}},
             {},
-            (isr,),
+            (str(isr),),
             str(isr),
             (hashlib.sha256(isr.read_bytes()).hexdigest(),),
         ),
@@ -124,7 +124,7 @@ def test_rum_dir_gives_one_report_usage_per_file(device_dir: Path) -> None:
             "cisco.report_usage",
             {"hostname": "sw-core-01", "udi": {"pid": "C9300-24T", "sn": "FOC2437L1ZK"}},
             {},
-            (c9300,),
+            (str(c9300),),
             str(c9300),
             (hashlib.sha256(c9300.read_bytes()).hexdigest(),),
         ),
@@ -294,7 +294,7 @@ def test_workers_load_the_same_items_in_the_same_order(
         + ["cisco.return"] * 5
     )
     rum = alone.items[41]
-    assert alone.blobs[41] == [rum.attachments[0].read_bytes()]
+    assert alone.blobs[41] == [Path(rum.attachments[0]).read_bytes()]
     assert rum.attachment_sha256 == (hashlib.sha256(alone.blobs[41][0]).hexdigest(),)
 
 

@@ -20,6 +20,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -189,22 +190,34 @@ def pack(
             # Built under a temporary name, then linked into place: a file that appeared at
             # `output` meanwhile is never replaced. The reservation commits when the block ends.
             temp = output.parent / f".{output.name}.{uuid.uuid4().hex}.pack"
+            bundle_id = str(uuid.uuid4())
             try:
-                written = build_bundle(
-                    temp,
-                    kind="request",
-                    items=items,
-                    files=files,
-                    signers=[signer],
-                    sequence=reservation.sequence,
-                    created=created,
-                    expires=expiry,
-                    audit_head=audit.head(),
-                    compress=compress,
-                    encrypt_to=recipients,
-                    progress=progress,
-                    split=split,
-                )
+                # The item rows go into state.db on a thread while the bundle is written: for a
+                # large request they are most of the recording, and SQLite runs without the GIL.
+                with ThreadPoolExecutor(max_workers=1) as recorder:
+                    rows = recorder.submit(
+                        reservation.record_items,
+                        bundle_id,
+                        items,
+                        [device_key(item) for item in items],
+                    )
+                    written = build_bundle(
+                        temp,
+                        kind="request",
+                        items=items,
+                        files=files,
+                        signers=[signer],
+                        sequence=reservation.sequence,
+                        created=created,
+                        expires=expiry,
+                        audit_head=audit.head(),
+                        bundle_id=bundle_id,
+                        compress=compress,
+                        encrypt_to=recipients,
+                        progress=progress,
+                        split=split,
+                    )
+                rows.result()  # the thread has ended either way: `with` waited for it
                 _check_attachments(written, expected)
                 reservation.record(
                     RequestRecord(

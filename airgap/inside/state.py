@@ -511,6 +511,37 @@ class SequenceReservation:
         self._conn = conn
         self.sequence = sequence
         self.recorded = False
+        self._items_of: str | None = None  # the request whose item rows are in already
+
+    def record_items(
+        self, request_id: str, items: Sequence[Mapping[str, Any]], device_keys: Sequence[str | None]
+    ) -> None:
+        """Insert the item rows of the request `record()` will record, ahead of it.
+
+        For a large request this is most of the recording, and it may run on another thread
+        while the bundle is written (SQLite works without the GIL); `record()` must follow in
+        the same transaction, and nothing else may use the database meanwhile.
+
+        Raises:
+            StateError: one device key per item is needed, or the rows clash with recorded ones.
+        """
+        if len(device_keys) != len(items):
+            raise StateError("internal: one device key per item is needed")
+        stamp = now_text()
+        try:
+            # The request row comes later; its foreign key is checked when the block commits.
+            self._conn.execute("PRAGMA defer_foreign_keys = ON")
+            self._conn.executemany(
+                "INSERT INTO inside_items (request_id, item_id, action, device_key, status, "
+                "updated) VALUES (?, ?, ?, ?, 'outstanding', ?)",
+                [
+                    (request_id, item["id"], item["action"], key, stamp)
+                    for item, key in zip(items, device_keys, strict=True)
+                ],
+            )
+        except sqlite3.IntegrityError as exc:
+            raise StateError(f"cannot record request {request_id}: {exc}") from exc
+        self._items_of = request_id
 
     def record(
         self,
@@ -522,7 +553,8 @@ class SequenceReservation:
 
         Args:
             request: the request; its `sequence` must be the reserved one.
-            device_keys: per item of `request.items`, `PID:SN`, a MAC or None.
+            device_keys: per item of `request.items`, `PID:SN`, a MAC or None (not used when
+                `record_items` inserted the rows already).
             items_json: the bundle's `items.json`, holding `request.items`: stored as it is,
                 which spares serializing a large request a second time.
 
@@ -533,9 +565,10 @@ class SequenceReservation:
             raise StateError(
                 f"internal: request uses sequence {request.sequence}, reserved {self.sequence}"
             )
-        if len(device_keys) != len(request.items):
-            raise StateError("internal: one device key per item is needed")
-        stamp = now_text()
+        if self._items_of not in (None, request.bundle_id):
+            raise StateError("internal: the item rows recorded belong to another request")
+        if self._items_of is None:
+            self.record_items(request.bundle_id, request.items, device_keys)
         try:
             self._conn.execute(
                 "UPDATE inside_sequence SET value = ? WHERE id = 1 AND value < ?",
@@ -555,14 +588,6 @@ class SequenceReservation:
                     if items_json is not None
                     else _dump({"items": request.items}),
                 ),
-            )
-            self._conn.executemany(
-                "INSERT INTO inside_items (request_id, item_id, action, device_key, status, "
-                "updated) VALUES (?, ?, ?, ?, 'outstanding', ?)",
-                [
-                    (request.bundle_id, item["id"], item["action"], key, stamp)
-                    for item, key in zip(request.items, device_keys, strict=True)
-                ],
             )
         except sqlite3.IntegrityError as exc:
             raise StateError(f"cannot record request {request.bundle_id}: {exc}") from exc

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +22,7 @@ from airgap.emulators.device import write_device
 from airgap.errors import ConfigError, DecryptFailed, InputError, PlanError
 from airgap.home import Home
 from airgap.inside import intake
+from airgap.inside import pack as pack_module
 from airgap.inside.pack import PackResult, pack
 from airgap.inside.state import InsideState, SequenceReservation, StateError
 from airgap.review import verify
@@ -291,6 +294,31 @@ def test_a_failure_while_recording_removes_the_output(
     with pytest.raises(ConfigError, match="disk full"):
         run(inside, output, plans=[plan])
     assert_nothing_written(inside, tmp_path, output)
+
+
+def test_a_bundle_that_fails_while_item_rows_go_in_leaves_no_rows(
+    sites: Any, devices: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside, _ = sites
+    started = threading.Event()
+    real = SequenceReservation.record_items
+
+    def slow_rows(self: SequenceReservation, *args: Any) -> None:
+        started.set()
+        real(self, *args)
+
+    def broken_build(*args: Any, **kwargs: Any) -> None:
+        assert started.wait(5)  # the rows are on their way when the build fails
+        raise InputError("a report vanished")
+
+    monkeypatch.setattr(SequenceReservation, "record_items", slow_rows)
+    monkeypatch.setattr(pack_module, "build_bundle", broken_build)
+    output = tmp_path / "req.airgap"
+    with pytest.raises(InputError, match="vanished"):
+        run(inside, output, udi_dir=devices["udi"], entitlements=[TAG])
+    assert_nothing_written(inside, tmp_path, output)
+    with sqlite3.connect(inside.paths.state_db) as db:
+        assert db.execute("SELECT COUNT(*) FROM inside_items").fetchone()[0] == 0
 
 
 def test_a_failed_commit_takes_the_published_file_back(

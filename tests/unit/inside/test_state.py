@@ -111,6 +111,29 @@ def test_recording_the_same_bundle_id_twice_is_refused_and_rolls_back(inside_db:
         assert state.last_sequence() == 1
 
 
+def test_item_rows_may_go_in_ahead_of_their_request_on_another_thread(inside_db: Path) -> None:
+    with InsideState(inside_db) as state:
+        with state.reserve_sequence() as reservation:
+            request = _request("req-1", reservation.sequence, n=3)
+            keys = [device_key(i) for i in request.items]
+            worker = threading.Thread(
+                target=reservation.record_items, args=("req-1", request.items, keys)
+            )
+            worker.start()
+            worker.join()
+            reservation.record(request, keys)
+        assert [r.item_id for r in state.items("req-1")] == ["i00001", "i00002", "i00003"]
+        # Rows without their request never commit: the deferred foreign key refuses them.
+        with pytest.raises(StateError), state.reserve_sequence() as reservation:
+            reservation.record_items("req-2", _items(2), [None, None])
+            reservation.recorded = True  # as if record() had run, without the request row
+        assert state.items("req-2") == [] and state.last_sequence() == 1
+        with pytest.raises(StateError, match="another request"), state.reserve_sequence() as r:
+            r.record_items("req-3", _items(1), [None])
+            r.record(_request("req-4", r.sequence, n=1), [None])
+        assert state.items("req-3") == [] and state.last_sequence() == 1
+
+
 def test_items_start_outstanding_with_their_device_keys(inside_db: Path) -> None:
     with InsideState(inside_db) as state:
         _record(state, "req-1", n=3)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from airgap.emulators.device import write_device
 from airgap.errors import InputError, PlanError
 from airgap.inside import intake
 from airgap.inside.intake import (
@@ -255,17 +254,9 @@ def test_queries_and_regkeys_compare_by_parameters() -> None:
 
 
 @pytest.fixture
-def many_devices(tmp_path: Path) -> dict[str, Path]:
+def many_devices(device_folders: Callable[[int, int], dict[str, Path]]) -> dict[str, Path]:
     """40 emulated devices: enough files for several chunks per worker."""
-    raw = tmp_path / "raw"
-    for n in range(40):
-        write_device(pid="C9300-24T", sn=f"FOC{n:08d}", hostname=None, out=raw, return_code=n < 5)
-    folders = {kind: tmp_path / kind for kind in ("udi", "rum", "returns")}
-    for kind, suffix in (("udi", ".udi.txt"), ("rum", ".rum.xml"), ("returns", ".return.txt")):
-        folders[kind].mkdir()
-        for path in sorted(raw.glob(f"*{suffix}")):
-            shutil.move(path, folders[kind] / path.name)
-    return folders
+    return device_folders(40, 5)
 
 
 def _sources(folders: dict[str, Path], *plans: Path) -> list[Source]:

@@ -18,7 +18,6 @@ import pytest
 from conftest import CONFORMANCE
 
 from airgap.bundle import TrustPolicy, open_bundle
-from airgap.emulators.device import write_device
 from airgap.errors import ConfigError, DecryptFailed, InputError, PlanError
 from airgap.home import Home
 from airgap.inside import intake
@@ -43,17 +42,9 @@ def sites(make_home: Callable[..., Path], exchange_cards: Callable[[Path, Path],
 
 
 @pytest.fixture
-def devices(tmp_path: Path) -> dict[str, Path]:
+def devices(device_folders: Callable[[int, int], dict[str, Path]]) -> dict[str, Path]:
     """Three emulated devices: UDI captures, RUM reports, and two return-code captures."""
-    raw = tmp_path / "raw"
-    for n in range(3):
-        write_device(pid="C9300-24T", sn=f"FOC{n:08d}", hostname=None, out=raw, return_code=n < 2)
-    folders = {kind: tmp_path / kind for kind in ("udi", "rum", "returns")}
-    for kind, suffix in (("udi", ".udi.txt"), ("rum", ".rum.xml"), ("returns", ".return.txt")):
-        folders[kind].mkdir()
-        for path in sorted(raw.glob(f"*{suffix}")):
-            shutil.move(path, folders[kind] / path.name)
-    return folders
+    return device_folders(3, 2)
 
 
 def run(home: Home, output: Path, **kwargs: Any) -> PackResult:

@@ -254,18 +254,10 @@ class _Batched:
         self._pending = 0
         self.written = 0
 
-    def write(self, data: bytes) -> None:
-        self._pieces.append(data)
-        self._pending += len(data)
-        self.written += len(data)
-        if self._pending >= _COPY_CHUNK:
-            self.flush()
-
-    def write_member(self, header: bytes, data: bytes) -> None:
-        """A header, the data and its padding to a whole block, in one call."""
-        pad = tarstream.padding(len(data))
-        self._pieces += (header, data, pad)
-        size = len(header) + len(data) + len(pad)
+    def write(self, *pieces: bytes) -> None:
+        """Queue `pieces` in order (a member's header, data and padding in one call)."""
+        self._pieces += pieces
+        size = sum(map(len, pieces))
         self._pending += size
         self.written += size
         if self._pending >= _COPY_CHUNK:
@@ -291,7 +283,8 @@ def _write_tar(
     done = 0
 
     def put_member(name: str, data: bytes) -> None:
-        out.write_member(tarstream.header_bytes(name, len(data), mtime), data)
+        header = tarstream.header_bytes(name, len(data), mtime)
+        out.write(header, data, tarstream.padding(len(data)))
 
     put_member(MANIFEST_NAME, manifest_bytes)
     for key in sorted(signatures):

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +79,6 @@ class Loaded:
 _UdiRecord = tuple[str | None, str, str, int]  # hostname, pid, sn, line
 _RumRecord = tuple[str | None, str, str, str, bytes | None]  # hostname, pid, sn, sha256, bytes
 _ReturnRecord = tuple[str | None, str, str, str, int]  # hostname, pid, sn, return code, line
-_Record = _UdiRecord | _RumRecord | _ReturnRecord
 
 
 def _udi_records(path: str, data: bytes) -> list[_UdiRecord]:
@@ -122,7 +121,11 @@ def _return_records(path: str, data: bytes) -> list[_ReturnRecord]:
     return [(code.hostname, code.pid, code.sn, code.code, code.line)]
 
 
-_PARSERS: dict[str, Any] = {"udi": _udi_records, "rum": _rum_records, "returns": _return_records}
+_PARSERS: dict[str, Callable[[str, bytes], list[Any]]] = {
+    "udi": _udi_records,
+    "rum": _rum_records,
+    "returns": _return_records,
+}
 
 
 def _device(hostname: str | None, pid: str, sn: str) -> dict[str, Any]:

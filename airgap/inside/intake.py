@@ -163,19 +163,35 @@ def _items(
 
 
 def _files(directory: Path, suffix: str) -> list[str]:
-    """Regular files under `directory` ending in `suffix` (any case), sorted; dotfiles skipped."""
+    """Regular files under `directory` ending in `suffix` (any case), sorted; dotfiles skipped.
+
+    Symbolic links to files count; links to folders are not followed (no loops), and FIFOs or
+    sockets with a capture's name are passed over rather than read (a read would hang).
+
+    Raises:
+        InputError: the folder, or a folder below it, is missing or cannot be read.
+    """
     if not directory.exists():
         raise InputError(f"{directory}: no such directory")
     if not directory.is_dir():
         raise InputError(f"{directory}: not a directory")
     found: list[str] = []
-    for root, dirs, names in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found.extend(
-            os.path.join(root, name)
-            for name in names
-            if not name.startswith(".") and name.lower().endswith(suffix)
-        )
+    folders = [os.fspath(directory)]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.startswith("."):
+                        continue
+                    if entry.is_dir():
+                        if not entry.is_symlink():
+                            folders.append(entry.path)
+                    elif name.lower().endswith(suffix) and entry.is_file():
+                        found.append(entry.path)
+        except OSError as exc:
+            raise InputError(f"{folder}: cannot read the folder ({exc.strerror})") from exc
     found.sort()
     return found
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -339,3 +341,41 @@ def test_an_empty_or_missing_folder_is_reported_in_input_order(
 def test_a_udi_folder_needs_entitlements(many_devices: dict[str, Path]) -> None:
     with pytest.raises(PlanError, match="at least one --entitlement"):
         load_sources([Source("udi", many_devices["udi"])], [])
+
+
+def test_folder_links_are_not_followed_and_fifos_are_passed_over(
+    device_dir: Path, tmp_path: Path
+) -> None:
+    (device_dir / "stack" / "loop").symlink_to(device_dir)  # followed, it would never end
+    os.mkfifo(device_dir / "pipe.udi.txt")  # read, it would hang the pack
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(device_dir / "sw-core-01.udi.txt", outside / "linked.udi.txt")
+    (device_dir / "linked.udi.txt").symlink_to(outside / "linked.udi.txt")
+    items = items_from_udi_dir(device_dir, [("T", 1)])
+    origins = [i.origin.removeprefix(f"{device_dir}/") for i in items]
+    assert origins == [
+        "linked.udi.txt:4",
+        "stack/ha.txt:4",
+        "stack/ha.txt:5",
+        "stack/ha.txt:6",
+        "stack/table.TXT:3",
+        "stack/table.TXT:4",
+        "stack/table.TXT:5",
+        "sw-core-01.udi.txt:4",
+    ]
+
+
+def test_an_unreadable_subfolder_is_an_error_not_a_silent_gap(
+    device_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.scandir
+
+    def scandir(path: str) -> Any:
+        if path.endswith("stack"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(intake.os, "scandir", scandir)
+    with pytest.raises(InputError, match=r"stack: cannot read the folder \(Permission denied\)"):
+        items_from_udi_dir(device_dir, [("T", 1)])

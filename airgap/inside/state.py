@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Final, TypeAlias
 
 from airgap.errors import ConfigError
+from airgap.fastjson import dumps_sorted
 
 ITEM_STATUSES: Final = ("outstanding", "ok", "failed", "pending", "needs_attention")
 FINAL_STATUSES: Final = frozenset({"ok", "failed"})
@@ -160,6 +161,13 @@ def _v2(conn: sqlite3.Connection) -> None:
 # that has shipped.
 MIGRATIONS: Final[tuple[Migration, ...]] = (_v1, _v2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+_INSERT_ITEMS_FROM_JSON = (
+    "INSERT INTO inside_items (request_id, item_id, action, device_key, status, updated) "
+    "SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), 'outstanding', ?2 FROM json_each(?3) ORDER BY key"
+)
 
 
 def now_text() -> str:
@@ -528,17 +536,27 @@ class SequenceReservation:
         if len(device_keys) != len(items):
             raise StateError("internal: one device key per item is needed")
         stamp = now_text()
+        rows = [
+            (item["id"], item["action"], key) for item, key in zip(items, device_keys, strict=True)
+        ]
         try:
             # The request row comes later; its foreign key is checked when the block commits.
             self._conn.execute("PRAGMA defer_foreign_keys = ON")
-            self._conn.executemany(
-                "INSERT INTO inside_items (request_id, item_id, action, device_key, status, "
-                "updated) VALUES (?, ?, ?, ?, 'outstanding', ?)",
-                [
-                    (request_id, item["id"], item["action"], key, stamp)
-                    for item, key in zip(items, device_keys, strict=True)
-                ],
-            )
+            try:
+                # One statement over a JSON array: SQLite loops in C without the GIL, where
+                # executemany binds every row in Python (and waits for the GIL between rows).
+                self._conn.execute(
+                    _INSERT_ITEMS_FROM_JSON, (request_id, stamp, dumps_sorted(rows).decode())
+                )
+            except sqlite3.OperationalError as exc:
+                if "json_each" not in str(exc) and "json_extract" not in str(exc):
+                    raise
+                # An SQLite built without its JSON functions: the same rows, one at a time.
+                self._conn.executemany(
+                    "INSERT INTO inside_items (request_id, item_id, action, device_key, status, "
+                    "updated) VALUES (?, ?, ?, ?, 'outstanding', ?)",
+                    [(request_id, item_id, action, key, stamp) for item_id, action, key in rows],
+                )
         except sqlite3.IntegrityError as exc:
             raise StateError(f"cannot record request {request_id}: {exc}") from exc
         self._items_of = request_id

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from airgap.inside import state as state_module
 from airgap.inside.state import (
     SCHEMA_VERSION,
     InsideState,
@@ -132,6 +133,21 @@ def test_item_rows_may_go_in_ahead_of_their_request_on_another_thread(inside_db:
             r.record_items("req-3", _items(1), [None])
             r.record(_request("req-4", r.sequence, n=1), [None])
         assert state.items("req-3") == [] and state.last_sequence() == 1
+
+
+@pytest.mark.parametrize("json_functions", [True, False])
+def test_item_rows_keep_their_order_with_or_without_sqlite_json_functions(
+    inside_db: Path, monkeypatch: pytest.MonkeyPatch, json_functions: bool
+) -> None:
+    if not json_functions:  # as an SQLite built without JSON1 answers
+        broken = "INSERT INTO inside_items SELECT * FROM json_each_missing(?1, ?2, ?3)"
+        monkeypatch.setattr(state_module, "_INSERT_ITEMS_FROM_JSON", broken)
+    with InsideState(inside_db) as state:
+        _record(state, "req-1", n=12)
+        records = state.items("req-1")
+    assert [r.item_id for r in records] == [f"i{k:05d}" for k in range(1, 13)]
+    assert [r.device_key for r in records] == [f"C9300-24T:FOC{k:08d}" for k in range(1, 13)]
+    assert {(r.action, r.status) for r in records} == {("cisco.reserve", "outstanding")}
 
 
 def test_items_start_outstanding_with_their_device_keys(inside_db: Path) -> None:

@@ -40,10 +40,16 @@ _COPY_CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class PayloadFile:
-    """A file to attach: its member path (`files/…`) and its bytes or a path to read."""
+    """A file to attach: its member path (`files/…`) and its bytes or a path to read.
+
+    `sha256` may give the hex SHA-256 of `source` when it is bytes the caller has hashed already
+    (pack hashes every report while parsing it); it is used as given. A path is always hashed
+    here, as the file is read.
+    """
 
     path: str
     source: Path | bytes
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,10 @@ def build_bundle(
         if attachment.path.casefold() in seen:
             raise InputError(f"attachment {attachment.path!r} is given twice")
         seen.add(attachment.path.casefold())
-        digest, size = _hash_source(attachment.source)
+        if attachment.sha256 is not None and isinstance(attachment.source, bytes):
+            digest, size = attachment.sha256, len(attachment.source)
+        else:
+            digest, size = _hash_source(attachment.source)
         payload.append(_Payload(MemberEntry(attachment.path, digest, size), attachment.source))
     sums = sums_text([p.entry for p in payload])
     sums_entry = MemberEntry(SUMS_NAME, hashlib.sha256(sums).hexdigest(), len(sums))

@@ -184,6 +184,7 @@ def pack(
     created = utc_now()
     expiry = created + timedelta(seconds=int(lifetime.total_seconds()))
 
+    device_keys = [device_key(item) for item in items]
     published: list[Path] = []
     try:
         with InsideState(home.paths.state_db) as state, state.reserve_sequence() as reservation:
@@ -195,12 +196,7 @@ def pack(
                 # The item rows go into state.db on a thread while the bundle is written: for a
                 # large request they are most of the recording, and SQLite runs without the GIL.
                 with ThreadPoolExecutor(max_workers=1) as recorder:
-                    rows = recorder.submit(
-                        reservation.record_items,
-                        bundle_id,
-                        items,
-                        [device_key(item) for item in items],
-                    )
+                    rows = recorder.submit(reservation.record_items, bundle_id, items, device_keys)
                     written = build_bundle(
                         temp,
                         kind="request",
@@ -229,7 +225,7 @@ def pack(
                         path=str(output.resolve()),
                         items=items,
                     ),
-                    [device_key(item) for item in items],
+                    device_keys,
                     items_json=written.items_json,
                 )
                 # Parts go last to first, so the first part appears when all others are there.
@@ -248,8 +244,12 @@ def pack(
             with contextlib.suppress(FileNotFoundError):
                 target.unlink()
         raise
-    by_action = dict(sorted(Counter(item["action"] for item in items).items()))
-    by_vendor = dict(sorted(Counter(str(i["action"]).split(".", 1)[0] for i in items).items()))
+    actions = Counter(str(item["action"]) for item in items)
+    by_action = dict(sorted(actions.items()))
+    vendors: Counter[str] = Counter()
+    for action, count in actions.items():
+        vendors[action.split(".", 1)[0]] += count
+    by_vendor = dict(sorted(vendors.items()))
     result = PackResult(
         path=output,
         bundle_id=written.manifest.bundle_id,
@@ -353,9 +353,13 @@ def _request_items(
         for n, (path, content) in enumerate(zip(plan_item.attachments, contents, strict=True)):
             member = f"files/{item_id}/{_member_name(os.path.basename(path), used)}"
             members.append(member)
-            files.append(PayloadFile(member, content))
-            if isinstance(content, Path) and n < len(digests):
-                expected[member] = digests[n]
+            digest = digests[n] if n < len(digests) else None
+            if isinstance(content, Path):
+                files.append(PayloadFile(member, content))
+                if digest is not None:
+                    expected[member] = digest  # compared once the writer has read the file
+            else:
+                files.append(PayloadFile(member, content, sha256=digest))
         items.append(
             {
                 "id": item_id,

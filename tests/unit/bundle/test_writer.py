@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -75,6 +76,23 @@ def test_attachments_come_back_byte_for_byte(tmp_path: Path) -> None:
     with open_bundle(path, POLICY, keep_files=True) as opened:
         kept = opened.file_path("files/rum/sw-2.xml").read_bytes()
     assert kept == (tmp_path / "rum.xml").read_bytes()
+
+
+def test_a_digest_given_with_the_bytes_is_used_as_given(tmp_path: Path) -> None:
+    data = b"<smartLicense>usage</smartLicense>"
+    right = hashlib.sha256(data).hexdigest()
+    hashed = build(tmp_path / "a.airgap", files=[PayloadFile("files/rum/sw-2.xml", data)])
+    given = build(
+        tmp_path / "b.airgap", files=[PayloadFile("files/rum/sw-2.xml", data, sha256=right)]
+    )
+    assert given.read_bytes() == hashed.read_bytes()
+    # Trusted, not checked: a wrong one makes a bundle that verify refuses.
+    wrong = build(
+        tmp_path / "c.airgap", files=[PayloadFile("files/rum/sw-2.xml", data, sha256="0" * 64)]
+    )
+    with pytest.raises(AirgapError) as info:
+        verify_bundle(wrong, POLICY)
+    assert info.value.code == "E_HASH_MISMATCH"
 
 
 def test_encrypted_bundle_opens_only_with_a_recipient_identity(tmp_path: Path) -> None:

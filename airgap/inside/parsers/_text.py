@@ -95,13 +95,8 @@ def read_bytes(path: Path | str) -> bytes:
     try:
         fd = os.open(path, _READ_FLAGS)
         try:
-            # The first read asks for the whole file (one right-sized buffer); then on to EOF,
-            # in case it grew or reports no size (/proc, pipes).
-            size = os.fstat(fd).st_size
-            chunk = os.read(fd, size + 1 if 0 < size < _READ_CHUNK else _READ_CHUNK)
-            while chunk:
+            while chunk := os.read(fd, _READ_CHUNK):
                 chunks.append(chunk)
-                chunk = os.read(fd, _READ_CHUNK)
         finally:
             os.close(fd)
     except FileNotFoundError as e:

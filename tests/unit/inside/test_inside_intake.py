@@ -291,6 +291,18 @@ def test_workers_load_the_same_items_in_the_same_order(
     assert rum.attachment_sha256 == (hashlib.sha256(alone.blobs[41][0]).hexdigest(),)
 
 
+@pytest.mark.parametrize("workers", [0, 3])
+def test_a_plan_between_folders_keeps_its_place(
+    many_devices: dict[str, Path], write: Writer, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    plan = write("plan.csv", f"action,pid,sn,return_code\ncisco.return,ISR4331,FDO1,{CODE}\n")
+    sources = [Source("rum", many_devices["rum"]), Source("plan", plan)]
+    sources.append(Source("udi", many_devices["udi"]))
+    loaded = _load(sources, workers, monkeypatch)
+    actions = [i.action for i in loaded.items]
+    assert actions == ["cisco.report_usage"] * 40 + ["cisco.return"] + ["cisco.reserve"] * 40
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_the_first_bad_input_in_input_order_is_reported(
     many_devices: dict[str, Path], monkeypatch: pytest.MonkeyPatch, workers: int

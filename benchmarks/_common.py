@@ -30,6 +30,19 @@ def airgap_command() -> str | None:
     return shutil.which("airgap")
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment to time airgap in: this one without AIRGAP_* settings, and without
+    PYTHONDONTWRITEBYTECODE, so an editable install runs from compiled bytecode after its first
+    start, as an installed one always does (pip compiles at install time)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AIRGAP_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
+    env.update(extra)
+    return env
+
+
 def run_child(command: Sequence[str], *, env: dict[str, str] | None = None) -> Run:
     """Run a command to completion; return its wall time and peak resident memory."""
     started = time.perf_counter()

@@ -16,7 +16,6 @@ file, and prints both times, the ratio (target <= 2.0) and airgap's peak RSS.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Run, airgap_command, run_child
+from _common import Run, airgap_command, child_env, run_child
 
 TAG = "regid.2017-03.com.cisco.advantagek9,1.0_bd1da96e-ec1d-412b-a50e-53846b347d53"
 PIDS = ("C9300-24T", "C9300-48P", "ISR4331/K9")
@@ -78,7 +77,7 @@ def measure(root: Path, devices: int, repeats: int, airgap: str, openssl: str) -
     )
     home = root / "home"
     init_home(home, role="inside", name="bench", passphrase=None)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")}
+    env = child_env()
     theirs_command = baseline_command(root, udi, rum, openssl)
     runs: list[Run] = []
     their_runs: list[Run] = []

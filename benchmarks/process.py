@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import airgap_command, run_child
+from _common import airgap_command, child_env, run_child
 
 SECRETS = {"AIRGAP_CISCO_CLIENT_ID": "bench", "AIRGAP_CISCO_CLIENT_SECRET": "bench-secret"}
 TAG = "regid.2017-03.com.cisco.advantagek9,1.0_bd1da96e-ec1d-412b-a50e-53846b347d53"
@@ -91,8 +90,7 @@ def main() -> int:
             set_value(
                 paths, "cisco.api_base", f"{server.url}/services/api/smart-accounts-and-licensing/"
             )
-            env = {k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")}
-            env.update(SECRETS)
+            env = child_env(**SECRETS)
             ours = run_child(
                 [
                     airgap,

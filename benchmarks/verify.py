@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import airgap_command, best_of
+from _common import airgap_command, best_of, child_env
 
 MIB = 1024 * 1024
 
@@ -78,7 +78,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="airgap-bench-") as tmp:
         root = Path(tmp)
         init_home(root / "home", role="inside", name="bench", passphrase=None)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")}
+        env = child_env()
         results = {}
         for label, mib in (("small", args.small), ("large", args.large)):
             source = root / f"{label}.bin"

@@ -130,6 +130,10 @@ class Manifest:
     members: tuple[MemberEntry, ...]
 
     def to_json(self) -> dict[str, Any]:
+        return {**self._head_json(), "members": [m.to_json() for m in self.members]}
+
+    def _head_json(self) -> dict[str, Any]:
+        """Everything of `to_json` but the member list."""
         return {
             "format": FORMAT,
             "bundle_id": self.bundle_id,
@@ -144,18 +148,17 @@ class Manifest:
                 "items": self.summary["items"],
                 "by_action": dict(self.summary["by_action"]),
             },
-            "members": [m.to_json() for m in self.members],
         }
 
     def to_canonical_bytes(self) -> bytes:
         """The exact bytes of `manifest.json`, the object every signature covers."""
-        document = self.to_json()
         members = _members_json(self.members)
         if members is None:
-            return canonical_bytes(document)
+            return canonical_bytes(self.to_json())
         # A canonical object is its members in key order (all keys here are ASCII), each value
         # canonical: the long `members` list is written directly, the rest goes through
         # canonical_bytes. Tests hold the result byte-equal to rfc8785.
+        document: dict[str, Any] = {**self._head_json(), "members": None}
         fields = [
             b'"%s":%s' % (key.encode(), members if key == "members" else canonical_bytes(value))
             for key, value in sorted(document.items())

@@ -23,7 +23,7 @@ from typing import Any
 
 import rfc8785
 
-from airgap.errors import AirgapError
+from airgap.errors import AuditError
 from airgap.fsutil import atomic_write_bytes
 from airgap.units import format_timestamp, utc_now
 
@@ -44,12 +44,6 @@ EXPORT_FIELDS = (
     "details",
     "line_sha256",
 )
-
-
-class AuditError(AirgapError):
-    """The audit log is broken; the message names the first bad line."""
-
-    code = "E_AUDIT"
 
 
 @dataclass(frozen=True)

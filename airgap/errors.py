@@ -6,6 +6,7 @@ Only `airgap.cli` turns these into output and exit codes. Families are split by 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import ClassVar
 
 
@@ -22,6 +23,19 @@ class AirgapError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+class InternalError(AirgapError):
+    """A bug in airgap (an impossible state, a broken invariant); reported, never expected."""
+
+    code = "E_INTERNAL"
+
+
+class Interrupted(AirgapError):
+    """The operator pressed Ctrl-C (or the process got SIGINT); what was durable stays so."""
+
+    code = "E_INTERRUPTED"
+    exit_code = 130
 
 
 # --- exit 1: the operator's input, configuration or the network --------------------------------
@@ -67,6 +81,33 @@ class NetworkError(AirgapError):
     """A vendor could not be reached, or did not answer in time."""
 
     code = "E_NETWORK"
+
+
+class StateDbError(ConfigError):
+    """A home's `state.db` cannot be opened or used (missing home, damaged, newer schema, disk)."""
+
+
+class Busy(AirgapError):
+    """Another process holds what this one needs: a request being processed, or the database."""
+
+    code = "E_BUSY"
+
+
+class AuditError(AirgapError):
+    """The audit log is broken; the message names the first bad line."""
+
+    code = "E_AUDIT"
+
+
+class KitError(AirgapError):
+    """The kit could not be built: no source checkout, or pip could not build or download."""
+
+    code = "E_KIT"
+
+
+DUPLICATE_BUNDLE = "E_DUPLICATE"
+"""Watch mode's reason for a bundle dropped again after it was handled (not an exception:
+the bundle is filed under `refused/` with this code)."""
 
 
 # --- exit 3: a bundle was refused --------------------------------------------------------------
@@ -157,3 +198,18 @@ class UnknownRequest(VerificationError):
 
 class DecryptFailed(VerificationError):
     code = "E_DECRYPT"
+
+
+# --- codes of single items in a response (not exceptions: an item fails, the run goes on) ------
+
+
+class ItemCode(StrEnum):
+    """Codes airgap itself gives a response item's `error`, beside the `E_…` codes of the
+    exceptions above and the vendors' own codes, which are kept verbatim."""
+
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"  # the vendor may have acted; an operator must decide
+    PENDING = "PENDING"  # still in progress when the run ended; a later run finishes it
+    EULA_NOT_ACCEPTED = "EULA_NOT_ACCEPTED"  # BIG-IQ wants F5's EULA and the item did not accept
+    MANUAL_ACTIVATION_UNAVAILABLE = "MANUAL_ACTIVATION_UNAVAILABLE"  # no F5 license text source
+    POOL_NOT_FOUND = "POOL_NOT_FOUND"  # the BIG-IQ RegKey pool named does not exist
+    ACTIVATION_FAILED = "ACTIVATION_FAILED"  # BIG-IQ could not activate the key, twice

@@ -40,7 +40,7 @@ from airgap.bundle.manifest import (
 )
 from airgap.bundle.names import check_member_name
 from airgap.bundle.writer import items_bytes
-from airgap.errors import AirgapError, ConfigError, UnsafeMember
+from airgap.errors import ConfigError, KitError, UnsafeMember
 from airgap.home import Home
 from airgap.keys import Signer, fp16
 from airgap.schema import validate
@@ -54,12 +54,6 @@ INSTALL_NAME = "install.sh"
 README_NAME = "README.txt"
 WHEELS_DIR = "wheels"
 PIP_TIMEOUT = 1800.0  # seconds for one pip run (a slow mirror, a large dependency)
-
-
-class KitError(AirgapError):
-    """The kit could not be built: no source checkout, or pip could not build or download."""
-
-    code = "E_KIT"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from airgap.bundle import OpenedBundle, TrustPolicy, open_bundle, write_bundle_f
 from airgap.bundle.manifest import signing_role
 from airgap.bundle.parts import bundle_parts, first_part, split_name
 from airgap.bundle.reader import Limits
-from airgap.errors import ConfigError, VerificationError, WrongRole
+from airgap.errors import ConfigError, DecryptFailed, UntrustedKey, VerificationError, WrongRole
 from airgap.home import Home
 from airgap.keys import fp16
 from airgap.trust import TrustStore
@@ -62,7 +62,7 @@ def verify_without_home(path: Path, home_path: Path) -> OpenedBundle:
         with open_bundle(path, policy, limits=Limits()) as opened:
             return opened
     except VerificationError as exc:
-        if exc.code in ("E_UNTRUSTED_KEY", "E_DECRYPT"):
+        if isinstance(exc, UntrustedKey | DecryptFailed):
             exc.hint = (
                 f"There is no airgap home at {home_path}, so no key is trusted. Point --home "
                 "(or AIRGAP_HOME) at the receiving home, or create one with `airgap init`."

@@ -40,7 +40,13 @@ from airgap.bundle import tarstream
 from airgap.bundle.manifest import MANIFEST_MAX, MANIFEST_NAME
 from airgap.bundle.parts import bundle_parts, open_parts, part_group, part_path, split_name
 from airgap.bundle.reader import GZIP_MAGIC
-from airgap.errors import AirgapError, ConfigError, VerificationError
+from airgap.errors import (
+    DUPLICATE_BUNDLE,
+    AirgapError,
+    ConfigError,
+    InternalError,
+    VerificationError,
+)
 from airgap.fsutil import atomic_write_bytes
 from airgap.home import Home
 from airgap.units import format_timestamp, utc_now
@@ -54,7 +60,7 @@ LEDGER_NAME = ".airgap-watch.json"
 LOCK_NAME = ".airgap-watch.lock"
 DONE = "done"
 REFUSED = "refused"
-DUPLICATE = "E_DUPLICATE"
+DUPLICATE = DUPLICATE_BUNDLE
 RETRY_AFTER = 30.0  # seconds before a bundle that could not be handled (not refused) is retried
 _SUFFIXES = (".airgap", ".airgap.001")
 
@@ -450,7 +456,7 @@ class Watcher:
                 return
             except Exception as exc:  # a bug must not stop the station: log it, retry later
                 _log.exception("handling %s failed", bundle.name)
-                self._defer(bundle, "E_INTERNAL", f"{type(exc).__name__}: {exc}")
+                self._defer(bundle, InternalError.code, f"{type(exc).__name__}: {exc}")
                 return
             entry.update(
                 status=handled.outcome,

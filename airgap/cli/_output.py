@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from airgap.errors import AirgapError
+from airgap.errors import AirgapError, InternalError, Interrupted
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -94,7 +94,7 @@ def mapped_errors(app: AppState) -> Iterator[None]:
     except AirgapError as exc:
         fail(app, exc.code, exc.message, exc.exit_code, exc.hint)
     except KeyboardInterrupt:
-        fail(app, "E_INTERRUPTED", "interrupted", 130)
+        fail(app, Interrupted.code, "interrupted", Interrupted.exit_code)
     except (typer.Exit, typer.Abort, SystemExit):
         raise
     except Exception as exc:  # a bug: say so in one line, keep the traceback for --debug runs
@@ -103,7 +103,7 @@ def mapped_errors(app: AppState) -> Iterator[None]:
         _logger.debug("internal error", exc_info=True)
         fail(
             app,
-            "E_INTERNAL",
+            InternalError.code,
             f"internal error: {type(exc).__name__}: {exc}",
             1,
             hint="This is a bug in airgap. Re-run with AIRGAP_DEBUG=1 for the traceback.",

@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Final, Literal, NoReturn, TypeAlias
 from urllib.parse import unquote
 
 from airgap.emulators.server import BadRequest, Request, Response
-from airgap.errors import AirgapError, ConfigError
+from airgap.errors import ConfigError
 
 __all__ = [
     "DEFAULT_UTILITY_POOLS",
@@ -460,14 +460,13 @@ class Token:
     expiration_micros: int
 
 
-class _HttpError(AirgapError):
+class _HttpError(Exception):
     """An API error the emulator answers in BIG-IQ's error shape; never leaves `handle()`."""
-
-    code = "E_EMULATOR_HTTP"
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.message = message
 
 
 # --- the emulator ---------------------------------------------------------------------------

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from airgap.errors import AirgapError, InputError, PlanError
+from airgap.formats.rum import parse_rum_bytes
 from airgap.inside.parsers._text import decode_capture, read_bytes
 from airgap.inside.parsers.codes import capture_kind, parse_return_capture
-from airgap.inside.parsers.rum import parse_rum_bytes
 from airgap.inside.parsers.udi import parse_plain_udi_capture, parse_udi_capture
 from airgap.inside.plan import PlanItem, load_plan, reserve_entitlements
 

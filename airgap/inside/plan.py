@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap.errors import InputError, PlanError
+from airgap.formats.rum import RumFile, parse_rum_bytes
 from airgap.inside.parsers._text import (
     HOSTNAME_RE,
     PID_RE,
@@ -39,7 +40,6 @@ from airgap.inside.parsers.f5 import (
     normalize_mac,
     parse_dossier_file,
 )
-from airgap.inside.parsers.rum import RumFile, parse_rum_bytes
 
 __all__ = [
     "ACTIONS",

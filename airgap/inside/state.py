@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeAlias
 
-from airgap.errors import ConfigError
+from airgap.errors import StateDbError
 from airgap.fastjson import dumps_sorted
 
 ITEM_STATUSES: Final = ("outstanding", "ok", "failed", "pending", "needs_attention")
@@ -31,8 +31,7 @@ REQUEST_STATUSES: Final = ("outstanding", "complete")
 BUSY_TIMEOUT = 30.0  # seconds another process may hold the write lock before we give up
 
 
-class StateError(ConfigError):
-    """`state.db` cannot be opened or used (locked, damaged, or from a newer airgap)."""
+StateError = StateDbError  # the inside's name for the one state.db error family
 
 
 # --- records -----------------------------------------------------------------------------------

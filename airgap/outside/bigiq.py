@@ -51,6 +51,7 @@ from airgap.errors import (
     AuthError,
     ConfigError,
     InputError,
+    ItemCode,
     NetworkError,
     VendorError,
 )
@@ -399,7 +400,7 @@ class BigIqClient:
             if item.action == ASSIGNMENTS:
                 return self._assignments(item)
         except _BadItem as exc:
-            return Outcome.failed("E_INPUT", str(exc))
+            return Outcome.failed(InputError.code, str(exc))
         return _unknown_action(item)
 
     def poll(self, item: WorkItem, vendor_ref: Mapping[str, str]) -> Outcome:
@@ -435,7 +436,7 @@ class BigIqClient:
             if item.action == ASSIGNMENTS:
                 return self._assignments(item)
         except _BadItem as exc:
-            return Outcome.failed("E_INPUT", str(exc), vendor_ref=vendor_ref)
+            return Outcome.failed(InputError.code, str(exc), vendor_ref=vendor_ref)
         except VendorError as exc:
             return self._unexpected(exc, vendor_ref)
         return _unknown_action(item)
@@ -476,7 +477,7 @@ class BigIqClient:
             if item.action == ASSIGNMENTS:
                 return NOT_SUBMITTED  # a query: asking again changes nothing
         except _BadItem as exc:
-            return Outcome.failed("E_INPUT", str(exc), vendor_ref=vendor_ref)
+            return Outcome.failed(InputError.code, str(exc), vendor_ref=vendor_ref)
         except VendorError as exc:
             return self._unexpected(exc, vendor_ref)
         return _unknown_action(item)
@@ -740,7 +741,7 @@ class BigIqClient:
             message = task.get("errorMessage")
             if not isinstance(message, str) or not message:
                 message = f"BIG-IQ task {task_id} failed without an error message"
-            return Outcome.failed("E_VENDOR", message, result=summary, vendor_ref=ref)
+            return Outcome.failed(VendorError.code, message, result=summary, vendor_ref=ref)
         return Outcome.pending(ref, retry_after=self.poll_interval)
 
     def _reconcile_member(self, item: WorkItem) -> Reconciled:
@@ -822,7 +823,7 @@ class BigIqClient:
             _param(item, "dossier")
             if self._license_source is None:
                 return Outcome.failed(
-                    "MANUAL_ACTIVATION_UNAVAILABLE",
+                    ItemCode.MANUAL_ACTIVATION_UNAVAILABLE,
                     f"manual activation of {reg_key} needs license text from F5's activation "
                     "server for the item's dossier, and this outside site has no connection to "
                     "it configured; get the license at activate.f5.com with the dossier, or "
@@ -830,7 +831,9 @@ class BigIqClient:
                 )
         pool_id = self._regkey_pool_id(pool)
         if pool_id is None:
-            return Outcome.failed("POOL_NOT_FOUND", f"RegKey pool {pool!r} not found on BIG-IQ")
+            return Outcome.failed(
+                ItemCode.POOL_NOT_FOUND, f"RegKey pool {pool!r} not found on BIG-IQ"
+            )
         ref = {"pool_id": pool_id, "regkey": reg_key}
         existing = self._get_or_none(_offering_path(pool_id, reg_key))
         if existing is not None and _adoptable(existing, mode):
@@ -886,7 +889,7 @@ class BigIqClient:
             eula = offering.get("eulaText")
             if item.params.get("accept_eula") is not True:
                 return Outcome.failed(
-                    "EULA_NOT_ACCEPTED",
+                    ItemCode.EULA_NOT_ACCEPTED,
                     f"BIG-IQ needs F5's EULA accepted before it activates {ref['regkey']}; "
                     "the request did not accept it. Read the EULA text attached to this "
                     "result and set accept_eula to activate the key",
@@ -933,7 +936,7 @@ class BigIqClient:
                 self._retried.add(key)
             if not retry:
                 return Outcome.failed(
-                    "ACTIVATION_FAILED",
+                    ItemCode.ACTIVATION_FAILED,
                     message or f"BIG-IQ could not activate {ref['regkey']}",
                     result=self._offering_result(item, ref, offering),
                     vendor_ref=ref,
@@ -970,7 +973,7 @@ class BigIqClient:
         except VendorRejected as exc:
             if exc.status is not None and 400 <= exc.status < 500:
                 return Outcome.failed(
-                    "E_VENDOR", exc.vendor_message or exc.message, vendor_ref=dict(ref)
+                    VendorError.code, exc.vendor_message or exc.message, vendor_ref=dict(ref)
                 )
             raise
         try:
@@ -1061,7 +1064,7 @@ class BigIqClient:
 
 
 def _unknown_action(item: WorkItem) -> Outcome:
-    return Outcome.failed("E_INPUT", f"the BIG-IQ client does not serve {item.action!r}")
+    return Outcome.failed(InputError.code, f"the BIG-IQ client does not serve {item.action!r}")
 
 
 def _param(item: WorkItem, name: str) -> str:
@@ -1152,7 +1155,7 @@ def _submitted_object(response: HttpResponse, what: str) -> dict[str, Any]:
 def _refusal(exc: VendorRejected) -> Outcome:
     """An item-level refusal (4xx) as a failed outcome carrying BIG-IQ's message verbatim."""
     if exc.status is not None and 400 <= exc.status < 500:
-        return Outcome.failed("E_VENDOR", exc.vendor_message or exc.message)
+        return Outcome.failed(VendorError.code, exc.vendor_message or exc.message)
     raise exc
 
 

@@ -32,7 +32,7 @@ import requests
 
 from airgap.config import Config
 from airgap.errors import AuthError, ConfigError, InputError, VendorError
-from airgap.inside.parsers.rum import parse_rum_file
+from airgap.formats.rum import parse_rum_file
 from airgap.outside.http import (
     HttpClient,
     HttpResponse,
@@ -438,7 +438,7 @@ class CiscoClient:
     def _submit_reserve(self, item: WorkItem) -> Outcome:
         udi, va = item.udi, self._item_va(item)
         if udi is None:
-            return Outcome.failed("E_INPUT", "cisco.reserve needs the device's UDI")
+            return Outcome.failed(InputError.code, "cisco.reserve needs the device's UDI")
         if va is None:
             return self._unknown_va(item)
         try:
@@ -464,12 +464,12 @@ class CiscoClient:
     def _submit_return(self, item: WorkItem) -> Outcome:
         udi, va = item.udi, self._item_va(item)
         if udi is None:
-            return Outcome.failed("E_INPUT", "cisco.return needs the device's UDI")
+            return Outcome.failed(InputError.code, "cisco.return needs the device's UDI")
         if va is None:
             return self._unknown_va(item)
         code = item.params.get("return_code")
         if not isinstance(code, str) or not code.strip():
-            return Outcome.failed("E_INPUT", "cisco.return needs a return_code")
+            return Outcome.failed(InputError.code, "cisco.return needs a return_code")
         license_request: dict[str, Any] = {"sudi": _sudi(udi), "keys": [], "remove_code": code}
         hostname = _hostname(item)
         if hostname:
@@ -488,7 +488,7 @@ class CiscoClient:
         if va is None:
             return self._unknown_va(item)
         if not item.files:
-            return Outcome.failed("E_INPUT", "cisco.report_usage carries no RUM report file")
+            return Outcome.failed(InputError.code, "cisco.report_usage carries no RUM report file")
         # One `reports[]` entry per device: Cisco checks that each usage entry describes the
         # entry's sudi. Payload strings go out exactly as the device wrote them.
         usage: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -526,7 +526,7 @@ class CiscoClient:
             return self._unknown_va(item)
         code = item.params.get("request_code")
         if not isinstance(code, str) or not code.strip():
-            return Outcome.failed("E_INPUT", "cisco.slr_reserve needs a request_code")
+            return Outcome.failed(InputError.code, "cisco.slr_reserve needs a request_code")
         kind = str(item.params.get("reservation_type") or "SPECIFIC").upper()
         try:
             counts = _entitlements(item.params, required=kind == "SPECIFIC")
@@ -567,7 +567,7 @@ class CiscoClient:
         if status == "SUCCESS" and isinstance(text, str) and text:
             return Outcome.ok(result, files={"slr-auth.txt": text.encode("utf-8")})
         return Outcome.failed(
-            str(mine.get("errorCode") or "E_VENDOR"),
+            str(mine.get("errorCode") or VendorError.code),
             message or f"Cisco answered the SLR reservation with status {status or 'none'}",
             result=result,
         )
@@ -597,7 +597,7 @@ class CiscoClient:
             found = _find_name(account.virtual_accounts, name)
             if found is None:
                 return Outcome.failed(
-                    "E_CONFIG",
+                    ConfigError.code,
                     f"virtual account {name!r} is not in smart account {account.domain}; "
                     f"available: {_names(account.virtual_accounts)}",
                 )
@@ -792,7 +792,7 @@ class CiscoClient:
     def _unknown_va(self, item: WorkItem) -> Outcome:
         account = self._require_account()
         return Outcome.failed(
-            "E_CONFIG",
+            ConfigError.code,
             f"virtual account {item.params.get('virtual_account')!r} is not in smart account "
             f"{account.domain}; available: {_names(account.virtual_accounts)}",
         )
@@ -997,7 +997,7 @@ def _authorization_outcome(entry: Mapping[str, Any], ref: Mapping[str, str]) -> 
             )
         return Outcome.ok(result, files={"lic.txt": decoded}, vendor_ref=ref)
     return Outcome.failed(
-        str(entry.get("error_code") or "E_VENDOR"),
+        str(entry.get("error_code") or VendorError.code),
         str(entry.get("status_message") or f"Cisco answered status {entry.get('status')!r}"),
         result=result,
         vendor_ref=ref,
@@ -1013,7 +1013,7 @@ def _return_outcome(item: WorkItem, entry: Mapping[str, Any], ref: Mapping[str, 
     }
     if entry.get("status") != "SUCCESS":
         return Outcome.failed(
-            str(entry.get("error_code") or "E_VENDOR"),
+            str(entry.get("error_code") or VendorError.code),
             str(entry.get("status_message") or f"Cisco answered status {entry.get('status')!r}"),
             result=result,
             vendor_ref=ref,
@@ -1046,7 +1046,7 @@ def _ack_outcome(
         ack = _b64(entry.get("smart_license")) if entry.get("status") != "FAILED" else None
         if ack is None:
             return Outcome.failed(
-                str(entry.get("error_code") or "E_VENDOR"),
+                str(entry.get("error_code") or VendorError.code),
                 str(entry.get("status_message") or "Cisco did not acknowledge the usage report"),
                 result={"acknowledgements": summary},
                 vendor_ref=ref,

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeAlias
 
-from airgap.errors import AirgapError, ConfigError, Replay
+from airgap.errors import AirgapError, Busy, InternalError, ItemCode, Replay, StateDbError
 
 _log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ ItemSpec: TypeAlias = tuple[str, str, str | None]
 # --- errors ------------------------------------------------------------------------------------
 
 
-class JournalError(AirgapError):
+class JournalError(InternalError):
     """The processor asked the journal for something impossible (a bug, not an operator error)."""
 
 
@@ -88,16 +88,6 @@ class IllegalTransition(JournalError):
 
 class UnknownItem(JournalError):
     """No such request item in the journal."""
-
-
-class Busy(AirgapError):
-    """Another process holds the request (or the database) right now."""
-
-    code = "E_BUSY"
-
-
-class StateDbError(ConfigError):
-    """`state.db` cannot be opened or used (missing home, corrupt file, newer schema, disk)."""
 
 
 # --- records -----------------------------------------------------------------------------------
@@ -952,7 +942,7 @@ class Journal:
             item_id,
             ItemState.NEEDS_ATTENTION,
             _SOURCES[ItemState.NEEDS_ATTENTION],
-            error={"code": "NEEDS_ATTENTION", "message": reason},
+            error={"code": ItemCode.NEEDS_ATTENTION, "message": reason},
         )
 
     def resubmit(self, bundle_id: str, item_id: str) -> JournalItem:

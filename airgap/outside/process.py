@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap.bundle import OpenedBundle, PayloadFile, build_bundle, open_bundle
-from airgap.errors import AuthError, ConfigError, NetworkError, VendorError
+from airgap.errors import AuthError, ConfigError, ItemCode, NetworkError, VendorError
 from airgap.home import Home
 from airgap.outside.http import RateLimiter, RetryPolicy, UncertainOutcome
 from airgap.outside.journal import ItemState, Journal, JournalItem
@@ -318,7 +318,7 @@ class _Run:
                     self.transient.setdefault(
                         due.item_id,
                         {
-                            "code": "PENDING",
+                            "code": ItemCode.PENDING,
                             "message": "still in progress at the vendor when "
                             "--max-wait ran out; process the request again to finish it",
                         },
@@ -432,7 +432,7 @@ class _Run:
             self.journal.release(self.bundle_id, item.id)
             if tries > MAX_RESUBMITS:
                 self.transient[item.id] = {
-                    "code": "PENDING",
+                    "code": ItemCode.PENDING,
                     "message": "the vendor kept losing this call; process the request again",
                 }
                 return None
@@ -464,7 +464,9 @@ class _Run:
                 raise VendorError(f"client produced unexpected file names {sorted(unknown)}")
             self.journal.mark_done(self.bundle_id, item.id, stored)
         elif outcome.status == "failed":
-            error: dict[str, Any] = dict(outcome.error or {"code": "E_VENDOR", "message": "failed"})
+            error: dict[str, Any] = dict(
+                outcome.error or {"code": VendorError.code, "message": "failed"}
+            )
             if outcome.result:
                 error["result"] = dict(outcome.result)
             self.journal.mark_failed(self.bundle_id, item.id, error)
@@ -504,14 +506,14 @@ def response_items(
             stored_error = dict(entry.error or {})
             result = dict(stored_error.pop("result", {}) or {})
             error = {
-                "code": str(stored_error.get("code", "E_VENDOR")),
+                "code": str(stored_error.get("code", VendorError.code)),
                 "message": str(stored_error.get("message", "")),
             }
         elif entry.state == ItemState.NEEDS_ATTENTION:
             status = "needs_attention"
             stored_error = dict(entry.error or {})
             error = {
-                "code": "NEEDS_ATTENTION",
+                "code": ItemCode.NEEDS_ATTENTION,
                 "message": str(stored_error.get("message", "needs an operator's decision")),
             }
         else:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal, Protocol
 
+from airgap.errors import ItemCode
+
 Status = Literal["ok", "failed", "pending", "needs_attention"]
 
 
@@ -101,7 +103,7 @@ class Outcome:
             "needs_attention",
             {},
             {},
-            {"code": "NEEDS_ATTENTION", "message": message},
+            {"code": ItemCode.NEEDS_ATTENTION, "message": message},
             vendor_ref or {},
         )
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from airgap.inside.parsers.rum import parse_rum_file
+from airgap.formats.rum import parse_rum_file
 from airgap.inside.parsers.udi import parse_udi_file
 
 

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, currently_in_test_context, event, example, g
 from hypothesis import strategies as st
 
 from airgap.errors import InputError, PlanError
+from airgap.formats import rum as rum_module
 from airgap.inside.parsers import (
     normalize_mac,
     parse_dossier,
@@ -35,7 +36,6 @@ from airgap.inside.parsers import (
     parse_udi_capture,
     parse_udi_file,
 )
-from airgap.inside.parsers import rum as rum_module
 from airgap.inside.parsers import udi as udi_module
 from airgap.inside.parsers._text import PID_RE, SN_RE
 from airgap.inside.parsers.codes import REQUEST_CODE_RE, RETURN_CODE_RE

@@ -5,6 +5,7 @@ Each parser takes text (or a path) and returns small frozen records, raising
 shapes only; vendors judge whether codes, keys and signatures are genuine.
 """
 
+from airgap.formats.rum import RumFile, RumReport, parse_rum_bytes, parse_rum_file
 from airgap.inside.parsers.codes import (
     ReturnCode,
     SlrRequest,
@@ -20,7 +21,6 @@ from airgap.inside.parsers.f5 import (
     parse_dossier_file,
     parse_regkey_file,
 )
-from airgap.inside.parsers.rum import RumFile, RumReport, parse_rum_bytes, parse_rum_file
 from airgap.inside.parsers.udi import UdiRecord, parse_udi_capture, parse_udi_file
 
 __all__ = [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from airgap.errors import InputError
-from airgap.inside.parsers.rum import parse_rum_bytes, parse_rum_file
+from airgap.formats.rum import parse_rum_bytes, parse_rum_file
 
 Sample = Callable[[str], Path]
 Writer = Callable[..., Path]

@@ -19,7 +19,7 @@ from typing import Any
 
 from airgap import fastjson
 from airgap.errors import InputError
-from airgap.inside.parsers._text import PID_RE, SN_RE, decode_capture, read_bytes, where
+from airgap.formats.text import PID_RE, SN_RE, decode_capture, read_bytes, where
 
 __all__ = ["RumFile", "RumReport", "parse_rum_bytes", "parse_rum_file"]
 

@@ -4,6 +4,11 @@ An emulator is an `App`: one `handle(Request) -> Response` method plus `stats()`
 serves an app over real HTTP on 127.0.0.1, so the clients' `requests` stack is exercised as well.
 Vendor behaviour lives in the apps; this module knows nothing about Cisco or BIG-IQ.
 
+An app that stands for many hosts (a fleet of emulated devices) is served on several listening
+ports at once, one per host: `EmulatorServer(app, listeners=N)`. Every request says which
+listener it arrived on (`Request.listener`), and one thread accepts on all of them, so a
+thousand devices cost a thousand sockets, not a thousand threads.
+
 Paths under `/_emulator/` are the emulator's own control surface. They bypass latency and faults:
 
 - `GET /_emulator/stats`: `app.stats()` plus `"faults"`, the count of injected faults by kind.
@@ -18,6 +23,7 @@ import ipaddress
 import json
 import logging
 import random
+import selectors
 import socket
 import ssl
 import struct
@@ -56,6 +62,7 @@ class Request:
     query: dict[str, list[str]]  # urllib.parse.parse_qs(keep_blank_values=True)
     headers: dict[str, str]  # keys lower-cased; repeated headers joined with ", "
     body: bytes
+    listener: int = 0  # which of the server's listening ports it came in on (0 for the first)
 
     def json(self) -> Any:
         """Parse the body as JSON.
@@ -282,8 +289,9 @@ class _HTTPServer(ThreadingHTTPServer):
     # dozens at once (concurrency tests and benchmarks do).
     request_queue_size = 1024
 
-    def __init__(self, address: tuple[str, int], emulator: EmulatorServer) -> None:
+    def __init__(self, address: tuple[str, int], emulator: EmulatorServer, listener: int) -> None:
         self.emulator = emulator
+        self.listener = listener
         self.ssl_context: ssl.SSLContext | None = None
         super().__init__(address, _Handler)
 
@@ -304,6 +312,22 @@ class _HTTPServer(ThreadingHTTPServer):
                 sock, server_side=True, do_handshake_on_connect=False
             )
         return sock, addr
+
+    def accept_one(self) -> None:
+        """Accept one waiting connection and hand it to a new handler thread.
+
+        What `serve_forever` does for a socket that is ready, written with the public methods
+        so that one thread can accept for several servers.
+        """
+        try:
+            request, client_address = self.get_request()
+        except OSError:
+            return  # the client went away between select() and accept()
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients that hang up mid-request, failed TLS handshakes and the like are normal for a
@@ -356,6 +380,11 @@ class _Handler(BaseHTTPRequestHandler):
         assert isinstance(server, _HTTPServer)
         return server.emulator
 
+    def _listener(self) -> int:
+        server = self.server
+        assert isinstance(server, _HTTPServer)
+        return server.listener
+
     def _dispatch(self) -> None:
         try:
             body = self._read_body()
@@ -374,6 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
             query=parse_qs(query, keep_blank_values=True),
             headers=headers,
             body=body,
+            listener=self._listener(),
         )
         response = self._emulator().respond(request)
         if response is None:
@@ -454,8 +484,8 @@ class _Handler(BaseHTTPRequestHandler):
 class EmulatorServer:
     """Serve an `App` over HTTP(S) on 127.0.0.1 with latency, faults and a stats endpoint.
 
-    The socket is bound in the constructor, so `url` is known before `start()`. Use it as a
-    context manager in tests, or call `serve_forever()` from the CLI.
+    The sockets are bound in the constructor, so `url` (and `urls`) are known before
+    `start()`. Use it as a context manager in tests, or call `serve_forever()` from the CLI.
     """
 
     def __init__(
@@ -468,24 +498,30 @@ class EmulatorServer:
         faults: Faults | None = None,
         tls: bool = False,
         cert_out: Path | None = None,
+        listeners: int = 1,
     ) -> None:
         """Bind the server; nothing is served until `start()` or `serve_forever()`.
 
         Args:
             app: the vendor emulator.
             host: address to bind; keep the default so nothing outside this host can connect.
-            port: TCP port; 0 picks a free one.
+            port: TCP port of the first listener; 0 picks a free one. Further listeners always
+                take free ports.
             latency_ms: milliseconds slept before each vendor request (not `/_emulator/*`).
             faults: fault injection; default none (still usable through `faults.fail_next`).
             tls: serve HTTPS with a fresh self-signed certificate for 127.0.0.1 and localhost.
             cert_out: where to write that certificate's PEM, for clients to verify against.
+            listeners: how many ports to listen on (one per emulated host); requests carry the
+                index of theirs in `Request.listener`.
 
         Raises:
-            ConfigError: a negative latency, `cert_out` without `tls`, or the port cannot be
-                bound.
+            ConfigError: a negative latency, `cert_out` without `tls`, fewer than one listener,
+                or a port cannot be bound.
         """
         if latency_ms < 0:
             raise ConfigError(f"latency {latency_ms} ms is negative")
+        if listeners < 1:
+            raise ConfigError(f"an emulator needs at least one listener, not {listeners}")
         if cert_out is not None and not tls:
             raise ConfigError("a certificate path was given without TLS", hint="Add --tls.")
         self.app = app
@@ -496,26 +532,34 @@ class EmulatorServer:
         self._lock = threading.Lock()
         self._connections: dict[int, tuple[socket.socket, threading.Thread]] = {}
         self._thread: threading.Thread | None = None
-        self._serving_in_caller = False
+        self._stopping = threading.Event()
+        self._serving = threading.Event()
         self._closed = False
+        self._servers: list[_HTTPServer] = []
         try:
-            self._httpd = _HTTPServer((host, port), self)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                hint="Pick another --port, or 0 for any free port.",
-            ) from exc
-        scheme = "http"
-        if tls:
-            scheme = "https"
-            try:
-                self._httpd.ssl_context = self._make_tls_context(host, cert_out)
-            except BaseException:
-                self._httpd.server_close()
-                raise
-        bound_port = self._httpd.server_address[1]
-        self.port: int = int(bound_port)
-        self.url: str = f"{scheme}://{host}:{self.port}"
+            for index in range(listeners):
+                wanted = port if index == 0 else 0
+                try:
+                    self._servers.append(_HTTPServer((host, wanted), self, index))
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot listen on {host}:{wanted}: {exc.strerror or exc}",
+                        hint="Pick another --port, or 0 for any free port.",
+                    ) from exc
+            scheme = "http"
+            if tls:
+                scheme = "https"
+                context = self._make_tls_context(host, cert_out)
+                for server in self._servers:
+                    server.ssl_context = context
+        except BaseException:
+            for server in self._servers:
+                server.server_close()
+            raise
+        self.ports: list[int] = [int(server.server_address[1]) for server in self._servers]
+        self.urls: list[str] = [f"{scheme}://{host}:{bound}" for bound in self.ports]
+        self.port: int = self.ports[0]
+        self.url: str = self.urls[0]
 
     def start(self) -> EmulatorServer:
         """Serve in a daemon thread and return at once.
@@ -526,8 +570,8 @@ class EmulatorServer:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._httpd.serve_forever,
-                    kwargs={"poll_interval": 0.02},
+                    target=self._serve,
+                    args=(0.02,),
                     name=f"emulator-{self.port}",
                     daemon=True,
                 )
@@ -536,28 +580,44 @@ class EmulatorServer:
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until KeyboardInterrupt or `stop()` from another thread."""
-        with self._lock:
-            self._serving_in_caller = True
         try:
-            self._httpd.serve_forever(poll_interval=0.2)
+            self._serve(0.2)
         except KeyboardInterrupt:
             pass
         finally:
-            with self._lock:
-                self._serving_in_caller = False
             self._close()
 
     def stop(self) -> None:
-        """Stop serving, close open connections, wait for handler threads and free the port."""
+        """Stop serving, close open connections, wait for handler threads and free the ports."""
+        self._stopping.set()
         with self._lock:
             thread, self._thread = self._thread, None
-            serving = self._serving_in_caller
-        if thread is not None or serving:
-            # shutdown() waits for a running serve_forever loop; it would hang if none ran.
-            self._httpd.shutdown()
         if thread is not None:
             thread.join()
+        elif self._serving.is_set():
+            # serve_forever() runs in another thread: it closes everything itself on its way
+            # out; wait for that so the ports are free when stop() returns.
+            deadline = time.monotonic() + STOP_JOIN_TIMEOUT
+            while self._serving.is_set() and time.monotonic() < deadline:
+                time.sleep(0.01)
         self._close()
+
+    def _serve(self, poll_interval: float) -> None:
+        """Accept on every listener from this one thread; each connection gets its own."""
+        self._serving.set()
+        try:
+            with selectors.DefaultSelector() as selector:
+                for server in self._servers:
+                    selector.register(server.socket, selectors.EVENT_READ, server)
+                while not self._stopping.is_set():
+                    for key, _events in selector.select(poll_interval):
+                        server = key.data
+                        assert isinstance(server, _HTTPServer)
+                        server.accept_one()
+                    for server in self._servers:
+                        server.service_actions()
+        finally:
+            self._serving.clear()
 
     def __enter__(self) -> EmulatorServer:
         return self.start()
@@ -658,7 +718,8 @@ class EmulatorServer:
         for _conn, thread in connections:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
-        self._httpd.server_close()
+        for server in self._servers:
+            server.server_close()
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None

@@ -333,3 +333,49 @@ def test_tls_reset_drops_the_connection(make_server: ServerFactory) -> None:
 def test_cert_out_without_tls_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         EmulatorServer(EchoApp(), cert_out=tmp_path / "c.pem")
+
+
+# --- many listeners (one per emulated host) ---------------------------------------------------
+
+
+def test_each_listener_tells_the_app_which_one_it_is(make_server: ServerFactory) -> None:
+    server, app = make_server(listeners=40)
+    assert len(set(server.ports)) == 40 and server.url == server.urls[0]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda url: requests.get(f"{url}/x", timeout=5), server.urls))
+    assert [r.status_code for r in statuses] == [200] * 40
+    assert sorted(request.listener for request in app.seen) == list(range(40))
+    by_port = {request.headers["host"].rsplit(":", 1)[1]: request.listener for request in app.seen}
+    assert by_port == {str(port): index for index, port in enumerate(server.ports)}
+
+
+def test_stats_answer_on_every_listener_for_the_whole_app(make_server: ServerFactory) -> None:
+    server, _app = make_server(listeners=3)
+    for url in server.urls:
+        requests.get(f"{url}/x", timeout=5)
+    for url in server.urls:
+        assert requests.get(f"{url}/_emulator/stats", timeout=5).json()["calls"] == {"echo": 3}
+
+
+def test_tls_listeners_share_one_certificate(tmp_path: Path, make_server: ServerFactory) -> None:
+    cert = tmp_path / "fleet.pem"
+    server, _app = make_server(listeners=5, tls=True, cert_out=cert)
+    for url in server.urls:
+        assert requests.get(f"{url}/x", verify=str(cert), timeout=5).status_code == 200
+
+
+def test_stop_frees_every_listener_port() -> None:
+    server = EmulatorServer(EchoApp(), listeners=4).start()
+    ports = list(server.ports)
+    assert requests.get(f"{server.urls[3]}/x", timeout=5).status_code == 200
+    server.stop()
+    for port in ports:
+        with socket.socket() as probe:
+            # SO_REUSEADDR lets a port in TIME_WAIT be bound again, but never one still listening.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
+
+
+def test_zero_listeners_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        EmulatorServer(EchoApp(), listeners=0)

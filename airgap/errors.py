@@ -105,6 +105,42 @@ class KitError(AirgapError):
     code = "E_KIT"
 
 
+class InventoryError(AirgapError):
+    """A device inventory is invalid; `problems` lists every bad row with its line number."""
+
+    code = "E_INVENTORY"
+
+    def __init__(
+        self, message: str, *, problems: list[str] | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems or []
+
+
+class DeviceUnreachable(AirgapError):
+    """A device inside the gap could not be reached: refused, timed out, or dropped the line."""
+
+    code = "E_UNREACHABLE"
+
+
+class DeviceAuthError(AirgapError):
+    """A device refused the credentials named in the inventory."""
+
+    code = "E_DEVICE_AUTH"
+
+
+class DeviceError(AirgapError):
+    """A device answered a command or call with an error; its text is kept verbatim."""
+
+    code = "E_DEVICE"
+
+
+class DeviceMismatch(AirgapError):
+    """A file is for another device (its UDI or MAC differs): refused, nothing was written."""
+
+    code = "E_DEVICE_MISMATCH"
+
+
 DUPLICATE_BUNDLE = "E_DUPLICATE"
 """Watch mode's reason for a bundle dropped again after it was handled (not an exception:
 the bundle is filed under `refused/` with this code)."""
@@ -198,6 +234,12 @@ class UnknownRequest(VerificationError):
 
 class DecryptFailed(VerificationError):
     code = "E_DECRYPT"
+
+
+class HostKeyMismatch(VerificationError):
+    """A device's SSH host key differs from the one pinned in this home: possibly an impostor."""
+
+    code = "E_HOSTKEY"
 
 
 # --- codes of single items in a response (not exceptions: an item fails, the run goes on) ------

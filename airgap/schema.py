@@ -1,4 +1,9 @@
-"""Load the JSON Schemas shipped inside the package and validate documents against them.
+"""Load the JSON Schemas and validate documents against them.
+
+Plans, request items and response items are validated against the schemas the action
+catalogue builds (`airgap.model.schemas`), so an action added to the catalogue is accepted
+everywhere at once; the shipped files of those three are the same text, held to it by a test.
+The manifest, kit items and site card schemas are read from the package's files.
 
 Validation is on the hot path of pack and verify (one item per device, thousands per
 bundle), so the yes/no check runs in jsonschema-rs; only a document that fails is walked again
@@ -15,30 +20,46 @@ from typing import TYPE_CHECKING, Any
 import jsonschema_rs
 
 from airgap.errors import SchemaError
+from airgap.model.actions import catalogue_generation
+from airgap.model.schemas import GENERATED, build
 
 if TYPE_CHECKING:
     import jsonschema
 
 
-@functools.cache
 def load_schema(name: str) -> dict[str, Any]:
-    """The schema document `schemas/<name>.schema.json`."""
+    """The schema `name` (`manifest`, `request-items`, …) as airgap validates against it."""
+    return _load(name, catalogue_generation())
+
+
+@functools.cache
+def _load(name: str, generation: int) -> dict[str, Any]:
+    if name in GENERATED:
+        return build(name)
     text = resources.files("airgap").joinpath("schemas", f"{name}.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
 
-@functools.cache
 def _fast(name: str) -> Any:
-    return jsonschema_rs.Draft202012Validator(load_schema(name))
+    return _fast_for(name, catalogue_generation())
 
 
 @functools.cache
+def _fast_for(name: str, generation: int) -> Any:
+    return jsonschema_rs.Draft202012Validator(_load(name, generation))
+
+
 def _explaining(name: str) -> jsonschema.Draft202012Validator:
+    return _explaining_for(name, catalogue_generation())
+
+
+@functools.cache
+def _explaining_for(name: str, generation: int) -> jsonschema.Draft202012Validator:
     # Imported here: it costs ~60 ms at start-up and is needed only to word a failure.
     import jsonschema
 
-    schema = load_schema(name)
+    schema = _load(name, generation)
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
 

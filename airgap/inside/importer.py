@@ -11,9 +11,10 @@ it left beside outputs are removed, the INSTRUCTIONS.md and summary.json it wrot
 its own (their hashes are noted in state.db before writing), and an import recorded in state.db
 but missing from the audit log is logged then, marked `recovered`.
 
-Outputs (DESIGN §8) go under `OUT/<first 8 characters of the request id>/`; which file of a
-response item goes where is decided by the item's action and the file's name (the outside
-stores them as `files/<item id>/<name>`).
+Outputs go under `OUT/<first 8 characters of the request id>/`; which files a response item of
+each action may carry, which one it cannot be without and where they land is the catalogue's
+(`airgap.model`) to say, by the item's action and the file's name (the outside stores them as
+`files/<item id>/<name>`).
 """
 
 from __future__ import annotations
@@ -34,49 +35,23 @@ from airgap.errors import ConfigError, InputError, Replay, SchemaError, UnknownR
 from airgap.fsutil import atomic_write_bytes
 from airgap.home import Home
 from airgap.inside.instructions import (
-    QUERY_ACTIONS,
     ItemView,
     RequestView,
     count_statuses,
     render_instructions,
     summary_bytes,
 )
-from airgap.inside.parsers.f5 import normalize_mac
 from airgap.inside.state import (
     FINAL_STATUSES,
     InsideState,
     ItemRecord,
     RequestRecord,
     ResponseRecord,
-    device_key,
     now_text,
 )
+from airgap.model import ACTIONS, device_key, normalize_mac, udi_key
 from airgap.review import audited_refusal, identity_for, require_home_role
 
-# Which files a response item of each action may carry (the outside's names, DESIGN §8).
-FILE_NAMES: dict[str, frozenset[str]] = {
-    "cisco.reserve": frozenset({"lic.txt"}),
-    "cisco.report_usage": frozenset({"ack.xml"}),
-    "cisco.return": frozenset({"return.json"}),
-    "cisco.slr_reserve": frozenset({"slr-auth.txt"}),
-    "bigiq.assign": frozenset({"bigip.license"}),
-    "bigiq.revoke": frozenset({"revoke.json"}),
-    "bigiq.regkey_activate": frozenset({"license.txt", "eula.txt"}),
-    **{action: frozenset({"result.json"}) for action in QUERY_ACTIONS},
-}
-# The file an `ok` item cannot be without: the thing the device imports.
-REQUIRED_FILE: dict[str, str] = {
-    "cisco.reserve": "lic.txt",
-    "cisco.report_usage": "ack.xml",
-    "cisco.slr_reserve": "slr-auth.txt",
-    "bigiq.assign": "bigip.license",
-}
-# Confirmations and query results: when the outside sent no file, the item's result is written.
-_RESULT_AS_FILE: dict[str, str] = {
-    "cisco.return": "return.json",
-    "bigiq.revoke": "revoke.json",
-    **{action: "result.json" for action in QUERY_ACTIONS},
-}
 REPORTS = ("INSTRUCTIONS.md", "summary.json")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _TEMP_NAME = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp names of fsutil
@@ -294,10 +269,10 @@ def _device_claims(document: Mapping[str, Any]) -> list[str]:
     claims: list[str] = []
     udi = document.get("udi")
     if isinstance(udi, Mapping) and "pid" in udi and "sn" in udi:
-        claims.append(f"{udi['pid']}:{udi['sn']}")
+        claims.append(udi_key(str(udi["pid"]), str(udi["sn"])))
     sudi = document.get("sudi")
     if isinstance(sudi, Mapping) and "udi_pid" in sudi and "udi_serial_number" in sudi:
-        claims.append(f"{sudi['udi_pid']}:{sudi['udi_serial_number']}")
+        claims.append(udi_key(str(sudi["udi_pid"]), str(sudi["udi_serial_number"])))
     for key in ("mac", "macAddress"):
         value = document.get(key)
         if isinstance(value, str) and value:
@@ -342,13 +317,18 @@ def _check_items(opened: OpenedBundle, request: RequestRecord) -> list[_Answer]:
                     raise ResponseMismatch(f"response item {rid}: {name} is not JSON") from None
                 if isinstance(parsed, Mapping):
                     documents.append(parsed)
-        if wanted["action"] == "bigiq.regkey_activate":
-            claimed = item["result"].get("regkey")
-            asked = str(wanted["params"].get("regkey", ""))
+        # A device-less item identified by a param (a registration key) must be answered for
+        # that same value.
+        entry = ACTIONS[str(wanted["action"])]
+        by = entry.dedupe_by
+        if by not in ("device", "files", "params"):
+            claimed = item["result"].get(by)
+            asked = str(wanted["params"].get(by, ""))
             if isinstance(claimed, str) and claimed.strip().upper() != asked.strip().upper():
+                label = entry.label or f"{{{by}}}"
                 raise ResponseMismatch(
-                    f"response item {rid} activated registration key {claimed}, but request "
-                    f"item {target} is for {asked}"
+                    f"response item {rid} is for {label.format_map({by: claimed})}, but request "
+                    f"item {target} is for {label.format_map({by: asked})}"
                 )
         # Queries name many devices in their results; only device actions are checked.
         for document in documents if key is not None else []:
@@ -366,7 +346,8 @@ def _item_files(
     opened: OpenedBundle, item: Mapping[str, Any], wanted: Mapping[str, Any]
 ) -> dict[str, bytes]:
     rid, action = str(item["id"]), str(item["action"])
-    allowed = FILE_NAMES.get(action, frozenset())
+    entry = ACTIONS[action]
+    allowed = entry.response_files
     files: dict[str, bytes] = {}
     for member in item["files"]:
         name = str(member).rsplit("/", 1)[-1]
@@ -380,7 +361,7 @@ def _item_files(
         if item["status"] != "ok":
             raise ResponseMismatch(f"response item {rid} is {item['status']} but carries {member}")
         files[name] = opened.file_path(str(member)).read_bytes()
-    required = REQUIRED_FILE.get(action)
+    required = entry.required_file
     if item["status"] == "ok" and required and required not in files:
         raise ResponseMismatch(
             f"response item {rid} ({action}) is ok but carries no {required} for device "
@@ -399,25 +380,28 @@ def _safe(name: str) -> str:
 def folders(items: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """Each request item's output folder (relative to the request folder); queries have none.
 
-    Cisco devices go to `cisco/<hostname>` (`cisco/<PID>_<SN>` without a hostname; with the
-    UDI appended when devices of an HA pair or stack share a hostname), BIG-IPs to
-    `bigiq/<MAC with dashes>`, RegKey activations to `bigiq/<regkey>`. Computed from the
-    request alone, so every import of the same request agrees.
+    Each folder is under the action's vendor: Cisco devices go to `cisco/<hostname>`
+    (`cisco/<PID>_<SN>` without a hostname; with the UDI appended when devices of an HA pair or
+    stack share a hostname), BIG-IPs to `bigiq/<MAC with dashes>`, device-less actions named by
+    a param (RegKey activations) to `bigiq/<regkey>`. Computed from the request alone, so every
+    import of the same request agrees.
     """
     names: dict[str, str] = {}
     owners: dict[str, set[str]] = {}
     for item in items:
+        entry = ACTIONS[str(item["action"])]
         device = item.get("device") or {}
         udi = device.get("udi")
         if isinstance(udi, Mapping):
             host = device.get("hostname")
             base = _safe(str(host)) if host else _safe(f"{udi['pid']}_{udi['sn']}")
-            name = f"cisco/{base}"
-            owners.setdefault(name.casefold(), set()).add(f"{udi['pid']}:{udi['sn']}")
+            name = f"{entry.vendor}/{base}"
+            owners.setdefault(name.casefold(), set()).add(udi_key(udi["pid"], udi["sn"]))
         elif device.get("mac"):
-            name = "bigiq/" + str(device["mac"]).replace(":", "-")
-        elif item["action"] == "bigiq.regkey_activate":
-            name = "bigiq/" + _safe(str(item["params"].get("regkey", item["id"])))
+            name = f"{entry.vendor}/" + str(device["mac"]).replace(":", "-")
+        elif entry.folder_param:
+            value = item["params"].get(entry.folder_param, item["id"])
+            name = f"{entry.vendor}/{_safe(str(value))}"
         else:
             continue
         names[str(item["id"])] = name
@@ -431,12 +415,13 @@ def folders(items: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return names
 
 
-def _ack_numbers(items: Sequence[Mapping[str, Any]], where: Mapping[str, str]) -> dict[str, int]:
-    """`n` of `ack-<n>.xml`: usage reports of one device folder, counted in request order."""
+def _file_numbers(items: Sequence[Mapping[str, Any]], where: Mapping[str, str]) -> dict[str, int]:
+    """`n` of `ack-<n>.xml`: items with a numbered file (usage reports) of one device folder,
+    counted in request order."""
     numbers: dict[str, int] = {}
     seen: dict[str, int] = {}
     for item in items:
-        if item["action"] == "cisco.report_usage":
+        if ACTIONS[str(item["action"])].numbered_file:
             folder = where.get(str(item["id"]), "")
             seen[folder] = seen.get(folder, 0) + 1
             numbers[str(item["id"])] = seen[folder]
@@ -447,20 +432,24 @@ def _pretty(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
-def _outputs_for(answer: _Answer, folder: str | None, ack_number: int | None) -> dict[str, bytes]:
+def _outputs_for(answer: _Answer, folder: str | None, number: int | None) -> dict[str, bytes]:
     """Relative output path -> bytes for one `ok` answer."""
-    action = str(answer.item["action"])
+    entry = ACTIONS[str(answer.item["action"])]
     item_id = str(answer.item["request_item"])
     files = dict(answer.files)
-    if action in _RESULT_AS_FILE and _RESULT_AS_FILE[action] not in files:
-        files[_RESULT_AS_FILE[action]] = _pretty(answer.item["result"])
-    if action in QUERY_ACTIONS:
-        return {f"queries/{item_id}.json": files["result.json"]}
+    if entry.result_file and entry.result_file not in files:
+        # A confirmation or query answer the outside sent as the item's result.
+        files[entry.result_file] = _pretty(answer.item["result"])
+    if entry.query:
+        return {f"queries/{item_id}.json": files[str(entry.result_file)]}
     if folder is None:  # pragma: no cover - every other action has a folder
         raise ResponseMismatch(f"request item {item_id} has no device to write outputs for")
     out: dict[str, bytes] = {}
     for name, data in sorted(files.items()):
-        target = f"ack-{ack_number or 1}.xml" if name == "ack.xml" else name
+        target = name
+        if name == entry.numbered_file:
+            stem, dot, suffix = name.rpartition(".")
+            target = f"{stem}-{number or 1}{dot}{suffix}"
         out[f"{folder}/{target}"] = data
     return out
 
@@ -474,7 +463,7 @@ def _plan(
 ) -> _Plan:
     request_dir = (out / request.bundle_id[:8]).absolute()
     where = folders(request.items)
-    acks = _ack_numbers(request.items, where)
+    numbers = _file_numbers(request.items, where)
     current = {record.item_id: record for record in state.items(request.bundle_id)}
     response_id = opened.manifest.bundle_id
     stamp = now_text()
@@ -501,7 +490,7 @@ def _plan(
                 )
         outputs: dict[str, bytes] = {}
         if new_status == "ok":
-            outputs = _outputs_for(answer, where.get(item_id), acks.get(item_id))
+            outputs = _outputs_for(answer, where.get(item_id), numbers.get(item_id))
         for rel, data in outputs.items():
             if request_dir / rel in targets:  # pragma: no cover - folders() keeps them apart
                 raise ResponseMismatch(f"two items would write {rel}")

@@ -1,8 +1,8 @@
 """Render what `inside import` leaves for the operator: INSTRUCTIONS.md and summary.json.
 
-Pure functions from item views to text: the exact device commands per device (DESIGN §8 and
-the device side of §10), and for every item that is not done, the reason as the outside
-reported it, verbatim. Writing the files is the importer's job.
+Pure functions from item views to text: the exact device commands per device (each action's
+`DeviceGuide` in the catalogue, `airgap.model`), and for every item that is not done, the reason
+as the outside reported it, verbatim. Writing the files is the importer's job.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from airgap.model import ACTIONS, Action
+
 STATUS_WORDS: dict[str, str] = {
     "ok": "done",
     "failed": "FAILED",
@@ -19,7 +21,12 @@ STATUS_WORDS: dict[str, str] = {
     "needs_attention": "NEEDS ATTENTION",
     "outstanding": "no answer yet",
 }
-QUERY_ACTIONS = frozenset({"cisco.usage_summary", "cisco.devices", "bigiq.assignments"})
+
+
+def is_query(action: str) -> bool:
+    """Whether an action is an account-wide question (its answer goes to `queries/`)."""
+    entry = ACTIONS.get(action)
+    return entry is not None and entry.query
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,9 @@ def device_label(item: ItemView) -> str:
         return f"{host} ({ident})" if host else ident
     if device.get("mac"):
         return str(device["mac"])
-    if item.action == "bigiq.regkey_activate":
-        return f"registration key {item.params.get('regkey')}"
+    entry = ACTIONS.get(item.action)
+    if entry is not None and entry.label:
+        return entry.label.format_map(_Words(item.params))
     return item.action
 
 
@@ -106,84 +114,60 @@ def _reason(item: ItemView) -> list[str]:
     return lines
 
 
+class _Words(dict[str, Any]):
+    """Values for a guide's `{placeholders}`: the item's params and the file; absent is empty."""
+
+    def __init__(self, params: Mapping[str, Any], **extra: Any) -> None:
+        super().__init__({str(k): v for k, v in params.items()}, **extra)
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _guide_file(entry: Action, files: Sequence[str], name: str | None) -> str | None:
+    """The file (as shown) whose base name is `name`, or a numbered copy of it (`ack-2.xml`)."""
+    if name is None:
+        return None
+    stem, dot, suffix = name.rpartition(".")
+    for shown in files:
+        base = _base(shown)
+        if base == name:
+            return shown
+        numbered = entry.numbered_file == name and base.startswith(f"{stem}-")
+        if numbered and base.endswith(f"{dot}{suffix}"):
+            return shown
+    return None
+
+
 def _commands(item: ItemView) -> list[str]:
-    """The steps for one finished item on its device."""
-    files = list(item.files)
-    if item.action == "cisco.reserve" and files:
-        name = _base(files[0])
-        return [
-            f"Authorization code: `{files[0]}`. Copy it to the USB stick, then on the device:",
-            "",
-            "```",
-            f"copy usbflash0:{name} flash:",
-            f"license smart import flash:{name}",
-            "```",
-        ]
-    if item.action == "cisco.report_usage" and files:
-        name = _base(files[0])
-        return [
-            f"Usage acknowledgement: `{files[0]}`. Copy it to the USB stick, then on the device:",
-            "",
-            "```",
-            f"copy usbflash0:{name} flash:",
-            f"license smart import flash:{name}",
-            "```",
-        ]
-    if item.action == "cisco.slr_reserve" and files:
-        name = _base(files[0])
-        return [
-            f"SLR authorization code: `{files[0]}`. Copy it to the USB stick, then on the device:",
-            "",
-            "```",
-            f"copy usbflash0:{name} flash:",
-            f"license smart reservation install file flash:{name}",
-            "```",
-        ]
-    if item.action == "cisco.return":
-        shown = f" (`{files[0]}`)" if files else ""
-        return [
-            f"Return confirmed{shown}: Cisco accepted the device's return code and released "
-            "its reserved licenses back to the virtual account. Nothing is imported on the "
-            "device; it dropped its authorization when it printed the return code.",
-        ]
-    if item.action == "bigiq.assign" and files:
-        return [
-            f"License: `{files[0]}`. Put its text in `/config/bigip.license` on the BIG-IP "
-            "(for example `scp bigip.license root@BIG-IP:/config/bigip.license`), then on the "
-            "BIG-IP run:",
-            "",
-            "```",
-            "reloadlic",
-            "```",
-        ]
-    if item.action == "bigiq.revoke":
-        shown = f" (`{files[0]}`)" if files else ""
-        return [
-            f"Revocation confirmed{shown}: BIG-IQ released this MAC address's license back to "
-            f"the pool {item.params.get('pool', '')}. The BIG-IP is no longer licensed.",
-        ]
-    if item.action == "bigiq.regkey_activate":
-        lines: list[str] = []
-        license_file = next((f for f in files if _base(f) == "license.txt"), None)
-        eula = next((f for f in files if _base(f) == "eula.txt"), None)
-        if license_file:
-            lines += [
-                f"License text: `{license_file}`. On the BIG-IP that gave the dossier, put it in "
-                "`/config/bigip.license`, then run:",
-                "",
-                "```",
-                "reloadlic",
-                "```",
-            ]
-        else:
-            lines.append("The registration key is active in its BIG-IQ pool.")
-        if eula:
-            lines += ["", f"The EULA that was accepted is kept in `{eula}` for the audit."]
-        return lines
-    if item.action in QUERY_ACTIONS:
-        shown = f"`{files[0]}`" if files else "summary.json"
-        return [f"Result of the query: {shown}."]
-    return ["Done; nothing to do on a device."]
+    """The steps for one finished item on its device, as its action's guide words them."""
+    entry = ACTIONS.get(item.action)
+    if entry is None:
+        return ["Done; nothing to do on a device."]
+    guide, files = entry.guide, list(item.files)
+    path = _guide_file(entry, files, guide.file)
+    first = path or (files[0] if files else None)
+    words = _Words(item.params)
+    words |= {
+        "path": first or "",
+        "name": _base(first) if first else "",
+        "shown": f" (`{first}`)" if first else "",
+        "shown_or_summary": f"`{first}`" if first else "summary.json",
+    }
+    if path is not None:
+        lines = [guide.intro.format_map(words), "", "```"]
+        lines += [command.format_map(words) for command in guide.commands]
+        lines.append("```")
+    else:
+        lines = [guide.note.format_map(words)]
+    for name, why in guide.kept.items():
+        kept = _guide_file(entry, files, name)
+        if kept is not None:
+            lines += ["", why.format_map(_Words(words, path=kept, name=_base(kept)))]
+    return lines
+
+
+_VENDOR_TITLES = {"cisco": "Cisco devices", "bigiq": "BIG-IP and BIG-IQ"}
 
 
 def render_instructions(request: RequestView, items: Sequence[ItemView]) -> str:
@@ -224,7 +208,8 @@ def render_instructions(request: RequestView, items: Sequence[ItemView]) -> str:
             lines.append("")
             lines += _reason(item)
             lines.append("")
-    for title, vendor in (("Cisco devices", "cisco"), ("BIG-IP and BIG-IQ", "bigiq")):
+    for vendor in dict.fromkeys(entry.vendor for entry in ACTIONS.values()):
+        title = _VENDOR_TITLES.get(vendor, vendor)
         groups: dict[str, list[ItemView]] = {}
         for item in items:
             if item.folder and item.folder.startswith(f"{vendor}/"):
@@ -241,7 +226,7 @@ def render_instructions(request: RequestView, items: Sequence[ItemView]) -> str:
                 # The first line of a reason repeats the bold line above; the rest is the why.
                 lines += _commands(item) if item.status == "ok" else _reason(item)[1:]
                 lines.append("")
-    queries = [item for item in items if item.action in QUERY_ACTIONS]
+    queries = [item for item in items if is_query(item.action)]
     if queries:
         lines += ["## Queries", ""]
         for item in queries:

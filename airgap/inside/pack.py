@@ -32,7 +32,8 @@ from airgap.errors import ConfigError, InputError, PlanError
 from airgap.home import Home
 from airgap.inside.intake import Blob, Source, load_sources
 from airgap.inside.plan import PlanItem, check_duplicates, parse_entitlement_spec
-from airgap.inside.state import InsideState, RequestRecord, device_key
+from airgap.inside.state import InsideState, RequestRecord
+from airgap.model import action, device_key
 from airgap.review import require_home_role
 from airgap.units import format_timestamp, utc_now
 
@@ -247,8 +248,8 @@ def pack(
     actions = Counter(str(item["action"]) for item in items)
     by_action = dict(sorted(actions.items()))
     vendors: Counter[str] = Counter()
-    for action, count in actions.items():
-        vendors[action.split(".", 1)[0]] += count
+    for name, count in actions.items():
+        vendors[action(name).vendor] += count
     by_vendor = dict(sorted(vendors.items()))
     result = PackResult(
         path=output,

@@ -1,9 +1,11 @@
-"""Load what `airgap inside pack` should ask for: plan files and input directories.
+"""Load what `airgap inside pack` should ask for: plan files.
 
 A plan is CSV (a header row, then one item per row) or JSON (`{"items": [...]}`, checked against
-`schemas/plan.schema.json`), using the field names of DESIGN §6. Every bad row is reported at
-once, with its line number, in one `PlanError`. Directory intake turns folders of device
-captures into the same items. Building the request bundle from the items is left to `pack`.
+`schemas/plan.schema.json`), using the plan fields of the action catalogue
+(`airgap.model`): which fields each action needs and allows, and where each value goes in the
+request item, are declared there; this module checks and converts the cells. Every bad row is
+reported at once, with its line number, in one `PlanError`. Building the request bundle from
+the items is left to `pack`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,10 @@ from airgap.inside.parsers.codes import (
     RETURN_CODE_RE,
     slr_request_udi,
 )
-from airgap.inside.parsers.f5 import (
-    check_addon_key,
-    check_regkey,
-    normalize_mac,
-    parse_dossier_file,
-)
+from airgap.inside.parsers.f5 import check_addon_key, check_regkey, parse_dossier_file
+from airgap.model import ACTIONS, CSV_COLUMNS, FIELDS, Action, device_key, normalize_mac
+from airgap.model.fields import HYPERVISORS, MODES, RESERVATION_TYPES, UNITS_OF_MEASURE
+from airgap.schema import load_schema
 
 __all__ = [
     "ACTIONS",
@@ -55,69 +54,8 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-CSV_COLUMNS: tuple[str, ...] = (
-    "action",
-    "hostname",
-    "pid",
-    "sn",
-    "entitlements",
-    "return_code",
-    "request_code",
-    "reservation_type",
-    "rum_file",
-    "mac",
-    "hypervisor",
-    "pool",
-    "sku_keyword1",
-    "sku_keyword2",
-    "unit_of_measure",
-    "tenant",
-    "chargeback_tag",
-    "regkey",
-    "add_on_keys",
-    "mode",
-    "dossier_file",
-    "accept_eula",
-    "virtual_account",
-    "tags",
-)
-HYPERVISORS: tuple[str, ...] = ("aws", "azure", "gce", "vmware", "hyperv", "kvm", "xen", "alibaba")
-UNITS_OF_MEASURE: tuple[str, ...] = ("yearly", "monthly", "daily", "hourly")
-RESERVATION_TYPES: tuple[str, ...] = ("SPECIFIC", "UNIVERSAL")
-MODES: tuple[str, ...] = ("automatic", "manual")
-
 MAX_COUNT = 1_000_000  # licences per entitlement; anything larger is a typo
 MAX_TAG = 512  # characters in an entitlement tag, as request-items.schema.json allows
-
-
-@dataclass(frozen=True)
-class _Rule:
-    required: frozenset[str]
-    optional: frozenset[str]
-
-
-def _rule(required: str, optional: str = "") -> _Rule:
-    return _Rule(frozenset(required.split()), frozenset(optional.split()))
-
-
-# Which plan fields each action needs and allows (besides `action`). Conditional needs (the
-# dossier of a manual activation, the UDI of an SLR request) are checked in the builders.
-ACTIONS: dict[str, _Rule] = {
-    "cisco.reserve": _rule("pid sn entitlements", "hostname virtual_account"),
-    "cisco.report_usage": _rule("rum_file"),
-    "cisco.return": _rule("pid sn return_code", "hostname virtual_account"),
-    "cisco.slr_reserve": _rule(
-        "request_code", "pid sn hostname reservation_type entitlements virtual_account"
-    ),
-    "cisco.usage_summary": _rule("tags"),
-    "cisco.devices": _rule("virtual_account"),
-    "bigiq.assign": _rule(
-        "mac pool hypervisor", "sku_keyword1 sku_keyword2 unit_of_measure tenant chargeback_tag"
-    ),
-    "bigiq.revoke": _rule("mac pool"),
-    "bigiq.regkey_activate": _rule("pool regkey mode", "add_on_keys dossier_file accept_eula"),
-    "bigiq.assignments": _rule("", "pool"),
-}
 
 
 # Not frozen: a frozen dataclass costs four times as much to create, and a large pack creates
@@ -126,9 +64,9 @@ ACTIONS: dict[str, _Rule] = {
 class PlanItem:
     """One thing to ask the outside for, before it gets an id and a place in a bundle.
 
-    `device` and `params` have the shapes of DESIGN §6 request items. `attachments` are files to
-    carry verbatim (a RUM report); `attachment_sha256` holds their SHA-256 (hex) as read while
-    parsing, in the same order, or is empty when not computed.
+    `device` and `params` have the shapes of request items (docs/format.md). `attachments` are
+    files to carry verbatim (a RUM report); `attachment_sha256` holds their SHA-256 (hex) as
+    read while parsing, in the same order, or is empty when not computed.
     `origin` says where the item came from (`plan.csv:12`, `udi/sw1.txt:4`) for messages.
     """
 
@@ -372,9 +310,20 @@ _CONVERTERS: dict[str, _Convert] = {
     "mode": _choice(MODES),
     "dossier_file": _dossier,
     "accept_eula": _bool,
-    "virtual_account": _plain,  # a list for cisco.devices; see _build
+    "virtual_account": _plain,  # a list where the action's param is one (cisco.devices)
     "tags": _list,
 }
+
+
+def _converter(entry: Action, name: str) -> _Convert:
+    """The converter of a field for an action: a plain text field whose param is a list for
+    this action (cisco.devices' virtual accounts) is read as a `;`-separated list."""
+    convert = _CONVERTERS[name]
+    if convert is _plain and FIELDS[name].plan_type == "list":
+        schema = entry.request_params().get(entry.param_of(FIELDS[name]), {})
+        if schema.get("type") == "array":
+            return _list
+    return convert
 
 
 # --- building items ------------------------------------------------------------------------------
@@ -384,106 +333,88 @@ def _is_absent(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or value == []
 
 
-def _cisco_device(v: dict[str, Any], pid: str, sn: str) -> dict[str, Any]:
-    return {"hostname": v.get("hostname"), "udi": {"pid": pid, "sn": sn}}
-
-
 def _build(
     action: str, fields: dict[str, Any], origin: str, ctx: _Ctx, problems: list[str]
 ) -> PlanItem | None:
     """Check one row's fields for `action` and build its item; problems go to `problems`."""
-    rule = ACTIONS[action]
+    entry = ACTIONS[action]
+    required, allowed = set(entry.required), {*entry.required, *entry.optional}
     before = len(problems)
     present = {name: value for name, value in fields.items() if not _is_absent(value)}
-    for name in sorted(set(present) - rule.required - rule.optional):
+    for name in sorted(set(present) - allowed):
         problems.append(f"{origin}: {action} does not take {name}")
-    for name in sorted(rule.required - set(present)):
+    for name in sorted(required - set(present)):
         problems.append(f"{origin}: {action} needs {name}")
     v: dict[str, Any] = {}
     for name, value in present.items():
-        if name not in rule.required and name not in rule.optional:
+        if name not in allowed:
             continue
-        convert = _list if (action, name) == ("cisco.devices", "virtual_account") else None
         try:
-            v[name] = (convert or _CONVERTERS[name])(value, name, ctx)
+            v[name] = _converter(entry, name)(value, name, ctx)
         except _Bad as e:
             problems.append(f"{origin}: {e}")
     if len(problems) > before:
         return None
     try:
-        return _assemble(action, v, origin)
+        return _assemble(entry, v, origin)
     except _Bad as e:
         problems.append(f"{origin}: {e}")
         return None
 
 
-def _assemble(action: str, v: dict[str, Any], origin: str) -> PlanItem:
-    """Shape checked values into an item; raises _Bad for conditions across fields."""
+def _assemble(entry: Action, v: dict[str, Any], origin: str) -> PlanItem:
+    """Shape checked values into an item as the catalogue says; raises _Bad for conditions
+    across fields (the action's own rule in `_RULES`, if it has one)."""
     device: dict[str, Any] | None = None
-    params: dict[str, Any] = {}
-    attachments: tuple[Path, ...] = ()
-    digests: tuple[str, ...] = ()
-    if action == "cisco.reserve":
-        device = _cisco_device(v, v["pid"], v["sn"])
-        params["entitlements"] = v["entitlements"]
-        if "virtual_account" in v:
-            params["virtual_account"] = v["virtual_account"]
-    elif action == "cisco.report_usage":
-        rum: _Rum = v["rum_file"]
-        device = {
-            "hostname": rum.rum.hostname,
-            "udi": {"pid": rum.rum.udi[0], "sn": rum.rum.udi[1]},
-        }
-        attachments, digests = (Path(rum.rum.path),), (rum.sha256,)
-    elif action == "cisco.return":
-        device = _cisco_device(v, v["pid"], v["sn"])
-        params["return_code"] = v["return_code"]
-        if "virtual_account" in v:
-            params["virtual_account"] = v["virtual_account"]
-    elif action == "cisco.slr_reserve":
-        device = _slr_device(v)
-        kind = v.get("reservation_type", "SPECIFIC")
-        if kind == "SPECIFIC" and "entitlements" not in v:
-            raise _Bad(
-                "cisco.slr_reserve needs entitlements (unless reservation_type is UNIVERSAL)"
-            )
-        params = {
-            "request_code": v["request_code"],
-            "reservation_type": kind,
-            "entitlements": v.get("entitlements", []),
-        }
-        if "virtual_account" in v:
-            params["virtual_account"] = v["virtual_account"]
-    elif action == "cisco.usage_summary":
-        params["tags"] = v["tags"]
-    elif action == "cisco.devices":
-        params["virtual_accounts"] = v["virtual_account"]
-    elif action in ("bigiq.assign", "bigiq.revoke"):
+    if entry.device == "udi" and "pid" in v and "sn" in v:
+        device = {"hostname": v.get("hostname"), "udi": {"pid": v["pid"], "sn": v["sn"]}}
+    elif entry.device == "mac":
         device = {"mac": v["mac"]}
-        params = {"pool": v["pool"]}
-        if action == "bigiq.assign":
-            params["hypervisor"] = v["hypervisor"]
-            for name in ("sku_keyword1", "sku_keyword2", "unit_of_measure", "tenant"):
-                if name in v:
-                    params[name] = v[name]
-            if "chargeback_tag" in v:
-                params["chargeback_tag"] = v["chargeback_tag"]
-    elif action == "bigiq.regkey_activate":
-        params = {"pool": v["pool"], "regkey": v["regkey"], "mode": v["mode"]}
-        if "add_on_keys" in v:
-            params["add_on_keys"] = v["add_on_keys"]
-        if v["mode"] == "manual":
-            if "dossier_file" not in v:
-                raise _Bad("bigiq.regkey_activate with mode manual needs dossier_file")
-            # The dossier travels as text in params: it is short, and signing items.json
-            # then covers it without a separate attachment.
-            params["dossier"] = v["dossier_file"]
-        elif "dossier_file" in v:
-            raise _Bad("dossier_file is only for mode manual")
-        params["accept_eula"] = v.get("accept_eula", False)
-    elif action == "bigiq.assignments" and "pool" in v:
-        params["pool"] = v["pool"]
-    return PlanItem(action, device, params, attachments, origin, digests)
+    params: dict[str, Any] = {}
+    for plan_field in entry.fields:
+        if plan_field.target == "params" and plan_field.name in v:
+            params[entry.param_of(plan_field)] = v[plan_field.name]
+    for name, default in entry.defaults.items():
+        params.setdefault(name, default)
+    item = PlanItem(entry.name, device, params, (), origin)
+    rule = _RULES.get(entry.name)
+    if rule is not None:
+        rule(item, v)
+    return item
+
+
+def _usage_report(item: PlanItem, v: dict[str, Any]) -> None:
+    # The device is the one the report is about, not a plan column.
+    rum: _Rum = v["rum_file"]
+    item.device = {
+        "hostname": rum.rum.hostname,
+        "udi": {"pid": rum.rum.udi[0], "sn": rum.rum.udi[1]},
+    }
+    item.attachments, item.attachment_sha256 = (Path(rum.rum.path),), (rum.sha256,)
+
+
+def _slr_reservation(item: PlanItem, v: dict[str, Any]) -> None:
+    item.device = _slr_device(v)
+    if item.params["reservation_type"] == "SPECIFIC" and "entitlements" not in v:
+        raise _Bad("cisco.slr_reserve needs entitlements (unless reservation_type is UNIVERSAL)")
+
+
+def _regkey_activation(item: PlanItem, v: dict[str, Any]) -> None:
+    # The dossier travels as text in params: it is short, and signing items.json then covers
+    # it without a separate attachment.
+    if v["mode"] == "manual" and "dossier_file" not in v:
+        raise _Bad("bigiq.regkey_activate with mode manual needs dossier_file")
+    if v["mode"] != "manual" and "dossier_file" in v:
+        raise _Bad("dossier_file is only for mode manual")
+
+
+# Conditions across fields, and devices that come from something else than plan columns. An
+# action whose fields map one to one onto its item (most of them) needs no rule.
+_RULES: dict[str, Callable[[PlanItem, dict[str, Any]], None]] = {
+    "cisco.report_usage": _usage_report,
+    "cisco.slr_reserve": _slr_reservation,
+    "bigiq.regkey_activate": _regkey_activation,
+}
 
 
 def _slr_device(v: dict[str, Any]) -> dict[str, Any]:
@@ -493,10 +424,12 @@ def _slr_device(v: dict[str, Any]) -> dict[str, Any]:
     if "pid" in v:
         if embedded is not None and embedded != (v["pid"], v["sn"]):
             raise _Bad(f"request_code names {embedded[0]}:{embedded[1]}, not {v['pid']}:{v['sn']}")
-        return _cisco_device(v, v["pid"], v["sn"])
-    if embedded is None:
+        pid, sn = v["pid"], v["sn"]
+    elif embedded is None:
         raise _Bad("cisco.slr_reserve needs pid and sn (the request code does not name the device)")
-    return _cisco_device(v, *embedded)
+    else:
+        pid, sn = embedded
+    return {"hostname": v.get("hostname"), "udi": {"pid": pid, "sn": sn}}
 
 
 # --- CSV and JSON plans --------------------------------------------------------------------------
@@ -564,12 +497,6 @@ def _csv_header(cells: list[str], origin: str, problems: list[str]) -> list[str 
     return header
 
 
-def _schema() -> dict[str, Any]:
-    resource = files("airgap") / "schemas" / "plan.schema.json"
-    loaded: dict[str, Any] = json.loads(resource.read_text(encoding="utf-8"))
-    return loaded
-
-
 _WS = re.compile(r"[ \t\n\r]*")
 
 
@@ -632,7 +559,7 @@ def _json_rows(text: str, source: str, problems: list[str]) -> Iterator[tuple[st
         return
     from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
 
-    validator = Draft202012Validator(_schema())
+    validator = Draft202012Validator(load_schema("plan"))
     errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.path])
     raw_items = document.get("items") if isinstance(document, dict) else None
     count = len(raw_items) if isinstance(raw_items, list) else 0
@@ -733,8 +660,6 @@ def _plan_error(source: str, problems: list[str]) -> PlanError:
 
 # --- duplicates ----------------------------------------------------------------------------------
 
-_CISCO_DEVICE_ACTIONS = frozenset({"cisco.reserve", "cisco.return", "cisco.slr_reserve"})
-
 
 def _sha256_file(path: Path | str) -> str:
     digest = hashlib.sha256()
@@ -748,18 +673,16 @@ def _sha256_file(path: Path | str) -> str:
 
 
 def _duplicate_key(item: PlanItem) -> tuple[str, str]:
-    """What makes two items the same request, and how to say it."""
-    if item.action in _CISCO_DEVICE_ACTIONS and item.device is not None:
-        udi = item.device["udi"]
-        name = f"{udi['pid']}:{udi['sn']}"
-        return name, f"for {name}"
-    if item.action in ("bigiq.assign", "bigiq.revoke") and item.device is not None:
-        return str(item.device["mac"]), f"for {item.device['mac']}"
-    if item.action == "cisco.report_usage":
+    """What makes two items the same request (the catalogue's `dedupe_by`), and how to say it."""
+    by = ACTIONS[item.action].dedupe_by
+    if by == "device":
+        name = device_key({"device": item.device})
+        return str(name), f"for {name}"
+    if by == "files":
         digests = item.attachment_sha256 or tuple(_sha256_file(p) for p in item.attachments)
         return ",".join(digests), "with the same RUM file content"
-    if item.action == "bigiq.regkey_activate":
-        return str(item.params["regkey"]), f"of {item.params['regkey']}"
+    if by != "params":
+        return str(item.params[by]), f"of {item.params[by]}"
     return json.dumps(item.params, sort_keys=True, default=str), "with the same parameters"
 
 

@@ -629,20 +629,6 @@ __all__ = [
     "ResponseRecord",
     "SequenceReservation",
     "StateError",
-    "device_key",
     "now_text",
     "open_state",
 ]
-
-
-def device_key(item: Mapping[str, Any]) -> str | None:
-    """What identifies an item's device: `PID:SN` for Cisco, the MAC for BIG-IP, else None."""
-    device = item.get("device")
-    # `dict` first: the ABC check costs more than the rest, once per item of a large request.
-    if not isinstance(device, dict | Mapping):
-        return None
-    udi = device.get("udi")
-    if isinstance(udi, dict | Mapping):
-        return f"{udi.get('pid')}:{udi.get('sn')}"
-    mac = device.get("mac")
-    return str(mac) if mac else None

@@ -55,6 +55,7 @@ from airgap.errors import (
     NetworkError,
     VendorError,
 )
+from airgap.model import action, actions_of, normalize_mac
 from airgap.outside.http import (
     HttpClient,
     HttpResponse,
@@ -80,8 +81,8 @@ ASSIGN: Final = "bigiq.assign"
 REVOKE: Final = "bigiq.revoke"
 REGKEY_ACTIVATE: Final = "bigiq.regkey_activate"
 ASSIGNMENTS: Final = "bigiq.assignments"
-ACTIONS: Final = frozenset({ASSIGN, REVOKE, REGKEY_ACTIVATE, ASSIGNMENTS})
-_MUTATING: Final = frozenset({ASSIGN, REVOKE, REGKEY_ACTIVATE})
+ACTIONS: Final = actions_of("bigiq")
+_MUTATING: Final = frozenset(name for name in ACTIONS if action(name).mutating)
 MIN_VERSION: Final = (5, 4)  # UNREACHABLE assignments need BIG-IQ 5.4 or later (DESIGN §10)
 
 _LOGIN: Final = "/mgmt/shared/authn/login"
@@ -112,8 +113,6 @@ _OPTIONAL_ASSIGN_FIELDS: Final = (
     ("tenant", "tenant"),
     ("chargeback_tag", "chargebackTag"),
 )
-_MAC_SEPARATORS: Final = re.compile(r"[:\-.\s]")
-_HEX12: Final = re.compile(r"^[0-9A-Fa-f]{12}$")
 _QUERY_SAFE: Final = "'()$:,"  # left readable in OData query values
 
 
@@ -1096,11 +1095,11 @@ def _item_mac(item: WorkItem) -> str:
 
 
 def _normalize_mac(raw: str) -> str | None:
-    """`AA:BB:CC:DD:EE:FF` from any case and separators, or None."""
-    digits = _MAC_SEPARATORS.sub("", raw)
-    if not _HEX12.match(digits):
+    """`AA:BB:CC:DD:EE:FF` from what BIG-IQ echoes back, or None when it is not a MAC."""
+    try:
+        return normalize_mac(raw)
+    except InputError:
         return None
-    return ":".join(digits[i : i + 2] for i in range(0, 12, 2)).upper()
 
 
 def _description(item: WorkItem) -> str:

@@ -33,6 +33,7 @@ import requests
 from airgap.config import Config
 from airgap.errors import AuthError, ConfigError, InputError, VendorError
 from airgap.formats.rum import parse_rum_file
+from airgap.model import action, actions_of
 from airgap.outside.http import (
     HttpClient,
     HttpResponse,
@@ -50,19 +51,8 @@ __all__ = ["CiscoClient", "CiscoSettings"]
 
 _log = logging.getLogger(__name__)
 
-_ACTIONS: Final = frozenset(
-    {
-        "cisco.reserve",
-        "cisco.report_usage",
-        "cisco.return",
-        "cisco.slr_reserve",
-        "cisco.usage_summary",
-        "cisco.devices",
-    }
-)
-_MUTATING: Final = frozenset(
-    {"cisco.reserve", "cisco.report_usage", "cisco.return", "cisco.slr_reserve"}
-)
+_ACTIONS: Final = actions_of("cisco")
+_MUTATING: Final = frozenset(name for name in _ACTIONS if action(name).mutating)
 # The poll `action` each polled action's request answers with.
 _POLL_ACTION: Final = {
     "cisco.reserve": "authorizations",

@@ -31,6 +31,7 @@ from typing import Any
 from airgap.bundle import OpenedBundle, PayloadFile, build_bundle, open_bundle
 from airgap.errors import AuthError, ConfigError, ItemCode, NetworkError, VendorError
 from airgap.home import Home
+from airgap.model import action, device_key
 from airgap.outside.http import RateLimiter, RetryPolicy, UncertainOutcome
 from airgap.outside.journal import ItemState, Journal, JournalItem
 from airgap.outside.vendor import NOT_SUBMITTED, Outcome, VendorClient, WorkItem
@@ -43,19 +44,6 @@ Progress = Callable[[int, int], None]  # (items final or parked, items in all)
 ClientFactory = Callable[[str, Home, "ProcessOptions"], VendorClient]
 DEFAULT_POLL = 1.0  # seconds, when a vendor gives no interval
 MAX_RESUBMITS = 10  # reconcile-proved no-effect resubmissions of one item in one run
-RESPONSE_FILE_NAMES = frozenset(
-    {
-        "lic.txt",
-        "ack.xml",
-        "return.json",
-        "slr-auth.txt",
-        "bigip.license",
-        "revoke.json",
-        "license.txt",
-        "eula.txt",
-        "result.json",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -120,19 +108,9 @@ def default_client(vendor: str, home: Home, options: ProcessOptions) -> VendorCl
     raise ConfigError(f"no client for vendor {vendor!r}")
 
 
-def vendor_of(action: str) -> str:
-    """`cisco.reserve` → `cisco`."""
-    return action.split(".", 1)[0]
-
-
-def device_key(item: Mapping[str, Any]) -> str | None:
-    """A stable key for the device an item acts on: `PID:SN`, a MAC, or None for queries."""
-    device = item.get("device") or {}
-    if "udi" in device:
-        return f"{device['udi']['pid']}:{device['udi']['sn']}"
-    if "mac" in device:
-        return str(device["mac"])
-    return None
+def vendor_of(action_name: str) -> str:
+    """The vendor serving an action (`cisco.reserve` → `cisco`), as the catalogue says."""
+    return action(action_name).vendor
 
 
 def process_request(
@@ -459,7 +437,7 @@ class _Run:
                 },
                 "vendor_refs": {k: str(v) for k, v in outcome.vendor_ref.items()},
             }
-            unknown = set(outcome.files) - RESPONSE_FILE_NAMES
+            unknown = set(outcome.files) - action(item.action).response_files
             if unknown:
                 raise VendorError(f"client produced unexpected file names {sorted(unknown)}")
             self.journal.mark_done(self.bundle_id, item.id, stored)

@@ -459,7 +459,7 @@ def plan_rows(draw: st.DrawFn) -> list[dict[str, Any]]:
         action = draw(st.sampled_from(sorted(ACTIONS)))
         rule = ACTIONS[action]
         item: dict[str, Any] = {"action": action}
-        for column in sorted(rule.required | rule.optional):
+        for column in sorted({*rule.required, *rule.optional}):
             if column in rule.required or draw(st.booleans()):
                 good = draw(st.integers(0, 5)) > 0
                 item[column] = good_value(column, row) if good else draw(cells(column))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from airgap.errors import InputError
 from airgap.inside.parsers._text import read_capture, where
+from airgap.model.devices import normalize_mac
 
 __all__ = [
     "check_addon_key",
@@ -21,40 +22,9 @@ __all__ = [
 ]
 
 _HEX = "0-9A-Fa-f"
-# aa:bb:cc:dd:ee:ff or aa-bb-…, one separator throughout; groups of 1 or 2 digits because some
-# tools drop leading zeros (0:50:56:9a:3c:e1).
-_MAC_SEPARATED_RE = re.compile(rf"[{_HEX}]{{1,2}}([:-])(?:[{_HEX}]{{1,2}}\1){{4}}[{_HEX}]{{1,2}}")
-_MAC_DOTTED_RE = re.compile(rf"[{_HEX}]{{4}}\.[{_HEX}]{{4}}\.[{_HEX}]{{4}}")
-_MAC_BARE_RE = re.compile(rf"[{_HEX}]{{12}}")
 _REGKEY_RE = re.compile(r"[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{7}")
 _ADDON_KEY_RE = re.compile(r"[A-Z0-9]{7}-[A-Z0-9]{7}")
 _NOT_HEX_RE = re.compile(rf"[^{_HEX}\s]")
-
-
-def normalize_mac(s: str) -> str:
-    """Normalize a MAC address written in any usual notation to `AA:BB:CC:DD:EE:FF`.
-
-    Accepts `aa:bb:cc:dd:ee:ff`, `AA-BB-CC-DD-EE-FF`, `aabb.ccdd.eeff` and `aabbccddeeff`, in any
-    case. Only the shape is checked: multicast or locally administered addresses pass.
-
-    Raises:
-        InputError: `s` is not a MAC address in one of those notations.
-    """
-    text = s.strip()
-    if _MAC_SEPARATED_RE.fullmatch(text):
-        digits = "".join(part.zfill(2) for part in re.split(r"[:-]", text))
-    elif _MAC_DOTTED_RE.fullmatch(text):
-        digits = text.replace(".", "")
-    elif _MAC_BARE_RE.fullmatch(text):
-        digits = text
-    else:
-        raise InputError(
-            f"{s!r} is not a MAC address",
-            hint="Write it as AA:BB:CC:DD:EE:FF, AA-BB-CC-DD-EE-FF, aabb.ccdd.eeff or a bare "
-            "aabbccddeeff.",
-        )
-    digits = digits.upper()
-    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
 def parse_dossier(text: str, *, source: str = "<dossier>") -> str:

@@ -470,7 +470,9 @@ def test_ha_members_sharing_a_hostname_get_their_own_folders() -> None:
             "params": {},
         }
 
-    where = folders([reserve(1, "A1"), reserve(2, "B2"), {**reserve(3, "A1"), "action": "x"}])
+    where = folders(
+        [reserve(1, "A1"), reserve(2, "B2"), {**reserve(3, "A1"), "action": "cisco.return"}]
+    )
     assert where == {
         "i00001": "cisco/stack-1_C9300-48P_A1",
         "i00002": "cisco/stack-1_C9300-48P_B2",

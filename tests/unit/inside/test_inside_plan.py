@@ -514,7 +514,7 @@ def test_schema_matches_the_loader() -> None:
     assert list(item["properties"]) == list(CSV_COLUMNS)
     for action, rule in ACTIONS.items():
         assert action in schema["description"]
-        assert rule.required | rule.optional <= set(CSV_COLUMNS)
+        assert {*rule.required, *rule.optional} <= set(CSV_COLUMNS)
 
 
 def test_items_fit_the_request_items_schema(inputs: Path, make_plan: MakePlan) -> None:

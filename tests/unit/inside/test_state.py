@@ -18,9 +18,9 @@ from airgap.inside.state import (
     RequestRecord,
     ResponseRecord,
     StateError,
-    device_key,
     now_text,
 )
+from airgap.model import device_key
 
 
 def _items(n: int) -> list[dict[str, object]]:
@@ -214,9 +214,3 @@ def test_one_state_object_is_usable_from_several_threads(inside_db: Path) -> Non
         assert errors == []
         assert state.last_sequence() == 8
         assert sorted(r.sequence for r in state.requests()) == list(range(1, 9))
-
-
-def test_device_key_names_udi_mac_or_nothing() -> None:
-    assert device_key({"device": {"udi": {"pid": "P", "sn": "S"}}}) == "P:S"
-    assert device_key({"device": {"mac": "AA:BB:CC:DD:EE:FF"}}) == "AA:BB:CC:DD:EE:FF"
-    assert device_key({"device": None}) is None

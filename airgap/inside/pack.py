@@ -32,7 +32,8 @@ from airgap.errors import ConfigError, InputError, PlanError
 from airgap.home import Home
 from airgap.inside.intake import Blob, Source, load_sources
 from airgap.inside.plan import PlanItem, check_duplicates, parse_entitlement_spec
-from airgap.inside.state import InsideState, RequestRecord
+from airgap.inside.state import InsideState, RequestRecord, SequenceReservation
+from airgap.keys import Signer
 from airgap.model import action, device_key
 from airgap.review import require_home_role
 from airgap.units import format_timestamp, utc_now
@@ -152,11 +153,67 @@ def pack(
         The bundle written and what it holds.
     """
     require_home_role(home, "inside")
+    _check_outputs(output, split)
+    sources, wanted = _sources(plans, udi_dir, entitlements, rum_dir, returns_dir)
+    lifetime = expires if expires is not None else home.config.expiry
+    if lifetime <= timedelta(0):
+        raise ConfigError(f"the expiry must be positive, not {lifetime}")
+    recipients = home.recipients() if encrypt else []
+    items, files, expected = _load_items(sources, wanted)
+    signer = home.signer()
+    audit = home.audit()
+    created = utc_now()
+    expiry = created + timedelta(seconds=int(lifetime.total_seconds()))
+    written = _write_and_record(
+        home,
+        items,
+        files,
+        expected,
+        output=output,
+        bundle=_BundleSpec(signer, created, expiry, audit.head(), compress, recipients, split),
+        progress=progress,
+    )
+    result = _result(output, written, items, sources, created, expiry, bool(recipients), compress)
+    audit.append(
+        "pack",
+        bundle_id=result.bundle_id,
+        manifest_sha256=result.manifest_sha256,
+        details={
+            "file": output.name,
+            "sequence": result.sequence,
+            "items": result.items,
+            "by_action": result.by_action,
+            "by_vendor": result.by_vendor,
+            "size": result.size,
+            "encrypted": result.encrypted,
+            "compressed": compress,
+            "expires": format_timestamp(expiry),
+            **({"parts": len(result.parts)} if result.parts else {}),
+        },
+    )
+    return result
+
+
+# --- the steps of a pack -------------------------------------------------------------------------
+
+
+def _check_outputs(output: Path, split: int | None) -> None:
+    """Refuse before any work if the bundle (or any part of it) would overwrite a file."""
     _check_output(output)
     if split:
         for existing in part_group(part_path(output, 1)):
             if existing.exists():
                 _check_output(existing)
+
+
+def _sources(
+    plans: Sequence[Path],
+    udi_dir: Path | None,
+    entitlements: Sequence[str],
+    rum_dir: Path | None,
+    returns_dir: Path | None,
+) -> tuple[list[Source], list[tuple[str, int]]]:
+    """The inputs in numbering order, and the entitlements to reserve for `--udi` devices."""
     wanted = [parse_entitlement_spec(spec) for spec in entitlements]
     if wanted and udi_dir is None:
         message = "--entitlement applies to the devices of --udi DIR; give --udi too"
@@ -168,71 +225,76 @@ def pack(
     if not sources:
         message = "nothing to pack: give a plan, or --udi DIR --entitlement TAG, --rum, --returns"
         raise PlanError(message, problems=[message], hint="See `airgap inside pack --help`.")
-    lifetime = expires if expires is not None else home.config.expiry
-    if lifetime <= timedelta(0):
-        raise ConfigError(f"the expiry must be positive, not {lifetime}")
-    recipients = home.recipients() if encrypt else []
+    return sources, wanted
 
-    loaded = load_sources(sources, wanted)
-    plan_items, blobs = loaded.items, loaded.blobs
-    check_duplicates(plan_items)
-    if not plan_items:
+
+def _load_items(
+    sources: Sequence[Source], wanted: Sequence[tuple[str, int]]
+) -> tuple[list[dict[str, Any]], list[PayloadFile], dict[str, str]]:
+    """Parse every input into numbered request items and their attachments; refuse repeats."""
+    loaded = load_sources(sources, list(wanted))
+    check_duplicates(loaded.items)
+    if not loaded.items:
         message = "nothing to pack: the inputs hold no items"
         raise PlanError(message, problems=[message])
-    items, files, expected = _request_items(plan_items, blobs)
-    signer = home.signer()
-    audit = home.audit()
-    created = utc_now()
-    expiry = created + timedelta(seconds=int(lifetime.total_seconds()))
+    return _request_items(loaded.items, loaded.blobs)
 
+
+@dataclass(frozen=True)
+class _BundleSpec:
+    """How the bundle is signed, dated and written (everything but its content)."""
+
+    signer: Signer
+    created: datetime
+    expires: datetime
+    audit_head: str
+    compress: bool
+    recipients: Sequence[str]
+    split: int | None
+
+
+def _write_and_record(
+    home: Home,
+    items: list[dict[str, Any]],
+    files: list[PayloadFile],
+    expected: dict[str, str],
+    *,
+    output: Path,
+    bundle: _BundleSpec,
+    progress: Progress | None,
+) -> WrittenBundle:
+    """Write the bundle under a temporary name and record it with its sequence number in ONE
+    state.db transaction; publish the file only once the record is in. Any failure leaves no
+    file, no row and no sequence number used."""
     device_keys = [device_key(item) for item in items]
     published: list[Path] = []
+    temp = output.parent / f".{output.name}.{uuid.uuid4().hex}.pack"
     try:
         with InsideState(home.paths.state_db) as state, state.reserve_sequence() as reservation:
-            # Built under a temporary name, then linked into place: a file that appeared at
-            # `output` meanwhile is never replaced. The reservation commits when the block ends.
-            temp = output.parent / f".{output.name}.{uuid.uuid4().hex}.pack"
-            bundle_id = str(uuid.uuid4())
             try:
-                # The item rows go into state.db on a thread while the bundle is written: for a
-                # large request they are most of the recording, and SQLite runs without the GIL.
-                with ThreadPoolExecutor(max_workers=1) as recorder:
-                    rows = recorder.submit(reservation.record_items, bundle_id, items, device_keys)
-                    written = build_bundle(
-                        temp,
-                        kind="request",
-                        items=items,
-                        files=files,
-                        signers=[signer],
-                        sequence=reservation.sequence,
-                        created=created,
-                        expires=expiry,
-                        audit_head=audit.head(),
-                        bundle_id=bundle_id,
-                        compress=compress,
-                        encrypt_to=recipients,
-                        progress=progress,
-                        split=split,
-                    )
-                rows.result()  # the thread has ended either way: `with` waited for it
+                written = _write_bundle(
+                    temp, items, files, reservation, device_keys, bundle, progress
+                )
                 _check_attachments(written, expected)
                 reservation.record(
                     RequestRecord(
                         bundle_id=written.manifest.bundle_id,
                         manifest_sha256=written.manifest_sha256,
                         sequence=reservation.sequence,
-                        created=format_timestamp(created),
-                        expires=format_timestamp(expiry),
+                        created=format_timestamp(bundle.created),
+                        expires=format_timestamp(bundle.expires),
                         path=str(output.resolve()),
                         items=items,
                     ),
                     device_keys,
                     items_json=written.items_json,
                 )
-                # Parts go last to first, so the first part appears when all others are there.
-                published_paths = _final_parts(output, written) if split else [output]
+                # Published while the transaction is still open: if the commit then fails,
+                # the files are taken back below. Parts go last to first, so the first part
+                # appears only when all the others are there.
+                targets = _final_parts(output, written) if bundle.split else [output]
                 temps = list(written.parts) or [temp]
-                for source, target in reversed(list(zip(temps, published_paths, strict=True))):
+                for source, target in reversed(list(zip(temps, targets, strict=True))):
                     _publish(source, target)
                     published.append(target)
             finally:
@@ -240,51 +302,77 @@ def pack(
                     with contextlib.suppress(FileNotFoundError):
                         leftover.unlink()
     except BaseException:
-        # Recorded nothing after all (the commit failed): take the file(s) back.
         for target in published:
             with contextlib.suppress(FileNotFoundError):
                 target.unlink()
         raise
+    return written
+
+
+def _write_bundle(
+    temp: Path,
+    items: list[dict[str, Any]],
+    files: list[PayloadFile],
+    reservation: SequenceReservation,
+    device_keys: list[str | None],
+    bundle: _BundleSpec,
+    progress: Progress | None,
+) -> WrittenBundle:
+    """Build the signed bundle at `temp` while the item rows go into state.db on a thread:
+    for a large request the rows are most of the recording, and SQLite runs without the GIL."""
+    bundle_id = str(uuid.uuid4())
+    with ThreadPoolExecutor(max_workers=1) as recorder:
+        rows = recorder.submit(reservation.record_items, bundle_id, items, device_keys)
+        written = build_bundle(
+            temp,
+            kind="request",
+            items=items,
+            files=files,
+            signers=[bundle.signer],
+            sequence=reservation.sequence,
+            created=bundle.created,
+            expires=bundle.expires,
+            audit_head=bundle.audit_head,
+            bundle_id=bundle_id,
+            compress=bundle.compress,
+            encrypt_to=bundle.recipients,
+            progress=progress,
+            split=bundle.split,
+        )
+    rows.result()  # the thread has ended either way: `with` waited for it
+    return written
+
+
+def _result(
+    output: Path,
+    written: WrittenBundle,
+    items: Sequence[dict[str, Any]],
+    sources: Sequence[Source],
+    created: datetime,
+    expires: datetime,
+    encrypted: bool,
+    compressed: bool,
+) -> PackResult:
     actions = Counter(str(item["action"]) for item in items)
-    by_action = dict(sorted(actions.items()))
     vendors: Counter[str] = Counter()
     for name, count in actions.items():
         vendors[action(name).vendor] += count
-    by_vendor = dict(sorted(vendors.items()))
-    result = PackResult(
+    return PackResult(
         path=output,
         bundle_id=written.manifest.bundle_id,
         manifest_sha256=written.manifest_sha256,
         sequence=written.manifest.sequence,
         items=len(items),
-        by_action=by_action,
-        by_vendor=by_vendor,
+        by_action=dict(sorted(actions.items())),
+        by_vendor=dict(sorted(vendors.items())),
         size=written.size,
         created=created,
-        expires=expiry,
-        encrypted=bool(recipients),
-        compressed=compress,
+        expires=expires,
+        encrypted=encrypted,
+        compressed=compressed,
         sources=[source.describe() for source in sources],
-        parts=_final_parts(output, written) if split else [],
+        parts=_final_parts(output, written) if written.parts else [],
     )
-    audit.append(
-        "pack",
-        bundle_id=result.bundle_id,
-        manifest_sha256=result.manifest_sha256,
-        details={
-            "file": output.name,
-            "sequence": result.sequence,
-            "items": result.items,
-            "by_action": by_action,
-            "by_vendor": by_vendor,
-            "size": result.size,
-            "encrypted": result.encrypted,
-            "compressed": compress,
-            "expires": format_timestamp(expiry),
-            **({"parts": len(result.parts)} if result.parts else {}),
-        },
-    )
-    return result
 
 
 def _check_output(output: Path) -> None:

@@ -25,6 +25,7 @@ from airgap.emulators.device import NETWORK_ADVANTAGE_TAG, write_device
 from airgap.emulators.server import EmulatorServer
 from airgap.errors import ConfigError
 from airgap.home import Home, init_home
+from airgap.site import trust_site
 
 Say = Callable[[str], None]
 
@@ -129,10 +130,8 @@ def run_demo(workdir: Path, *, devices: int = 6, say: Say | None = None) -> Demo
     init_home(inside_root, role="inside", name="secure-lab", passphrase=None)
     init_home(outside_root, role="outside", name="dmz-licensing", passphrase=None)
     inside, outside = Home.open(inside_root), Home.open(outside_root)
-    inside.trust_store().add(outside.card())
-    inside.audit().append("trust_add", details={"name": outside.name, "role": "outside"})
-    outside.trust_store().add(inside.card())
-    outside.audit().append("trust_add", details={"name": inside.name, "role": "inside"})
+    trust_site(inside, outside.card())
+    trust_site(outside, inside.card())
 
     tell("2/6 starting the Cisco and BIG-IQ emulators on 127.0.0.1")
     cisco = build_cisco_server(poll_delay=1.0).start()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -103,14 +102,13 @@ def key_export_cmd(
     """
     app = state(ctx)
     with mapped_errors(app):
-        from airgap.fsutil import atomic_write_bytes
+        from airgap.site import card_text, export_card
 
         home = app.open_home()
         card = home.card().to_json()
-        text = json.dumps(card, indent=2, sort_keys=True) + "\n"
+        text = card_text(home)
         if output is not None:
-            atomic_write_bytes(output, text.encode("utf-8"))
-            home.audit().append("key_export", details={"file": output.name})
+            export_card(home, output)
     if output is None and not app.json:
         print(text, end="")
         app.note(f"fingerprint {card['fingerprint']}")
@@ -132,6 +130,7 @@ def trust_add_cmd(
     """Trust a peer site after showing its fingerprint for out-of-band comparison."""
     app = state(ctx)
     with mapped_errors(app):
+        from airgap.site import trust_site
         from airgap.trust import SiteCard
 
         home = app.open_home()
@@ -148,13 +147,7 @@ def trust_add_cmd(
             typer.confirm(
                 "Does this fingerprint match what the other site read to you?", abort=True
             )
-        store = home.trust_store()
-        added = store.add(card)
-        if added:
-            home.audit().append(
-                "trust_add",
-                details={"name": card.name, "role": card.role, "fingerprint": card.fingerprint},
-            )
+        added = trust_site(home, card)
     app.emit(
         {"added": added, "name": card.name, "role": card.role, "fingerprint": card.fingerprint},
         lambda: out.print(
@@ -203,16 +196,9 @@ def trust_remove_cmd(
     """Stop trusting a site; its signatures are refused from now on."""
     app = state(ctx)
     with mapped_errors(app):
-        home = app.open_home()
-        removed = home.trust_store().remove(fingerprint)
-        home.audit().append(
-            "trust_remove",
-            details={
-                "name": removed.name,
-                "role": removed.role,
-                "fingerprint": removed.fingerprint,
-            },
-        )
+        from airgap.site import untrust_site
+
+        removed = untrust_site(app.open_home(), fingerprint)
     app.emit(
         {"removed": removed.fingerprint, "name": removed.name},
         lambda: out.print(f"Removed {escape(removed.name)} {removed.fingerprint}"),
@@ -248,11 +234,10 @@ def config_set_cmd(
     """
     app = state(ctx)
     with mapped_errors(app):
-        from airgap.config import env_name, set_value
+        from airgap.config import env_name
+        from airgap.site import set_setting
 
-        home = app.open_home()
-        stored = set_value(home.paths, key, value)
-        home.audit().append("config_set", details={"key": key, "value": stored})
+        stored = set_setting(app.open_home(), key, value)
         shadowed = env_name(key) in app.env
     app.emit(
         {"key": key, "value": stored},

@@ -35,7 +35,6 @@ read and edit while holding `lock`.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -55,7 +54,14 @@ from urllib.parse import parse_qs, unquote
 from xml.sax.saxutils import escape
 
 from airgap.emulators import device
-from airgap.emulators.server import BadRequest, EmulatorServer, Faults, Request, Response
+from airgap.emulators.server import (
+    BadRequest,
+    EmulatorServer,
+    Faults,
+    Request,
+    Response,
+    basic_credentials,
+)
 from airgap.errors import ConfigError
 
 TOKEN_PATHS = ("/oauth2/default/v1/token", "/as/token.oauth2")
@@ -318,7 +324,7 @@ class CiscoEmulator:
         form = {key: values[-1] for key, values in request.query.items()}
         text = request.body.decode("utf-8", "replace")
         form.update({key: values[-1] for key, values in parse_qs(text).items()})
-        basic_id, basic_secret = _basic_credentials(request.headers.get("authorization", ""))
+        basic_id, basic_secret = basic_credentials(request.headers.get("authorization", ""))
         client_id = form.get("client_id") or basic_id
         client_secret = form.get("client_secret") or basic_secret
         grant_type = form.get("grant_type")
@@ -1114,18 +1120,6 @@ def _method_not_allowed(allowed: str) -> Response:
     response = _error(405, "METHOD_NOT_ALLOWED", f"Use {allowed} for this path")
     response.headers["Allow"] = allowed
     return response
-
-
-def _basic_credentials(header: str) -> tuple[str | None, str | None]:
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None, None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None, None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep else (None, None)
 
 
 def _body(request: Request) -> dict[str, Any]:

@@ -18,6 +18,7 @@ Paths under `/_emulator/` are the emulator's own control surface. They bypass la
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ipaddress
 import json
@@ -113,6 +114,29 @@ class Response:
         merged = {"Content-Type": "application/json"}
         merged.update(headers or {})
         return cls(status, text.encode("utf-8"), merged)
+
+
+def basic_credentials(header: str, *, validate: bool = True) -> tuple[str | None, str | None]:
+    """Read the user and password of an HTTP Basic `Authorization` header (RFC 7617).
+
+    Args:
+        header: the `Authorization` header value, e.g. `Basic YWRtaW46czNjcmV0`; may be empty.
+        validate: refuse base64 with characters outside its alphabet; when False they are
+            skipped, as `base64.b64decode` does by default.
+
+    Returns:
+        `(user, password)`, or `(None, None)` if the header is not Basic, its base64 or UTF-8 is
+        bad, or the decoded text has no `:`.
+    """
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None, None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=validate).decode("utf-8")
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text
+        return None, None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else (None, None)
 
 
 class App(Protocol):

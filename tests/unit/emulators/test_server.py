@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import socket
 import threading
@@ -20,6 +21,7 @@ from airgap.emulators.server import (
     Faults,
     Request,
     Response,
+    basic_credentials,
 )
 from airgap.errors import ConfigError
 
@@ -379,3 +381,38 @@ def test_stop_frees_every_listener_port() -> None:
 def test_zero_listeners_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         EmulatorServer(EchoApp(), listeners=0)
+
+
+# --- Basic credentials ------------------------------------------------------------------------
+
+
+def _basic(text: str) -> str:
+    return "Basic " + base64.b64encode(text.encode()).decode()
+
+
+def test_basic_credentials_split_at_the_first_colon() -> None:
+    assert basic_credentials(_basic("admin:pa:ss")) == ("admin", "pa:ss")
+    assert basic_credentials("basic " + _basic(":")[6:]) == ("", "")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "Bearer abc",
+        _basic("no-colon"),
+        "Basic !!!",
+        "Basic YWRtaW4",  # bad padding
+        "Basic " + base64.b64encode(b"\xff:x").decode(),  # not UTF-8
+        "Basic é",
+    ],
+)
+def test_basic_credentials_of_a_header_that_is_not_good_basic_are_none(header: str) -> None:
+    # "Basic é": http.server decodes headers as Latin-1, so non-ASCII text does arrive.
+    assert basic_credentials(header) == (None, None)
+
+
+def test_basic_credentials_skip_characters_outside_base64_only_when_asked() -> None:
+    header = "Basic YWRta W46czNj!cmV0"  # admin:s3cret with a space and a '!' inserted
+    assert basic_credentials(header) == (None, None)
+    assert basic_credentials(header, validate=False) == ("admin", "s3cret")

@@ -105,6 +105,14 @@ class KitError(AirgapError):
     code = "E_KIT"
 
 
+class PortalFileError(AirgapError):
+    """A file from (or for) the CSSM portal is not what it claims, or does not fit the request:
+    an ACK for a device the request did not report, two different ACKs for one report, an
+    authorization code for another device. Nothing is written when one is refused."""
+
+    code = "E_PORTAL"
+
+
 class InventoryError(AirgapError):
     """A device inventory is invalid; `problems` lists every bad row with its line number."""
 

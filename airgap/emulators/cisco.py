@@ -53,7 +53,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 from xml.sax.saxutils import escape
 
-from airgap.emulators import device
+from airgap.emulators import device, portal
 from airgap.emulators.server import (
     BadRequest,
     EmulatorServer,
@@ -256,6 +256,7 @@ class CiscoEmulator:
         self.mutations: dict[str, dict[str, int]] = {}
         self.lock = threading.RLock()
         self._rng = random.Random(seed)
+        self.portal = portal.Portal(self)
 
     # --- App --------------------------------------------------------------------------------
 
@@ -276,10 +277,37 @@ class CiscoEmulator:
                 "nonce_reuse": self.nonce_reuse,
             }
 
+    # --- the account's operations, for the portal's file paths ----------------------------------
+
+    def accept_usage(
+        self, sudi: dict[str, str], usage: list[tuple[str, str]], virtual_account: str
+    ) -> dict[str, Any]:
+        """Accept one device's signed reports, as `v2/devices/reportusage` does."""
+        return self._accept_report(_ReportRequest(sudi, None, usage), virtual_account, set())
+
+    def reserve_licenses(
+        self,
+        pid: str,
+        sn: str,
+        hostname: str | None,
+        keys: list[tuple[str, int]],
+        virtual_account: str,
+    ) -> dict[str, Any]:
+        """Reserve licenses for a device, as `v2/devices/authrequest` does."""
+        return self._reserve(_LicenseRequest(pid, sn, hostname, keys, None), virtual_account)
+
+    def return_licenses(
+        self, pid: str, sn: str, return_code: str, virtual_account: str
+    ) -> dict[str, Any]:
+        """Return a device's reservation, as `authrequest` with a remove_code does."""
+        return self._return(_LicenseRequest(pid, sn, None, [], return_code), virtual_account)
+
     # --- routing ------------------------------------------------------------------------------
 
     def _route(self, request: Request) -> Response:
         path = request.path
+        if path.startswith(portal.PREFIX):
+            return self.portal.handle(request)
         if path.rstrip("/") in TOKEN_PATHS:
             self.calls["token"] += 1
             if request.method != "POST":

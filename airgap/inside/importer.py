@@ -49,7 +49,7 @@ from airgap.inside.state import (
     ResponseRecord,
     now_text,
 )
-from airgap.model import ACTIONS, device_key, normalize_mac, udi_key
+from airgap.model import ACTIONS, RequestItem, ResponseItem, device_key, normalize_mac, udi_key
 from airgap.review import audited_refusal, identity_for, require_home_role
 
 REPORTS = ("INSTRUCTIONS.md", "summary.json")
@@ -99,19 +99,19 @@ class ImportResult:
 class _Answer:
     """One response item, checked, with its files' bytes."""
 
-    item: dict[str, Any]
-    request_item: dict[str, Any]
+    item: ResponseItem
+    request_item: RequestItem
     files: dict[str, bytes]  # name -> bytes
 
     @property
     def status(self) -> str:
-        return str(self.item["status"])
+        return self.item.status
 
     def stored_result(self) -> dict[str, Any]:
         return {
-            "result": self.item["result"],
+            "result": dict(self.item.result),
             "files": {n: hashlib.sha256(d).hexdigest() for n, d in sorted(self.files.items())},
-            "vendor_refs": self.item["vendor_refs"],
+            "vendor_refs": dict(self.item.vendor_refs),
         }
 
 
@@ -285,11 +285,12 @@ def _device_claims(document: Mapping[str, Any]) -> list[str]:
 
 def _check_items(opened: OpenedBundle, request: RequestRecord) -> list[_Answer]:
     """Every response item must answer one request item, with its action, device and files."""
-    by_id = {str(item["id"]): item for item in request.items}
+    by_id = {str(item["id"]): RequestItem.from_json(item) for item in request.items}
     answered: dict[str, str] = {}
     answers: list[_Answer] = []
-    for item in opened.items:
-        rid, target = str(item["id"]), str(item["request_item"])
+    for raw in opened.items:
+        item = ResponseItem.from_json(raw)
+        rid, target = item.id, item.request_item
         wanted = by_id.get(target)
         if wanted is None:
             raise ResponseMismatch(
@@ -301,71 +302,75 @@ def _check_items(opened: OpenedBundle, request: RequestRecord) -> list[_Answer]:
                 f"response items {answered[target]} and {rid} both answer request item {target}"
             )
         answered[target] = rid
-        if item["action"] != wanted["action"]:
+        if item.action != wanted.action:
             raise ResponseMismatch(
-                f"response item {rid} is a {item['action']}, but request item {target} asked "
-                f"for {wanted['action']}"
+                f"response item {rid} is a {item.action}, but request item {target} asked "
+                f"for {wanted.action}"
             )
         files = _item_files(opened, item, wanted)
-        key = device_key(wanted)
-        documents: list[Mapping[str, Any]] = [item["result"]]
-        for name, data in files.items():
-            if name.endswith(".json"):
-                try:
-                    parsed = json.loads(data)
-                except ValueError:
-                    raise ResponseMismatch(f"response item {rid}: {name} is not JSON") from None
-                if isinstance(parsed, Mapping):
-                    documents.append(parsed)
-        # A device-less item identified by a param (a registration key) must be answered for
-        # that same value.
-        entry = ACTIONS[str(wanted["action"])]
-        by = entry.dedupe_by
-        if by not in ("device", "files", "params"):
-            claimed = item["result"].get(by)
-            asked = str(wanted["params"].get(by, ""))
-            if isinstance(claimed, str) and claimed.strip().upper() != asked.strip().upper():
-                label = entry.label or f"{{{by}}}"
-                raise ResponseMismatch(
-                    f"response item {rid} is for {label.format_map({by: claimed})}, but request "
-                    f"item {target} is for {label.format_map({by: asked})}"
-                )
-        # Queries name many devices in their results; only device actions are checked.
-        for document in documents if key is not None else []:
-            for claim in _device_claims(document):
-                if claim != key:
-                    raise ResponseMismatch(
-                        f"response item {rid} is about device {claim}, but request item "
-                        f"{target} is for {key or 'no device'}"
-                    )
+        _check_subject(item, wanted, files)
         answers.append(_Answer(item, wanted, files))
     return answers
 
 
-def _item_files(
-    opened: OpenedBundle, item: Mapping[str, Any], wanted: Mapping[str, Any]
-) -> dict[str, bytes]:
-    rid, action = str(item["id"]), str(item["action"])
-    entry = ACTIONS[action]
+def _check_subject(item: ResponseItem, wanted: RequestItem, files: Mapping[str, bytes]) -> None:
+    """The answer must be about the device (or registration key) the request item named."""
+    rid, target = item.id, wanted.id
+    entry = wanted.entry
+    by = entry.dedupe_by
+    if by not in ("device", "files", "params"):
+        # A device-less item identified by a param (a registration key) must be answered
+        # for that same value.
+        claimed = item.result.get(by)
+        asked = str(wanted.params.get(by, ""))
+        if isinstance(claimed, str) and claimed.strip().upper() != asked.strip().upper():
+            label = entry.label or f"{{{by}}}"
+            raise ResponseMismatch(
+                f"response item {rid} is for {label.format_map({by: claimed})}, but request "
+                f"item {target} is for {label.format_map({by: asked})}"
+            )
+    key = wanted.device_key
+    if key is None:
+        return  # queries name many devices in their results; only device actions are checked
+    documents: list[Mapping[str, Any]] = [item.result]
+    for name, data in files.items():
+        if name.endswith(".json"):
+            try:
+                parsed = json.loads(data)
+            except ValueError:
+                raise ResponseMismatch(f"response item {rid}: {name} is not JSON") from None
+            if isinstance(parsed, Mapping):
+                documents.append(parsed)
+    for document in documents:
+        for claim in _device_claims(document):
+            if claim != key:
+                raise ResponseMismatch(
+                    f"response item {rid} is about device {claim}, but request item "
+                    f"{target} is for {key}"
+                )
+
+
+def _item_files(opened: OpenedBundle, item: ResponseItem, wanted: RequestItem) -> dict[str, bytes]:
+    rid, entry = item.id, item.entry
     allowed = entry.response_files
     files: dict[str, bytes] = {}
-    for member in item["files"]:
-        name = str(member).rsplit("/", 1)[-1]
+    for member in item.files:
+        name = member.rsplit("/", 1)[-1]
         if name not in allowed:
             expected = ", ".join(sorted(allowed)) or "none"
             raise ResponseMismatch(
-                f"response item {rid} ({action}) carries {member}; expected files: {expected}"
+                f"response item {rid} ({item.action}) carries {member}; expected files: {expected}"
             )
         if name in files:
             raise ResponseMismatch(f"response item {rid} carries two files named {name}")
-        if item["status"] != "ok":
-            raise ResponseMismatch(f"response item {rid} is {item['status']} but carries {member}")
-        files[name] = opened.file_path(str(member)).read_bytes()
+        if item.status != "ok":
+            raise ResponseMismatch(f"response item {rid} is {item.status} but carries {member}")
+        files[name] = opened.file_path(member).read_bytes()
     required = entry.required_file
-    if item["status"] == "ok" and required and required not in files:
+    if item.status == "ok" and required and required not in files:
         raise ResponseMismatch(
-            f"response item {rid} ({action}) is ok but carries no {required} for device "
-            f"{device_key(wanted)}"
+            f"response item {rid} ({item.action}) is ok but carries no {required} for device "
+            f"{wanted.device_key}"
         )
     return files
 
@@ -434,12 +439,12 @@ def _pretty(value: Any) -> bytes:
 
 def _outputs_for(answer: _Answer, folder: str | None, number: int | None) -> dict[str, bytes]:
     """Relative output path -> bytes for one `ok` answer."""
-    entry = ACTIONS[str(answer.item["action"])]
-    item_id = str(answer.item["request_item"])
+    entry = answer.item.entry
+    item_id = answer.item.request_item
     files = dict(answer.files)
     if entry.result_file and entry.result_file not in files:
         # A confirmation or query answer the outside sent as the item's result.
-        files[entry.result_file] = _pretty(answer.item["result"])
+        files[entry.result_file] = _pretty(dict(answer.item.result))
     if entry.query:
         return {f"queries/{item_id}.json": files[str(entry.result_file)]}
     if folder is None:  # pragma: no cover - every other action has a folder
@@ -471,7 +476,7 @@ def _plan(
     targets: dict[Path, bytes] = {}
     stale: list[str] = []
     for answer in answers:
-        item_id = str(answer.item["request_item"])
+        item_id = answer.item.request_item
         before = current[item_id]
         new_status = answer.status
         if before.status in FINAL_STATUSES:
@@ -480,7 +485,7 @@ def _plan(
                 stale.append(item_id)
                 continue
             if new_status != before.status or _fingerprint(
-                answer.stored_result(), answer.item["error"]
+                answer.stored_result(), answer.item.error
             ) != _fingerprint(before.result, before.error):
                 raise Replay(
                     f"request item {item_id} is already {before.status}; this response gives "
@@ -502,7 +507,7 @@ def _plan(
             device_key=before.device_key,
             status=new_status,
             result=answer.stored_result(),
-            error=answer.item["error"],
+            error=None if answer.item.error is None else dict(answer.item.error),
             outputs=sorted(outputs),
             out_dir=str(request_dir),
             # A final result repeated by a later response still comes from the first one.

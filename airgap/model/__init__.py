@@ -15,6 +15,7 @@ from airgap.model.actions import (
 )
 from airgap.model.devices import device_key, normalize_mac, udi_key
 from airgap.model.fields import CSV_COLUMNS, FIELDS, PlanField
+from airgap.model.items import RequestItem, ResponseItem
 
 __all__ = [
     "ACTIONS",
@@ -23,6 +24,8 @@ __all__ = [
     "Action",
     "DeviceGuide",
     "PlanField",
+    "RequestItem",
+    "ResponseItem",
     "action",
     "actions_of",
     "catalogue_generation",

@@ -779,6 +779,15 @@ class BigIpFleet:
 
     def _run_script(self, device: BigIpDevice, script: str) -> str:
         """Emulate one recognised licensing command; raise `_Refused` for anything else."""
+        whole = script.strip()
+        echo = _ECHO_RE.match(whole)
+        if echo:
+            self._write(device, echo.group("text") + "\n")
+            return ""
+        b64 = _BASE64_RE.match(whole)
+        if b64:
+            self._write(device, _decode_base64(b64.group("data")))
+            return ""
         first, _, rest = script.partition("\n")
         command = first.strip()
         if not rest.strip():
@@ -802,14 +811,6 @@ class BigIpFleet:
                 content = device.license_file or ""
                 word = grep.group("word")
                 return "".join(line for line in content.splitlines(True) if word in line)
-            echo = _ECHO_RE.match(command)
-            if echo:
-                self._write(device, echo.group("text") + "\n")
-                return ""
-            b64 = _BASE64_RE.match(command)
-            if b64:
-                self._write(device, _decode_base64(b64.group("data")))
-                return ""
         heredoc = _HEREDOC_RE.match(command)
         if heredoc:
             delimiter = heredoc.group("d1") or heredoc.group("d2") or ""

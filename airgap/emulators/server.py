@@ -158,6 +158,9 @@ class _Armed:
     listener: int | None = None
     body_contains: bytes | None = None
 
+    def targeted(self) -> bool:
+        return self.listener is not None or self.body_contains is not None
+
     def matches(self, path: str, listener: int, body: bytes) -> bool:
         return (
             self.path_contains in path
@@ -286,20 +289,41 @@ class Faults:
         with self._lock:
             self._pending.append(_Armed(path_contains, status, listener, body))
 
-    def draw(self, path: str, listener: int = 0, body: bytes = b"") -> FaultDecision:
-        """Decide the fault for one vendor request and count it in `injected`.
+    def take_targeted(self, path: str, listener: int, body: bytes) -> FaultDecision:
+        """Fire a one-shot fault armed with `listener` or `body_contains`, if one matches.
+
+        The server asks this before `draw`, which keeps the signature subclasses override.
 
         Args:
             path: the raw request path.
             listener: the listener the request arrived on.
-            body: the request body (for faults armed with `body_contains`).
+            body: the request body.
+
+        Returns:
+            The armed status or "reset", or None when no targeted fault matches.
+        """
+        with self._lock:
+            for index, armed in enumerate(self._pending):
+                if armed.targeted() and armed.matches(path, listener, body):
+                    del self._pending[index]
+                    self._count(str(armed.status))
+                    return armed.status
+            return None
+
+    def draw(self, path: str) -> FaultDecision:
+        """Decide the fault for one vendor request and count it in `injected`.
+
+        One-shot faults armed without a listener or body come first, then the random draw.
+
+        Args:
+            path: the raw request path.
 
         Returns:
             An HTTP status to answer without calling the app, "reset", "slow" or None.
         """
         with self._lock:
             for index, armed in enumerate(self._pending):
-                if armed.matches(path, listener, body):
+                if not armed.targeted() and armed.path_contains in path:
                     del self._pending[index]
                     self._count(str(armed.status))
                     return armed.status
@@ -690,7 +714,9 @@ class EmulatorServer:
             return self._control(request)
         if self.latency_ms > 0:
             time.sleep(self.latency_ms / 1000.0)
-        decision = self.faults.draw(request.path, request.listener, request.body)
+        decision = self.faults.take_targeted(request.path, request.listener, request.body)
+        if decision is None:
+            decision = self.faults.draw(request.path)
         if isinstance(decision, int):
             headers = {"Retry-After": "1"} if decision == 429 else {}
             reason = "Too Many Requests" if decision == 429 else "Injected fault"

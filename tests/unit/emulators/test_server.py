@@ -128,10 +128,13 @@ def test_fail_next_fires_once_on_a_matching_path() -> None:
 def test_fail_next_aimed_at_one_listener_and_body_spares_the_others() -> None:
     faults = Faults()
     faults.fail_next("/util/bash", "reset", listener=2, body_contains="reloadlic")
-    assert faults.draw("/mgmt/tm/util/bash", 1, b'{"utilCmdArgs":"-c reloadlic"}') is None
-    assert faults.draw("/mgmt/tm/util/bash", 2, b'{"utilCmdArgs":"-c cat"}') is None
-    assert faults.draw("/mgmt/tm/util/bash", 2, b'{"utilCmdArgs":"-c reloadlic"}') == "reset"
-    assert faults.draw("/mgmt/tm/util/bash", 2, b'{"utilCmdArgs":"-c reloadlic"}') is None
+    path, body = "/mgmt/tm/util/bash", b'{"utilCmdArgs":"-c reloadlic"}'
+    assert faults.draw(path) is None  # draw() leaves targeted faults alone
+    assert faults.take_targeted(path, 1, body) is None
+    assert faults.take_targeted(path, 2, b'{"utilCmdArgs":"-c cat"}') is None
+    assert faults.take_targeted(path, 2, body) == "reset"
+    assert faults.take_targeted(path, 2, body) is None
+    assert faults.injected["reset"] == 1
 
 
 @pytest.mark.parametrize("listener", [-1, 1.5, "2", True])

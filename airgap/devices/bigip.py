@@ -235,7 +235,6 @@ class BigIpTransport:
                 "%s: TLS certificate verification is off (the inventory says verify=false)",
                 endpoint.hostname,
             )
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.endpoint = endpoint
         self.policy = policy or BigIpPolicy()
         self._login = login

@@ -126,9 +126,18 @@ class InventoryError(AirgapError):
 
 
 class DeviceUnreachable(AirgapError):
-    """A device inside the gap could not be reached: refused, timed out, or dropped the line."""
+    """A device inside the gap could not be reached: refused, timed out, or dropped the line.
+
+    `uncertain` is True when a change was on its way and the device may have made it before the
+    line dropped (the request was sent, no answer came back); the caller reads the device's state
+    again before it tries anything else. False means the device cannot have acted.
+    """
 
     code = "E_UNREACHABLE"
+
+    def __init__(self, message: str, *, hint: str | None = None, uncertain: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.uncertain = uncertain
 
 
 class DeviceAuthError(AirgapError):

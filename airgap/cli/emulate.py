@@ -1,4 +1,4 @@
-"""`airgap emulate`: local Cisco and BIG-IQ emulators, and emulated device captures."""
+"""`airgap emulate`: local Cisco, BIG-IQ and BIG-IP emulators, and emulated device captures."""
 
 from __future__ import annotations
 
@@ -137,6 +137,89 @@ def bigiq_cmd(
             cert_out=cert_out,
         )
     _serve(st, server, "BIG-IQ")
+
+
+@app.command("bigip")
+def bigip_cmd(
+    ctx: typer.Context,
+    inventory_out: Annotated[
+        Path,
+        typer.Option("--inventory-out", help="Write the inventory (CSV) of the emulated devices."),
+    ],
+    devices: Annotated[
+        int, typer.Option("--devices", min=1, help="How many BIG-IPs, one port each.")
+    ] = 1,
+    port: Annotated[
+        int, typer.Option("--port", help="TCP port of the first device (0 picks a free one).")
+    ] = 0,
+    latency: Latency = 0.0,
+    faults: Annotated[
+        str | None,
+        typer.Option(
+            "--faults",
+            help="Injected faults as rates: 429, 500, reset, slow, and the device kinds auth "
+            "(login refused) and restart (a 503 window), e.g. 429=0.05,auth=0.02,restart=0.01.",
+        ),
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option("--password", help="Require this password for admin.")
+    ] = None,
+    token_ttl: Annotated[
+        float, typer.Option("--token-ttl", help="Token lifetime, seconds.")
+    ] = 1200,
+    restart_seconds: Annotated[
+        float,
+        typer.Option("--restart-seconds", help="Seconds a device answers 503 after reloadlic."),
+    ] = 2.0,
+    cert_out: Annotated[
+        Path | None,
+        typer.Option("--cert-out", help="Write the devices' certificate (PEM) here."),
+    ] = None,
+) -> None:
+    """Run a fleet of emulated F5 BIG-IPs (iControl REST over HTTPS, one port per device).
+
+    Writes an inventory whose rows point at the devices (credential `emulator`: user admin,
+    any non-empty password unless --password is given) and prints the stats URL.
+    """
+    st = state(ctx)
+    with mapped_errors(st):
+        from airgap.emulators.bigip import build_bigip_fleet
+
+        fleet = build_bigip_fleet(
+            devices,
+            port=port,
+            latency_ms=latency,
+            faults=faults,
+            password=password,
+            token_ttl=token_ttl,
+            restart_seconds=restart_seconds,
+            cert_out=cert_out,
+        )
+        try:
+            fleet.write_inventory(inventory_out)
+        except BaseException:
+            fleet.stop()
+            raise
+    st.emit(
+        {
+            "stats_url": fleet.stats_url,
+            "inventory": str(inventory_out),
+            "cert": str(fleet.cert_path),
+            "devices": devices,
+        }
+    )
+    if not st.json:
+        # The stats URL goes to stdout alone so scripts can read it; the rest is for people.
+        print(fleet.stats_url, flush=True)
+        st.note(
+            f"{devices} emulated BIG-IP(s) listening, one port each (see {inventory_out}); "
+            "Ctrl-C stops"
+        )
+        st.note(f"certificate: {fleet.cert_path}")
+    try:
+        fleet.serve_forever()
+    finally:
+        fleet.stop()
 
 
 @app.command("device")

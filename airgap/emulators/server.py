@@ -13,7 +13,10 @@ Paths under `/_emulator/` are the emulator's own control surface. They bypass la
 
 - `GET /_emulator/stats`: `app.stats()` plus `"faults"`, the count of injected faults by kind.
 - `POST /_emulator/faults` `{"path_contains": "...", "status": 429 | "reset"}`: arm a one-shot
-  fault, like `Faults.fail_next`, for tests that run the emulator in another process.
+  fault, like `Faults.fail_next`, for tests that run the emulator in another process. Optional
+  `"listener": N` aims it at one emulated host, `"body_contains": "..."` at one kind of request.
+- Any other `/_emulator/...` path goes to the app's `control(route, request)` method if it has
+  one (a fleet emulator arms faults of its own there); otherwise it is a 404.
 """
 
 from __future__ import annotations
@@ -151,6 +154,14 @@ class App(Protocol):
         ...
 
 
+class ControlApp(App, Protocol):
+    """An app that also serves control paths of its own under `/_emulator/`."""
+
+    def control(self, route: str, request: Request) -> Response | None:
+        """Answer `/_emulator/<route>`, or None for a route the app does not know."""
+        ...
+
+
 _FAULT_KINDS = ("429", "500", "reset", "slow")
 _SPEC_KEYS = {
     "429": "rate_429",
@@ -160,6 +171,27 @@ _SPEC_KEYS = {
     "slow_seconds": "slow_seconds",
     "seed": "seed",
 }
+
+
+@dataclass(frozen=True)
+class _Armed:
+    """One fault armed by `Faults.fail_next`, waiting for a request it matches."""
+
+    path_contains: str
+    status: int | str
+    listener: int | None = None
+    body_contains: bytes | None = None
+
+    def targeted(self) -> bool:
+        return self.listener is not None or self.body_contains is not None
+
+    def matches(self, path: str, listener: int, body: bytes) -> bool:
+        return (
+            self.path_contains in path
+            and (self.listener is None or self.listener == listener)
+            and (self.body_contains is None or self.body_contains in body)
+        )
+
 
 # What Faults.draw decides for one request: an HTTP status to answer without calling the app,
 # "reset" (call the app, then drop the connection), "slow" (sleep, then handle) or None.
@@ -181,7 +213,7 @@ class Faults:
     slow_seconds: float = 2.0  # seconds a "slow" request sleeps before it is handled
     seed: int | None = None
     injected: dict[str, int] = field(init=False)
-    _pending: list[tuple[str, int | str]] = field(init=False, repr=False, compare=False)
+    _pending: list[_Armed] = field(init=False, repr=False, compare=False)
     _lock: threading.Lock = field(init=False, repr=False, compare=False)
     _rng: random.Random = field(init=False, repr=False, compare=False)
 
@@ -247,26 +279,65 @@ class Faults:
                 ) from None
         return cls(**values)
 
-    def fail_next(self, path_contains: str, status: int | str) -> None:
+    def fail_next(
+        self,
+        path_contains: str,
+        status: int | str,
+        *,
+        listener: int | None = None,
+        body_contains: str | None = None,
+    ) -> None:
         """Arm a one-shot fault: the next vendor request whose path contains the string fails.
 
         Args:
             path_contains: a substring of the raw request path, e.g. "authrequest".
             status: an HTTP status (400-599) to answer without calling the app, or "reset"
                 to call the app and then drop the connection without an answer.
+            listener: only a request that arrived on this listener (one emulated host) fires it.
+            body_contains: only a request whose body contains this text fires it, e.g. the
+                one command of several that share a path.
 
         Raises:
-            ConfigError: the status is neither an HTTP error status nor "reset".
+            ConfigError: the status is neither an HTTP error status nor "reset", or the
+                listener is not a whole number >= 0.
         """
         if isinstance(status, bool) or not (
             (isinstance(status, int) and 400 <= status <= 599) or status == "reset"
         ):
             raise ConfigError(f"fail_next status must be 400-599 or 'reset', not {status!r}")
+        if listener is not None and (
+            isinstance(listener, bool) or not isinstance(listener, int) or listener < 0
+        ):
+            raise ConfigError(f"fail_next listener must be a whole number >= 0, not {listener!r}")
+        body = body_contains.encode("utf-8") if body_contains is not None else None
         with self._lock:
-            self._pending.append((path_contains, status))
+            self._pending.append(_Armed(path_contains, status, listener, body))
+
+    def take_targeted(self, path: str, listener: int, body: bytes) -> FaultDecision:
+        """Fire a one-shot fault armed with `listener` or `body_contains`, if one matches.
+
+        The server asks this before `draw`, which keeps the signature subclasses override.
+
+        Args:
+            path: the raw request path.
+            listener: the listener the request arrived on.
+            body: the request body.
+
+        Returns:
+            The armed status or "reset", or None when no targeted fault matches.
+        """
+        with self._lock:
+            for index, armed in enumerate(self._pending):
+                if armed.targeted() and armed.matches(path, listener, body):
+                    del self._pending[index]
+                    self._count(str(armed.status))
+                    return armed.status
+            return None
 
     def draw(self, path: str) -> FaultDecision:
         """Decide the fault for one vendor request and count it in `injected`.
+
+        One-shot faults armed without a listener or body come first, then the random draw.
 
         Args:
             path: the raw request path.
@@ -275,11 +346,11 @@ class Faults:
             An HTTP status to answer without calling the app, "reset", "slow" or None.
         """
         with self._lock:
-            for index, (needle, status) in enumerate(self._pending):
-                if needle in path:
+            for index, armed in enumerate(self._pending):
+                if not armed.targeted() and armed.path_contains in path:
                     del self._pending[index]
-                    self._count(str(status))
-                    return status
+                    self._count(str(armed.status))
+                    return armed.status
             draw = self._rng.random()
             for kind, rate in (
                 ("429", self.rate_429),
@@ -667,7 +738,9 @@ class EmulatorServer:
             return self._control(request)
         if self.latency_ms > 0:
             time.sleep(self.latency_ms / 1000.0)
-        decision = self.faults.draw(request.path)
+        decision = self.faults.take_targeted(request.path, request.listener, request.body)
+        if decision is None:
+            decision = self.faults.draw(request.path)
         if isinstance(decision, int):
             headers = {"Retry-After": "1"} if decision == 429 else {}
             reason = "Too Many Requests" if decision == 429 else "Injected fault"
@@ -719,12 +792,26 @@ class EmulatorServer:
                 body = request.json()
                 if not isinstance(body, dict):
                     raise BadRequest("expected a JSON object")
-                self.faults.fail_next(str(body["path_contains"]), body["status"])
+                body_contains = body.get("body_contains")
+                self.faults.fail_next(
+                    str(body["path_contains"]),
+                    body["status"],
+                    listener=body.get("listener"),
+                    body_contains=None if body_contains is None else str(body_contains),
+                )
             except BadRequest as exc:
                 return Response.json(400, {"error": str(exc)})
             except (KeyError, ConfigError) as exc:
                 return Response.json(400, {"error": f"bad fault request: {exc}"})
             return Response.json(200, {"armed": True})
+        control = getattr(self.app, "control", None)
+        if callable(control):
+            try:
+                answer = control(route, request)
+            except BadRequest as exc:
+                return Response.json(400, {"error": str(exc)})
+            if isinstance(answer, Response):
+                return answer
         return Response.json(404, {"error": f"Unknown path '{request.path}'"})
 
     def _close(self) -> None:

@@ -127,6 +127,24 @@ def test_fail_next_fires_once_on_a_matching_path() -> None:
     assert faults.injected["503"] == 1
 
 
+def test_fail_next_aimed_at_one_listener_and_body_spares_the_others() -> None:
+    faults = Faults()
+    faults.fail_next("/util/bash", "reset", listener=2, body_contains="reloadlic")
+    path, body = "/mgmt/tm/util/bash", b'{"utilCmdArgs":"-c reloadlic"}'
+    assert faults.draw(path) is None  # draw() leaves targeted faults alone
+    assert faults.take_targeted(path, 1, body) is None
+    assert faults.take_targeted(path, 2, b'{"utilCmdArgs":"-c cat"}') is None
+    assert faults.take_targeted(path, 2, body) == "reset"
+    assert faults.take_targeted(path, 2, body) is None
+    assert faults.injected["reset"] == 1
+
+
+@pytest.mark.parametrize("listener", [-1, 1.5, "2", True])
+def test_fail_next_refuses_a_listener_that_is_not_an_index(listener: Any) -> None:
+    with pytest.raises(ConfigError):
+        Faults().fail_next("x", 503, listener=listener)
+
+
 @pytest.mark.parametrize("status", [200, 302, "slow", "boom", True])
 def test_fail_next_refuses_what_is_not_a_fault(status: Any) -> None:
     with pytest.raises(ConfigError):
@@ -262,6 +280,43 @@ def test_faults_can_be_armed_over_http(make_server: ServerFactory) -> None:
     assert requests.get(f"{server.url}/x", timeout=5).status_code == 503
     bad = requests.post(f"{server.url}/_emulator/faults", json={"status": 200}, timeout=5)
     assert bad.status_code == 400
+
+
+def test_faults_armed_over_http_for_one_listener_hit_only_that_host(
+    make_server: ServerFactory,
+) -> None:
+    server, app = make_server(listeners=3)
+    armed = requests.post(
+        f"{server.url}/_emulator/faults",
+        json={"path_contains": "/x", "status": 503, "listener": 1, "body_contains": "go"},
+        timeout=5,
+    )
+    assert armed.json() == {"armed": True}
+    assert requests.post(f"{server.urls[0]}/x", data=b"go", timeout=5).status_code == 200
+    assert requests.post(f"{server.urls[1]}/x", data=b"stay", timeout=5).status_code == 200
+    assert requests.post(f"{server.urls[1]}/x", data=b"go", timeout=5).status_code == 503
+    assert requests.post(f"{server.urls[1]}/x", data=b"go", timeout=5).status_code == 200
+    assert [(r.listener, r.body) for r in app.seen] == [(0, b"go"), (1, b"stay"), (1, b"go")]
+
+
+class ControlledApp(EchoApp):
+    """An app with control paths of its own under /_emulator/."""
+
+    def control(self, route: str, request: Request) -> Response | None:
+        if route == "ping" and request.method == "POST":
+            return Response.json(200, {"pong": request.json()})
+        if route == "bad":
+            raise BadRequest("bad control")
+        return None
+
+
+def test_unknown_control_routes_go_to_the_app_control_method() -> None:
+    with EmulatorServer(ControlledApp(), faults=Faults.parse("500=1")) as server:
+        pong = requests.post(f"{server.url}/_emulator/ping", json={"a": 1}, timeout=5)
+        assert (pong.status_code, pong.json()) == (200, {"pong": {"a": 1}})
+        assert requests.get(f"{server.url}/_emulator/bad", timeout=5).status_code == 400
+        assert requests.get(f"{server.url}/_emulator/other", timeout=5).status_code == 404
+        assert server.faults.snapshot()["500"] == 0
 
 
 def test_latency_does_not_serialize_concurrent_requests(make_server: ServerFactory) -> None:

@@ -1,0 +1,260 @@
+"""The portal worksheet: what an operator does by hand in Cisco Smart Software Manager.
+
+For a site without Smart Licensing API credentials, `airgap outside portal-export` turns the
+Cisco items of a request into files for the CSSM portal and this worksheet: one row per task
+(upload the usage file; generate an authorization code for a device and save it under an exact
+file name; enter a return code), as CSV (which `portal-import` reads back) and as a printable
+HTML page. Pure functions: nothing here reads bundles or the journal.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+from typing import Any, Final
+
+from airgap import __version__
+from airgap.model import RequestItem
+
+__all__ = [
+    "COLUMNS",
+    "PORTAL_ACTIONS",
+    "PortalTask",
+    "code_file_name",
+    "render_csv",
+    "render_html",
+    "tasks_for",
+]
+
+PORTAL_ACTIONS: Final = frozenset(
+    {"cisco.reserve", "cisco.report_usage", "cisco.return", "cisco.slr_reserve"}
+)
+"""The Cisco actions the portal can do by hand; queries need the API."""
+
+COLUMNS: Final = (
+    "step",
+    "item",
+    "action",
+    "task",
+    "smart_account",
+    "virtual_account",
+    "hostname",
+    "pid",
+    "sn",
+    "entitlements",
+    "code",
+    "device_file",
+    "save_as",
+    "done",
+)
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class PortalTask:
+    """One row of the worksheet."""
+
+    step: int
+    item: str
+    action: str
+    task: str  # what to do, in a sentence
+    smart_account: str
+    virtual_account: str
+    hostname: str
+    pid: str
+    sn: str
+    entitlements: str  # "TAG x N; TAG x N"
+    code: str  # the return code or SLR request code to enter
+    device_file: str  # the usage upload's dev_<id> file that carries this device's report
+    save_as: str  # where to save what the portal gives back (relative to the import folder)
+
+
+def code_file_name(item: RequestItem) -> str:
+    """`codes/<item>-<PID>-<SN>.txt`: where the operator saves a device's authorization code."""
+    pid, sn = item.udi or ("device", "")
+    suffix = "-slr" if item.action == "cisco.slr_reserve" else ""
+    name = _UNSAFE.sub("_", f"{item.id}-{pid}-{sn}{suffix}")
+    return f"codes/{name}.txt"
+
+
+def _entitlements(params: Mapping[str, Any]) -> str:
+    return "; ".join(f"{e['tag']} x {e['count']}" for e in params.get("entitlements") or [])
+
+
+def tasks_for(
+    items: Sequence[RequestItem],
+    *,
+    smart_account: str,
+    default_virtual_account: str,
+    usage_file: str | None,
+    device_files: Mapping[str, str],
+) -> list[PortalTask]:
+    """The worksheet's rows for a request's portal items, in request order.
+
+    Args:
+        items: the request items the portal serves (`PORTAL_ACTIONS`).
+        smart_account: the smart account the operator works in.
+        default_virtual_account: for items that name none.
+        usage_file: the usage upload's file name, if the request reports usage.
+        device_files: item id → the usage upload's device file carrying its report.
+
+    Returns:
+        One task per item.
+    """
+    tasks: list[PortalTask] = []
+    for step, item in enumerate(items, start=1):
+        pid, sn = item.udi or ("", "")
+        va = str(item.params.get("virtual_account") or default_virtual_account)
+        code, save_as = "", ""
+        if item.action == "cisco.report_usage":
+            task = (
+                f"Upload {usage_file} (Reports > Usage Data Files > Upload Usage Data), then "
+                "download the ACK file it gives and save it in the import folder"
+            )
+            save_as = "ACK_*.tar.gz"
+        elif item.action == "cisco.reserve":
+            task = (
+                "Generate an authorization code for this product instance with the "
+                "entitlements listed, and download it"
+            )
+            save_as = code_file_name(item)
+        elif item.action == "cisco.return":
+            task = "Remove the product instance's reservation: enter the return code"
+            code = str(item.params.get("return_code", ""))
+        else:  # cisco.slr_reserve
+            task = (
+                f"Reserve licenses ({item.params.get('reservation_type', 'SPECIFIC')}) with the "
+                "device's request code, and download the authorization code"
+            )
+            code = str(item.params.get("request_code", ""))
+            save_as = code_file_name(item)
+        tasks.append(
+            PortalTask(
+                step=step,
+                item=item.id,
+                action=item.action,
+                task=task,
+                smart_account=smart_account,
+                virtual_account=va,
+                hostname=item.hostname or "",
+                pid=pid,
+                sn=sn,
+                entitlements=_entitlements(item.params),
+                code=code,
+                device_file=device_files.get(item.id, ""),
+                save_as=save_as,
+            )
+        )
+    return tasks
+
+
+def render_csv(tasks: Sequence[PortalTask]) -> str:
+    """The worksheet as CSV with a header; `done` is left for the operator (yes / no)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for t in tasks:
+        writer.writerow(
+            [
+                t.step,
+                t.item,
+                t.action,
+                t.task,
+                t.smart_account,
+                t.virtual_account,
+                t.hostname,
+                t.pid,
+                t.sn,
+                t.entitlements,
+                t.code,
+                t.device_file,
+                t.save_as,
+                "",
+            ]
+        )
+    return out.getvalue()
+
+
+_CSS = """
+body{font:13px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#111}
+h1{font-size:20px;margin:0 0 4px}h2{font-size:15px;margin:22px 0 6px}
+table{border-collapse:collapse;width:100%}th,td{border:1px solid #999;padding:3px 6px;
+text-align:left;vertical-align:top}th{background:#eee}
+code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
+td.done{width:48px}
+@media print{body{margin:10mm}tr{page-break-inside:avoid}}
+"""
+
+
+def render_html(
+    tasks: Sequence[PortalTask],
+    *,
+    request_id: str,
+    request_sha256: str,
+    usage_file: str | None,
+    import_command: str,
+) -> str:
+    """The worksheet as one printable HTML page (no script, no external asset).
+
+    Args:
+        tasks: the rows.
+        request_id: the request's bundle id.
+        request_sha256: its manifest SHA-256.
+        usage_file: the usage upload's name, if any.
+        import_command: the `portal-import` command to run once the tasks are done.
+
+    Returns:
+        The page.
+    """
+    rows = "\n".join(
+        "<tr>"
+        + "".join(
+            f"<td>{cell}</td>"
+            for cell in (
+                str(t.step),
+                f"<code>{escape(t.item)}</code>",
+                escape(t.task),
+                f"{escape(t.smart_account)} / {escape(t.virtual_account)}",
+                escape(t.hostname),
+                f"<code>{escape(t.pid)}</code>",
+                f"<code>{escape(t.sn)}</code>",
+                escape(t.entitlements),
+                f"<code>{escape(t.code)}</code>",
+                f"<code>{escape(t.device_file)}</code>",
+                f"<code>{escape(t.save_as)}</code>",
+            )
+        )
+        + '<td class="done"></td></tr>'
+        for t in tasks
+    )
+    upload = (
+        f"<p>Usage file to upload: <code>{escape(usage_file)}</code>.</p>" if usage_file else ""
+    )
+    return (
+        "\n".join(
+            [
+                "<!DOCTYPE html>",
+                '<html lang="en"><head><meta charset="utf-8">',
+                f"<title>airgap portal worksheet: request {escape(request_id)}</title>",
+                f"<style>{_CSS}</style></head><body>",
+                "<h1>CSSM portal worksheet</h1>",
+                f"<p>Request <code>{escape(request_id)}</code> (manifest SHA-256 "
+                f"<code>{escape(request_sha256)}</code>), by airgap {escape(__version__)}. Do each "
+                "task in Cisco Smart Software Manager, save every file the portal gives under the "
+                "name shown, tick the row, then run:</p>",
+                f"<p><code>{escape(import_command)}</code></p>",
+                upload,
+                "<table><tr><th>#</th><th>item</th><th>task</th>"
+                "<th>account / virtual account</th><th>hostname</th><th>PID</th><th>SN</th>"
+                "<th>entitlements</th><th>code to enter</th><th>device file</th><th>save as</th>"
+                "<th>done</th></tr>",
+                rows,
+                "</table></body></html>",
+            ]
+        )
+        + "\n"
+    )

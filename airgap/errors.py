@@ -242,6 +242,12 @@ class HostKeyMismatch(VerificationError):
     code = "E_HOSTKEY"
 
 
+class HostKeyUnknown(VerificationError):
+    """A device's SSH host key is not pinned yet and the caller did not accept new keys."""
+
+    code = "E_HOSTKEY_UNKNOWN"
+
+
 # --- codes of single items in a response (not exceptions: an item fails, the run goes on) ------
 
 

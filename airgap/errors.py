@@ -118,9 +118,26 @@ class InventoryError(AirgapError):
 
 
 class DeviceUnreachable(AirgapError):
-    """A device inside the gap could not be reached: refused, timed out, or dropped the line."""
+    """A device inside the gap could not be reached: refused, timed out, or dropped the line.
+
+    `reason` says which ("refused", "timeout", "dropped", "tls"); `uncertain` is true when the
+    device may have acted on a change before the line failed (an import whose answer was lost):
+    the caller must read the device's state again before deciding, never resend blindly.
+    """
 
     code = "E_UNREACHABLE"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "unknown",
+        uncertain: bool = False,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+        self.uncertain = uncertain
 
 
 class DeviceAuthError(AirgapError):

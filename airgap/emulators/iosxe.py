@@ -702,8 +702,6 @@ class DeviceFaults:
                     continue
                 if match is not None and (subject is None or match not in subject):
                     continue
-                if match is None and subject is not None and kind in ("auth", "refused"):
-                    continue
                 del self._pending[index]
                 self.injected[kind] += 1
                 return kind

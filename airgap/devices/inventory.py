@@ -253,15 +253,15 @@ def _json_rows(text: str, source: str, problems: list[str]) -> Iterator[tuple[in
 
 
 def _object_lines(text: str) -> list[int]:
-    """The line where each object of the `devices` array starts (for messages)."""
+    """The line where each element of the `devices` array starts (for messages)."""
     lines: list[int] = []
     start = text.find('"devices"')
     if start < 0:
         return lines
     depth = 0
-    in_string = escaped = False
+    in_string = escaped = expect = False
     line = text.count("\n", 0, start) + 1
-    for ch in text[start:]:
+    for ch in text[start + len('"devices"') :]:
         if ch == "\n":
             line += 1
         if in_string:
@@ -272,16 +272,21 @@ def _object_lines(text: str) -> list[int]:
             elif ch == '"':
                 in_string = False
             continue
+        if expect and depth == 1 and not ch.isspace() and ch != "]":
+            lines.append(line)
+            expect = False
         if ch == '"':
             in_string = True
         elif ch in "[{":
             depth += 1
-            if ch == "{" and depth == 2:
-                lines.append(line)
+            if depth == 1:
+                expect = True
         elif ch in "]}":
             depth -= 1
-            if depth == 0:
+            if depth <= 0:
                 break
+        elif ch == "," and depth == 1:
+            expect = True
     return lines
 
 

@@ -1013,7 +1013,7 @@ class SshFrontEnd:
         try:
             if process.command is not None:
                 text = await self._command(dev, process.command.strip(), process)
-                process.stdout.write(text.replace("\n", "\r\n"))
+                process.stdout.write((text or "").replace("\n", "\r\n"))
                 process.exit(0)
                 return
             await self._shell(process, dev)

@@ -723,6 +723,11 @@ class DeviceFaults:
 # --- HTTPS: the SLP REST API ---------------------------------------------------------------------
 
 
+_API_PATHS = frozenset(
+    f"/smartlic-service/{name}" for name in ("list", "all-reports", "close-reports", "import")
+)
+
+
 class SlpRestApp:
     """The `EmulatorServer` app: one listener per device, the SLP REST API on each."""
 
@@ -742,20 +747,20 @@ class SlpRestApp:
                     "WWW-Authenticate": 'Basic realm="level_15 access"',
                 },
             )
-        dev.counts["logins"] += 1
+        _count(dev, "logins")
         path = request.path.rstrip("/")
         route = (request.method, path)
         if route == ("GET", "/smartlic-service/list"):
-            dev.counts["list"] += 1
+            _count(dev, "list")
             return Response.json(200, self.fleet.toc(dev))
         if route == ("GET", "/smartlic-service/all-reports"):
-            dev.counts["all_reports"] += 1
+            _count(dev, "all_reports")
             reports = self.fleet.unreported(dev)
             if not reports:
                 return Response.json(200, {})
             return Response.json(200, {"usage": [json.loads(r.envelope or "{}") for r in reports]})
         if route == ("POST", "/smartlic-service/close-reports"):
-            dev.counts["close_reports"] += 1
+            _count(dev, "close_reports")
             closed = self.fleet.close_reports(dev)
             return Response.json(200, {"closed": [r.report_id for r in closed]})
         if route == ("POST", "/smartlic-service/import"):
@@ -768,20 +773,18 @@ class SlpRestApp:
             except DeviceError as exc:
                 return Response.json(400, {"error": str(exc)})
             return Response.json(200, {"message": answer})
-        if path.startswith("/smartlic-service/"):
-            known = {
-                "/smartlic-service/list",
-                "/smartlic-service/all-reports",
-                "/smartlic-service/close-reports",
-                "/smartlic-service/import",
-            }
-            if path in known:
-                return Response.json(405, {"error": f"method {request.method} not allowed"})
+        if path in _API_PATHS:
+            return Response.json(405, {"error": f"method {request.method} not allowed"})
         return Response.json(404, {"error": f"Unknown path '{request.path}'"})
 
     def stats(self) -> dict[str, Any]:
         """Per-device counts and the device faults injected."""
         return self.fleet.stats()
+
+
+def _count(dev: EmulatedDevice, key: str) -> None:
+    with dev.lock:
+        dev.counts[key] += 1
 
 
 def _basic(header: str) -> tuple[str | None, str | None]:

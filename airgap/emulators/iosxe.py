@@ -127,6 +127,8 @@ class EmulatedDevice:
     last_ack_received: datetime | None = None
     policy_name: str | None = None
     bootflash: dict[str, bytes] = field(default_factory=dict)
+    # What was imported and when: ("ack" | "authorization" | "policy", time), oldest first.
+    imports: list[tuple[str, datetime]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     rest_port: int = 0
     ssh_port: int = 0
@@ -394,6 +396,7 @@ class Fleet:
                         if report is not None and report.state == "closed":
                             report.state = "acked"
                 dev.last_ack_received = now
+                dev.imports.append(("ack", now))
             if auth is not None:
                 fields = _UDI_FIELD_RE.fullmatch(auth.group(1).strip())
                 udi = f"PID:{fields.group(1)},SN:{fields.group(2)}" if fields else None
@@ -408,9 +411,11 @@ class Fleet:
                     fields.group(1), fields.group(2), code, now, _entitlements(text), text
                 )
                 dev.counts["install"] += 1
+                dev.imports.append(("authorization", now))
                 lines += [f"Last Confirmation code UDI: {udi}", f"    Confirmation code: {code}"]
             if policy is not None:
                 dev.policy_name = _unescape(policy.group(1))
+                dev.imports.append(("policy", now))
         return "\n".join(lines) + "\n"
 
     def return_authorization(self, dev: EmulatedDevice) -> str:

@@ -104,6 +104,7 @@ def test_ack_from_the_cisco_emulator_marks_the_reports_acknowledged(fleet: IosXe
     acked = {int(r["payload"].split('"report_id":')[1].split(",")[0]) for r in reports}
     assert all(states[rid] == "ACKED" for rid in acked)
     assert fleet.stats()["devices"]["iosxe-0002"]["import"] == 1
+    assert [kind for kind, _when in fleet.devices[1].imports] == ["ack", "policy"]
 
 
 def test_an_ack_or_code_for_another_device_is_refused_with_the_device_error(

@@ -31,6 +31,7 @@ __all__ = [
     "UdiAuthorization",
     "open_iosxe",
     "parse_authorization_output",
+    "parse_rum_ids_output",
     "parse_status_output",
     "parse_udi_output",
     "render_capture",
@@ -190,6 +191,17 @@ def parse_status_output(text: str) -> str | None:
     if m is None or m.group(1).strip() in ("<none>", "None", ""):
         return None
     return m.group(1).strip()
+
+
+_RUM_ROW_RE = re.compile(r"^\s*([0-9]+)\s+([A-Z_]+)\s+\S+\s+\S.*$", re.M)
+
+
+def parse_rum_ids_output(text: str) -> frozenset[int] | None:
+    """The report ids `show license rum id all` marks `ACK` (None: no report table found)."""
+    rows = _RUM_ROW_RE.findall(text)
+    if not rows and "Report Id" not in text:
+        return None
+    return frozenset(int(report_id) for report_id, state in rows if state == "ACK")
 
 
 def parse_authorization_output(text: str) -> tuple[UdiAuthorization, ...]:

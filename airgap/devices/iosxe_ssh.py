@@ -34,6 +34,7 @@ from airgap.devices.hostkeys import HostKey, KnownHosts
 from airgap.devices.iosxe import (
     LicenseStatus,
     parse_authorization_output,
+    parse_rum_ids_output,
     parse_status_output,
     parse_udi_output,
     safe_file_name,
@@ -352,9 +353,10 @@ class SshTransport:
         return self._cli(f"license smart import {target}", mutating=True)
 
     def status(self) -> LicenseStatus:
-        """`show license udi`, `show license status` and `show license authorization`, parsed.
+        """`show license udi`, `status`, `authorization` and `rum id all`, parsed.
 
-        Report ids acknowledged are not shown by these commands (None).
+        A device whose CLI lacks `show license rum id all` (older trains) gives None for the
+        acknowledged report ids rather than failing.
 
         Raises:
             DeviceUnreachable, DeviceAuthError, DeviceError, HostKeyMismatch, HostKeyUnknown.
@@ -362,10 +364,14 @@ class SshTransport:
         udis = parse_udi_output(self._cli("show license udi"))
         last_ack = parse_status_output(self._cli("show license status"))
         auths = parse_authorization_output(self._cli("show license authorization"))
+        try:
+            acked = parse_rum_ids_output(self._cli("show license rum id all"))
+        except DeviceError:
+            acked = None
         return LicenseStatus(
             udis=udis,
             last_ack_received=last_ack,
-            acknowledged_report_ids=None,
+            acknowledged_report_ids=acked,
             authorizations=auths,
         )
 

@@ -515,6 +515,20 @@ class Fleet:
         lines += ["Purchased Licenses:", "  No Purchase Information Available", "", ""]
         return "\n".join(lines)
 
+    def show_rum(self, dev: EmulatedDevice) -> str:
+        """`show license rum id all`: one row per report (genieparser's golden output layout)."""
+        states = {"open": "OPEN", "closed": "CLOSED", "acked": "ACK"}
+        lines = [
+            "Smart Licensing Usage Report:",
+            "====================================",
+            "Report Id,          State,    Flag, Feature Name",
+        ]
+        with dev.lock:
+            for r in dev.reports:
+                feature = r.entitlement.split(".cisco.", 1)[-1].split(",", 1)[0]
+                lines.append(f"{r.report_id:<20}{states[r.state]:<10}N     {feature}")
+        return "\n".join(lines) + "\n\n"
+
     def toc(self, dev: EmulatedDevice) -> dict[str, Any]:
         """`GET /smartlic-service/list`: `usage_list` plus the device's licensing state.
 
@@ -884,6 +898,7 @@ _COMMANDS: list[tuple[tuple[tuple[str, int], ...], str]] = [
     ((("show", 2), ("license", 3), ("udi", 1)), "show_udi"),
     ((("show", 2), ("license", 3), ("status", 3)), "show_status"),
     ((("show", 2), ("license", 3), ("authorization", 2)), "show_authorization"),
+    ((("show", 2), ("license", 3), ("rum", 2), ("id", 2), ("all", 2)), "show_rum"),
     ((("license", 3), ("smart", 2), ("save", 2), ("usage", 2)), "save_usage"),
     ((("license", 3), ("smart", 2), ("import", 2)), "import"),
     (
@@ -1105,6 +1120,8 @@ class SshFrontEnd:
                 return fleet.show_status(dev)
             if action == "show_authorization":
                 return fleet.show_authorization(dev)
+            if action == "show_rum":
+                return fleet.show_rum(dev)
             if action == "save_usage":
                 return self._save_usage(dev, command, args)
             if action == "import":

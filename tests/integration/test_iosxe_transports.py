@@ -144,8 +144,11 @@ def test_an_imported_ack_and_code_show_in_status(
     assert installed is not None and installed.is_installed
     assert installed.confirmation_code == dev.authorizations[dev.active.udi].confirmation_code
     rum = parse_rum_bytes(usage, path="usage.xml")
-    if after.acknowledged_report_ids is not None:
-        assert {int(r.report_id or 0) for r in rum.reports} <= after.acknowledged_report_ids
+    assert after.acknowledged_report_ids is not None
+    assert before.acknowledged_report_ids is not None
+    reported = {int(r.report_id or 0) for r in rum.reports}
+    assert not reported & before.acknowledged_report_ids
+    assert reported <= after.acknowledged_report_ids
     counts = fleet.stats()["devices"][dev.hostname]
     assert (counts["import"], counts["install"]) == (2, 1)
 

@@ -277,11 +277,11 @@ class SshTransport:
         assert self._conn is not None
         name = remote.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
         async with self._conn.create_process(f"scp -t {remote}", encoding=None) as proc:
-            await _scp_ok(proc)
+            await _scp_ok(proc, self.name)
             proc.stdin.write(f"C0644 {len(data)} {name}\n".encode())
-            await _scp_ok(proc)
+            await _scp_ok(proc, self.name)
             proc.stdin.write(data + b"\0")
-            await _scp_ok(proc)
+            await _scp_ok(proc, self.name)
             proc.stdin.write_eof()
 
     async def _scp_get(self, remote: str) -> bytes:
@@ -299,7 +299,7 @@ class SshTransport:
             size = int(fields[1])
             proc.stdin.write(b"\0")
             data: bytes = await proc.stdout.readexactly(size)
-            await _scp_ok(proc)
+            await _scp_ok(proc, self.name)
             proc.stdin.write(b"\0")
             proc.stdin.write_eof()
             return data
@@ -417,12 +417,12 @@ def _device_error(output: str) -> str | None:
     return None
 
 
-async def _scp_ok(proc: asyncssh.SSHClientProcess[bytes]) -> None:
+async def _scp_ok(proc: asyncssh.SSHClientProcess[bytes], name: str) -> None:
     status = await proc.stdout.readexactly(1)
     if status == b"\0":
         return
     message = (await proc.stdout.readline()).decode("utf-8", errors="replace").strip()
-    raise DeviceError(f"scp: {message or 'refused'}")
+    raise DeviceError(f"{name}: scp: {message or 'refused'}")
 
 
 def _describe(exc: BaseException) -> str:

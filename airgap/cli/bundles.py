@@ -40,7 +40,7 @@ def verify_cmd(ctx: typer.Context, bundle: BundleArg) -> None:
     def human() -> None:
         out.print(
             f"[green]OK[/] {escape(bundle.name)}: {manifest.kind} {manifest.bundle_id} "
-            f"from {escape(manifest.producer['name'])}, {len(opened.items)} items"
+            f"from {escape(manifest.producer['name'])}, {opened.item_count} items"
         )
         for check in opened.checks:
             out.print(f"  [green]✓[/] {escape(check)}")
@@ -52,7 +52,7 @@ def verify_cmd(ctx: typer.Context, bundle: BundleArg) -> None:
             "kind": manifest.kind,
             "manifest_sha256": opened.manifest_sha256,
             "producer": dict(manifest.producer),
-            "items": len(opened.items),
+            "items": opened.item_count,
             "encrypted": opened.encrypted,
             "compressed": opened.compressed,
             "signatures": [c.to_json() for c in opened.signatures],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -56,14 +56,44 @@ def render_sheet(bundle: Path, inspection: Mapping[str, Any]) -> str:
     Returns:
         The whole HTML page.
     """
+    items = inspection["items"]
+    parts: list[str] = []
+    write_sheet(
+        parts.append,
+        bundle,
+        inspection,
+        items,
+        item_count=len(items),
+        by_action=Counter(str(item["action"]) for item in items),
+    )
+    return "".join(parts)
+
+
+def write_sheet(
+    write: Callable[[str], object],
+    bundle: Path,
+    inspection: Mapping[str, Any],
+    items: Iterable[Mapping[str, Any]],
+    *,
+    item_count: int,
+    by_action: Mapping[str, int],
+) -> None:
+    """Write the handoff sheet of `bundle` a row at a time (`render_sheet` in pieces).
+
+    Args:
+        write: called with each piece of the page, in order.
+        bundle: the bundle file (its size and SHA-256 go on the sheet).
+        inspection: `Inspection.to_json()`; its "items" are not read (see `items`).
+        items: the items, read once, in order.
+        item_count: how many `items` yields (the heading comes before the rows).
+        by_action: items per action (the manifest's verified summary).
+    """
     digest = hashlib.sha256()
     with bundle.open("rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     manifest = inspection["manifest"]
     producer = manifest["producer"]
-    items = inspection["items"]
-    by_action = Counter(str(item["action"]) for item in items)
     reply = manifest.get("in_reply_to")
     meta = [
         ("File", f"<code>{escape(bundle.name)}</code> ({bundle.stat().st_size:,} bytes)"),
@@ -102,23 +132,6 @@ def render_sheet(bundle: Path, inspection: Mapping[str, Any]) -> str:
         _row([f"<code>{escape(p['code'])}</code>", escape(p["message"])])
         for p in inspection.get("problems", [])
     ]
-    item_rows = []
-    for item in items:
-        status = str(item.get("status", "requested"))
-        error = item.get("error") or {}
-        item_rows.append(
-            _row(
-                [
-                    f"<code>{escape(str(item['id']))}</code>",
-                    escape(str(item["action"])),
-                    escape(_device_label(item.get("device"))),
-                    f'<span class="{escape(status)}">{escape(status)}</span>',
-                    escape(str(error.get("message", ""))),
-                    str(len(item.get("files", []))),
-                ],
-                cls="device-row",
-            )
-        )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -144,10 +157,34 @@ def render_sheet(bundle: Path, inspection: Mapping[str, Any]) -> str:
             "</table>",
         ]
     parts += [
-        f"<h2>Devices and items ({len(items)})</h2>",
+        f"<h2>Devices and items ({item_count})</h2>",
         '<table id="items"><tr><th>item</th><th>action</th><th>device</th><th>status</th>'
         "<th>reason</th><th>files</th></tr>",
-        *item_rows,
+    ]
+    write("\n".join(parts))
+    rows: list[str] = []
+    for item in items:
+        status = str(item.get("status", "requested"))
+        error = item.get("error") or {}
+        rows.append(
+            _row(
+                [
+                    f"<code>{escape(str(item['id']))}</code>",
+                    escape(str(item["action"])),
+                    escape(_device_label(item.get("device"))),
+                    f'<span class="{escape(status)}">{escape(status)}</span>',
+                    escape(str(error.get("message", ""))),
+                    str(len(item.get("files", []))),
+                ],
+                cls="device-row",
+            )
+        )
+        if len(rows) == 1000:
+            write("\n" + "\n".join(rows))
+            rows.clear()
+    if rows:
+        write("\n" + "\n".join(rows))
+    tail = [
         "</table>",
         '<h2>Sign-off</h2><table class="sign"><tr><th></th><th>name</th><th>organisation</th>'
         "<th>date and time</th><th>signature</th></tr>",
@@ -156,4 +193,4 @@ def render_sheet(bundle: Path, inspection: Mapping[str, Any]) -> str:
         "<tr><th>Witness</th><td></td><td></td><td></td><td></td></tr>",
         "</table></body></html>",
     ]
-    return "\n".join(parts) + "\n"
+    write("\n" + "\n".join(tail) + "\n")

@@ -6,10 +6,14 @@ Each operation records its event (or the refusal and its code) in the home's aud
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from airgap.bundle import OpenedBundle, TrustPolicy, open_bundle, write_bundle_file
 from airgap.bundle.manifest import signing_role
@@ -107,13 +111,110 @@ class Inspection:
     opened: OpenedBundle
 
     def to_json(self) -> dict[str, Any]:
+        """The whole document (every item and member in memory: see `write_json`)."""
         return {
+            **self.head_json(),
             "manifest": self.opened.manifest.to_json(),
+            "items": self.opened.items,
+        }
+
+    def head_json(self) -> dict[str, Any]:
+        """`to_json` without the manifest and the items, the parts that grow with the bundle."""
+        return {
             "manifest_sha256": self.opened.manifest_sha256,
             "signatures": [c.to_json() for c in self.opened.signatures],
             "problems": [{"code": p.code, "message": p.message} for p in self.opened.problems],
-            "items": self.opened.items,
         }
+
+    def write_json(self, write: Callable[[str], object], **extra: Any) -> None:
+        """Write `json.dumps({"ok": True, **to_json(), **extra}, indent=2, sort_keys=True)`
+        and a newline, the exact bytes, a member and an item at a time (memory stays flat).
+        """
+        head: dict[str, Any] = {"ok": True, **self.head_json(), **extra}
+        manifest = self.opened.manifest
+        streamed: dict[str, Callable[[], None]] = {
+            "items": lambda: _write_list(
+                write, (_element_text(i, 2) for i in self.opened.iter_items()), 1
+            ),
+            "manifest": lambda: _write_object(
+                write,
+                manifest._head_json(),
+                {"members": lambda: _write_list(write, map(_member_text, manifest.members), 2)},
+                1,
+            ),
+        }
+        _write_object(write, head, streamed, 0)
+        write("\n")
+
+
+def _indented(value: Any, level: int) -> str:
+    """`value` as `json.dumps(..., indent=2, sort_keys=True, default=str)` writes it `level`
+    levels deep (a JSON string holds no raw newline, so re-indenting lines is exact)."""
+    text = json.dumps(value, indent=2, sort_keys=True, default=str)
+    return text.replace("\n", "\n" + "  " * level)
+
+
+# A float in orjson's indented output: a number after `": ` or at the start of a line, with a
+# fraction or an exponent (inside a string `": ` would have its quote escaped). orjson and
+# json write floats differently (1e-07 / 1e-7), so such elements go through json.
+_FLOAT = re.compile(rb'(?:": |\n *)-?[0-9]+[.eE]')
+
+
+def _element_text(value: Any, level: int) -> str:
+    """`_indented(value, level)`, through orjson when that gives the same text (ASCII without
+    DEL and no float: json escapes those differently), ~20x faster for a list of items."""
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits
+        return _indented(value, level)
+    if not text.isascii() or b"\x7f" in text or _FLOAT.search(text):
+        return _indented(value, level)
+    return text.decode("ascii").replace("\n", "\n" + "  " * level)
+
+
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._/-]*")
+
+
+def _member_text(member: Any) -> str:
+    ind = "  " * 3
+    if _PLAIN_PATH.fullmatch(member.path) and _PLAIN_PATH.fullmatch(member.sha256):
+        return (
+            f'{{\n{ind}  "path": "{member.path}",\n{ind}  "sha256": "{member.sha256}",\n'
+            f'{ind}  "size": {member.size}\n{ind}}}'
+        )
+    return _indented(member.to_json(), 3)
+
+
+def _write_list(write: Callable[[str], object], texts: Iterable[str], level: int) -> None:
+    """A JSON array of already-indented element texts, as `json.dumps(indent=2)` lays it out."""
+    inner = "\n" + "  " * (level + 1)
+    first = True
+    for text in texts:
+        write(("[" if first else ",") + inner + text)
+        first = False
+    write("[]" if first else "\n" + "  " * level + "]")
+
+
+def _write_object(
+    write: Callable[[str], object],
+    plain: dict[str, Any],
+    streamed: dict[str, Callable[[], None]],
+    level: int,
+) -> None:
+    """A JSON object with sorted keys: `plain` values written whole, `streamed` ones by their
+    writer, as `json.dumps(indent=2, sort_keys=True)` lays it out."""
+    keys = sorted([*plain, *streamed])
+    if not keys:
+        write("{}")
+        return
+    inner = "\n" + "  " * (level + 1)
+    for n, key in enumerate(keys):
+        write(("{" if n == 0 else ",") + inner + json.dumps(key) + ": ")
+        if key in streamed:
+            streamed[key]()
+        else:
+            write(_indented(plain[key], level + 1))
+    write("\n" + "  " * level + "}")
 
 
 def inspect(home: Home | None, path: Path) -> Inspection:

@@ -87,3 +87,49 @@ def validate(name: str, document: Any, *, what: str) -> None:
         # The validators can disagree at the edges (Python's `$` also matches before a final
         # newline); the stricter answer wins.
         raise SchemaError(f"{what}: does not match the schema")
+
+
+def _element_schema(name: str) -> dict[str, Any] | None:
+    """A schema for a list of the elements of `schemas/<name>`'s top-level `items` array, or
+    None when the document is not just that array or the array carries constraints of its own
+    (such as a minimum count) that only the whole document can be checked against."""
+    schema = load_schema(name)
+    top = set(schema) - {"$schema", "$id", "title", "description", "$defs"}
+    properties = schema.get("properties")
+    if top != {"type", "additionalProperties", "required", "properties"} or properties is None:
+        return None
+    array = properties.get("items")
+    if (
+        schema.get("type") != "object"
+        or set(properties) != {"items"}
+        or schema.get("required") != ["items"]
+        or schema.get("additionalProperties") is not False
+        or not isinstance(array, dict)
+        or set(array) != {"type", "items"}
+        or array.get("type") != "array"
+    ):
+        return None
+    return {"$defs": schema.get("$defs", {}), "type": "array", "items": array["items"]}
+
+
+@functools.cache
+def _fast_elements(name: str) -> Any:
+    schema = _element_schema(name)
+    return None if schema is None else jsonschema_rs.Draft202012Validator(schema)
+
+
+def elements_valid(name: str, elements: list[Any]) -> bool | None:
+    """Whether every one of `elements` is a valid element of the `items` array of
+    `schemas/<name>.schema.json` (so `{"items": elements}` is a valid document).
+
+    A yes/no check for documents read a batch of elements at a time; on False, validate the
+    whole document with `validate` to word the error. None: the schema cannot be checked
+    element by element (or an element holds what the fast validator cannot take).
+    """
+    validator = _fast_elements(name)
+    if validator is None:
+        return None
+    try:
+        return bool(validator.is_valid(elements))
+    except (ValueError, OverflowError):
+        return None

@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: timing child processes and reading their peak RSS."""
+"""Helpers shared by the benchmarks: timing child processes, reading their peak RSS, and the
+emulated devices that pack.py and scale.py pack."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -64,3 +66,45 @@ def best_of(repeats: int, command: Sequence[str], *, env: dict[str, str] | None 
     """The fastest of several runs (the least disturbed by a noisy machine) and the peak RSS."""
     runs = [run_child(command, env=env) for _ in range(repeats)]
     return Run(min(r.seconds for r in runs), max(r.max_rss_mib for r in runs))
+
+
+TAG = "regid.2017-03.com.cisco.advantagek9,1.0_bd1da96e-ec1d-412b-a50e-53846b347d53"
+PIDS = ("C9300-24T", "C9300-48P", "ISR4331/K9")
+
+
+def make_devices(root: Path, count: int) -> tuple[Path, Path]:
+    """Write `count` devices' UDI captures and RUM reports into root/udi and root/rum.
+
+    Each device is a `show license udi` capture and a signed RUM report, in the format of
+    `airgap.emulators.device.write_device`; packed with `--udi`, `--entitlement TAG` and
+    `--rum` they make two items and two attachments per device.
+    """
+    from airgap.emulators.device import render_rum_report, render_udi_capture
+
+    udi, rum = root / "udi", root / "rum"
+    udi.mkdir()
+    rum.mkdir()
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    for n in range(count):
+        pid, sn = PIDS[n % len(PIDS)], f"FOC{n:08d}"
+        host = f"dev-{sn.lower()}"
+        # The renderers write_device uses, without its per-call checks: same bytes, faster.
+        (udi / f"{host}.udi.txt").write_bytes(
+            render_udi_capture(pid=pid, sn=sn, hostname=host).encode()
+        )
+        (rum / f"{host}.rum.xml").write_bytes(
+            render_rum_report(pid=pid, sn=sn, hostname=host, now=now).encode()
+        )
+    return udi, rum
+
+
+def pack_baseline(root: Path, udi: Path, rum: Path, openssl: str) -> list[str]:
+    """`tar -cf` of both folders, then `openssl dgst -sha256` of every file, as one shell job."""
+    files = root / "files.txt"
+    names = sorted(str(p) for folder in (udi, rum) for p in folder.iterdir())
+    files.write_text("\n".join(names) + "\n")
+    script = (
+        f"tar -cf {root / 'baseline.tar'} -C {root} udi rum && "
+        f"xargs {openssl} dgst -sha256 < {files} > /dev/null"
+    )
+    return ["sh", "-c", script]

@@ -20,47 +20,10 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Run, airgap_command, child_env, run_child
-
-TAG = "regid.2017-03.com.cisco.advantagek9,1.0_bd1da96e-ec1d-412b-a50e-53846b347d53"
-PIDS = ("C9300-24T", "C9300-48P", "ISR4331/K9")
-
-
-def make_devices(root: Path, count: int) -> tuple[Path, Path]:
-    """Write `count` devices' UDI captures and RUM reports into root/udi and root/rum."""
-    from airgap.emulators.device import render_rum_report, render_udi_capture
-
-    udi, rum = root / "udi", root / "rum"
-    udi.mkdir()
-    rum.mkdir()
-    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-    for n in range(count):
-        pid, sn = PIDS[n % len(PIDS)], f"FOC{n:08d}"
-        host = f"dev-{sn.lower()}"
-        # The renderers write_device uses, without its per-call checks: same bytes, faster.
-        (udi / f"{host}.udi.txt").write_bytes(
-            render_udi_capture(pid=pid, sn=sn, hostname=host).encode()
-        )
-        (rum / f"{host}.rum.xml").write_bytes(
-            render_rum_report(pid=pid, sn=sn, hostname=host, now=now).encode()
-        )
-    return udi, rum
-
-
-def baseline_command(root: Path, udi: Path, rum: Path, openssl: str) -> list[str]:
-    """`tar -cf` of both folders, then `openssl dgst -sha256` of every file, as one shell job."""
-    files = root / "files.txt"
-    names = sorted(str(p) for folder in (udi, rum) for p in folder.iterdir())
-    files.write_text("\n".join(names) + "\n")
-    script = (
-        f"tar -cf {root / 'baseline.tar'} -C {root} udi rum && "
-        f"xargs {openssl} dgst -sha256 < {files} > /dev/null"
-    )
-    return ["sh", "-c", script]
+from _common import TAG, Run, airgap_command, child_env, make_devices, pack_baseline, run_child
 
 
 def measure(root: Path, devices: int, repeats: int, airgap: str, openssl: str) -> tuple[Run, Run]:
@@ -78,7 +41,7 @@ def measure(root: Path, devices: int, repeats: int, airgap: str, openssl: str) -
     home = root / "home"
     init_home(home, role="inside", name="bench", passphrase=None)
     env = child_env()
-    theirs_command = baseline_command(root, udi, rum, openssl)
+    theirs_command = pack_baseline(root, udi, rum, openssl)
     runs: list[Run] = []
     their_runs: list[Run] = []
     # Taken in turns, so a noisy spell of the machine lands on both sides alike.

@@ -1,18 +1,25 @@
 """The bundle manifest: building, canonical (RFC 8785) bytes, and parsing with schema checks.
 
 This module only de/serializes; it does no I/O, signing or trust decisions.
+
+A manifest lists every member, so at 100,000 devices it is ~14 MB of JSON. Parsing it into
+one dict per member would cost ~100 MB; `Manifest.from_bytes` instead proves the member list
+canonical and schema-valid with one strict scan of the signed bytes and keeps it as those
+bytes (`MemberList`). Anything the scan does not recognise is parsed the general way, which
+decides every refusal.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, overload
 
 import rfc8785
 
@@ -114,6 +121,118 @@ class MemberEntry:
         return {"path": self.path, "sha256": self.sha256, "size": self.size}
 
 
+# One member entry exactly as the canonical form writes it, restricted to what the schema
+# allows with nothing to escape: a path of [A-Za-z0-9._/-]{1,200}, a lowercase SHA-256 and a
+# size below 10**15 (so below 2**53, written without leading zeros).
+_ENTRY = (
+    rb'\{"path":"[A-Za-z0-9._/-]{1,200}","sha256":"[0-9a-f]{64}","size":(?:0|[1-9][0-9]{0,14})\}'
+)
+# Possessive repetition: the scan never backtracks, whatever the bytes.
+_MEMBER_ARRAY = re.compile(rb"\[(?:(?:" + _ENTRY + rb",)*+" + _ENTRY + rb")?\]")
+_MEMBERS_KEY = b',"members":['
+_ENTRY_PREFIX = b'{"path":"'
+_PATH_OF_ENTRY = re.compile(rb'\{"path":"([A-Za-z0-9._/-]*)"')
+_ENTRY_FIELDS = re.compile(
+    rb'\{"path":"([A-Za-z0-9._/-]*)","sha256":"([0-9a-f]*)","size":([0-9]*)\}'
+)
+_SCAN_CHUNK = 1 << 20  # bytes of the member list looked at per step (bounds transient memory)
+
+
+class MemberList(Sequence[MemberEntry]):
+    """The manifest's member entries, read on demand from the signed bytes.
+
+    Built only by `Manifest.from_bytes` after a strict scan proved every entry canonical and
+    schema-valid and no two paths equal once case-folded. Holds no per-member objects: an entry
+    is parsed from the bytes when asked for. Random access builds an offset table (4 bytes a
+    member) the first time.
+    """
+
+    def __init__(self, data: bytes, start: int, end: int, count: int) -> None:
+        self.data = data  # the whole manifest.json
+        self.start = start  # offset of the first entry (just past "[")
+        self.end = end  # offset of the closing "]"
+        self._count = count
+        self._offsets: Any = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[MemberEntry]:
+        for match in _ENTRY_FIELDS.finditer(self.data, self.start, self.end):
+            yield _entry_of(match)
+
+    @overload
+    def __getitem__(self, index: int) -> MemberEntry: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[MemberEntry]: ...
+
+    def __getitem__(self, index: int | slice) -> MemberEntry | Sequence[MemberEntry]:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(self._count)))
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("member index out of range")
+        if self._offsets is None:
+            from array import array
+
+            self._offsets = array(
+                "I", (m.start() for m in _PATH_OF_ENTRY.finditer(self.data, self.start, self.end))
+            )
+        match = _ENTRY_FIELDS.match(self.data, self._offsets[index])
+        assert match is not None  # the scan proved every entry
+        return _entry_of(match)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MemberList | tuple | list):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"MemberList({self._count} members)"
+
+    def entry_at(self, offset: int) -> tuple[re.Match[bytes], int]:
+        """The entry starting at byte `offset` and the offset of the next one (past the comma)."""
+        match = _ENTRY_FIELDS.match(self.data, offset)
+        assert match is not None
+        return match, match.end() + 1
+
+
+def _entry_of(match: re.Match[bytes]) -> MemberEntry:
+    path, sha256, size = match.groups()
+    return MemberEntry(path.decode("ascii"), sha256.decode("ascii"), int(size))
+
+
+def _scan_members(data: bytes, at: int) -> MemberList | None:
+    """The member list whose key starts at `at`, if every entry is in the strict form and no
+    two paths fold to the same name; else None (the general parser decides)."""
+    start = at + len(_MEMBERS_KEY) - 1
+    found = _MEMBER_ARRAY.match(data, start)
+    if found is None:
+        return None
+    end = found.end() - 1
+    # Paths that are equal once case-folded (ASCII here, so lower() is casefold()) are left to
+    # the general parser and reader: a listed duplicate is a schema error, a case-folded one a
+    # refusal when both arrive. Their hashes are kept, not the paths, to stay small.
+    hashes: set[int] = set()
+    count = 0
+    pos = start + 1
+    while pos < end:
+        cut = data.find(b',{"path":"', pos + _SCAN_CHUNK, end)
+        cut = end if cut < 0 else cut
+        paths = _PATH_OF_ENTRY.findall(data, pos, cut)
+        count += len(paths)
+        hashes.update(map(hash, map(bytes.lower, paths)))
+        pos = cut + 1
+    if len(hashes) != count:
+        return None  # a duplicate, a case-folded pair, or (rarely) two hashes alike
+    return MemberList(data, start + 1, end, count)
+
+
 @dataclass(frozen=True)
 class Manifest:
     """The signed description of a bundle (DESIGN §4)."""
@@ -127,7 +246,7 @@ class Manifest:
     in_reply_to: Mapping[str, str] | None
     audit_head: str
     summary: Mapping[str, Any]
-    members: tuple[MemberEntry, ...]
+    members: Sequence[MemberEntry]  # a tuple when built, a MemberList when parsed
 
     def to_json(self) -> dict[str, Any]:
         return {**self._head_json(), "members": [m.to_json() for m in self.members]}
@@ -165,6 +284,53 @@ class Manifest:
         ]
         return b"{" + b",".join(fields) + b"}"
 
+    @classmethod
+    def _from_strict_bytes(cls, data: bytes) -> Manifest | None:
+        """The manifest, when its bytes are canonical and valid in the way airgap writes them.
+
+        The member list is proven canonical and schema-valid by `_MEMBER_ARRAY`; everything
+        else (a few hundred bytes) is parsed, and must be canonical with an empty list in its
+        place: then the whole document is. Returns None whenever anything is unusual, so the
+        general parser words the refusal (or accepts what this scan does not cover).
+        """
+        at = data.find(_MEMBERS_KEY)
+        if at < 0:
+            return None
+        members = _scan_members(data, at)
+        if members is None:
+            return None
+        head = data[:at] + b',"members":[]' + data[members.end + 1 :]
+        try:
+            document = json.loads(head.decode("utf-8"))
+            if not isinstance(document, dict) or document.get("members") != []:
+                return None
+            if canonical_bytes(document) != head:
+                return None
+            # The key found must be the top-level one: its canonical offset is where the keys
+            # sorting before it end.
+            before = canonical_bytes({k: v for k, v in document.items() if k < "members"})
+            if len(before) - 1 != at:
+                return None
+            validate("manifest", document, what="manifest.json")
+            created = parse_timestamp(document["created"])
+            expires = parse_timestamp(document["expires"])
+        except Exception:  # any doubt: the general parser decides and words it
+            return None
+        if expires <= created:
+            return None
+        return cls(
+            bundle_id=document["bundle_id"],
+            kind=document["kind"],
+            created=created,
+            expires=expires,
+            producer=document["producer"],
+            sequence=document["sequence"],
+            in_reply_to=document["in_reply_to"],
+            audit_head=document["audit_head"],
+            summary=document["summary"],
+            members=members,
+        )
+
     @property
     def producer_fingerprint(self) -> str:
         return self.producer["fingerprint"]
@@ -177,6 +343,9 @@ class Manifest:
             NonCanonical: the bytes are not JSON or not byte-equal to their canonical form.
             SchemaError: the document breaks the manifest schema or its own invariants.
         """
+        quick = cls._from_strict_bytes(data)
+        if quick is not None:
+            return quick
         try:
             document = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):  # Recursion: nested too deep

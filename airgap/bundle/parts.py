@@ -167,6 +167,12 @@ class PartsReader(io.RawIOBase):
         self._index = -1
         self._handle: io.BufferedReader | None = None
 
+    @property
+    def remaining(self) -> int:
+        """Bytes left before the end of the last part (a reader reading ahead asks no more,
+        so `exhausted` still means the bundle itself needed bytes past the end)."""
+        return max(0, self.size - self._pos)
+
     def readable(self) -> bool:
         return True
 

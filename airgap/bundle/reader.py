@@ -10,18 +10,24 @@ temporary folder under generated names.
 from __future__ import annotations
 
 import contextlib
+import gc
 import gzip
 import hashlib
 import json
+import operator
+import re
 import tempfile
 import zlib
+from array import array
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from airgap.bundle import tarstream
+from airgap import schema
+from airgap.bundle import itemstream, tarstream
 from airgap.bundle.crypt import decrypt_stream, is_age
 from airgap.bundle.manifest import (
     ITEMS_NAME,
@@ -30,8 +36,10 @@ from airgap.bundle.manifest import (
     SUMS_NAME,
     Manifest,
     MemberEntry,
+    MemberList,
     signing_role,
     summarize,
+    sums_text,
 )
 from airgap.bundle.names import SIGNATURE_NAME, check_member_name
 from airgap.bundle.parts import (
@@ -107,13 +115,18 @@ class SignatureCheck:
 
 @dataclass
 class OpenedBundle:
-    """A bundle that passed verification: its manifest, items and (optionally) member files."""
+    """A bundle that passed verification: its manifest, items and (optionally) member files.
+
+    `items` is the whole list, parsed on first use (and kept); `iter_items()` yields the same
+    items one at a time without keeping them, and `item_count` is their number: use those for
+    bundles of many items. Both work after the `open_bundle` block has ended.
+    """
 
     manifest: Manifest
     manifest_bytes: bytes
     signatures: list[SignatureCheck]
     raw_signatures: dict[str, bytes]
-    items: list[dict[str, Any]]
+    item_count: int
     encrypted: bool
     compressed: bool
     total_bytes: int
@@ -121,10 +134,40 @@ class OpenedBundle:
     problems: list[VerificationError] = field(default_factory=list)
     _files: dict[str, Path] = field(default_factory=dict)
     _blobs: dict[str, bytes] = field(default_factory=dict)
+    _items: list[dict[str, Any]] | None = None
+    _items_file: BinaryIO | None = None  # the verified items.json (an unlinked temp file)
+    _items_size: int = 0
 
     @property
     def manifest_sha256(self) -> str:
         return hashlib.sha256(self.manifest_bytes).hexdigest()
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """Every item of `items.json`, in order (parsed on first use, then kept)."""
+        if self._items is None:
+            self._items = list(self.iter_items())
+        return self._items
+
+    def iter_items(self) -> Iterator[dict[str, Any]]:
+        """The items of `items.json` in order, read a batch at a time (memory stays flat)."""
+        if self._items is not None:
+            yield from self._items
+            return
+        assert self._items_file is not None
+        try:
+            for batch in itemstream.batches(
+                self._items_file, self._items_size, max_piece=self._items_size
+            ):
+                yield from batch
+        except itemstream.Unusual:  # cannot happen once verified; read it whole if it does
+            yield from self.items_read_whole()
+
+    def items_read_whole(self) -> list[dict[str, Any]]:
+        assert self._items_file is not None
+        self._items_file.seek(0)
+        items: list[dict[str, Any]] = json.loads(self._items_file.read().decode("utf-8"))["items"]
+        return items
 
     def file_path(self, member: str) -> Path:
         """Where the verified bytes of `member` were kept (only with keep_files=True).
@@ -142,6 +185,12 @@ class OpenedBundle:
         """
         if member in self._blobs:
             return self._blobs[member]
+        if member == ITEMS_NAME and self._items_file is not None:
+            self._items_file.seek(0)
+            return self._items_file.read()
+        if member == SUMS_NAME and member not in self._files:
+            # Verified byte-equal to the listing it was derived from, so it is rebuilt.
+            return sums_text([m for m in self.manifest.members if m.path != SUMS_NAME])
         return self._files[member]
 
 
@@ -208,13 +257,30 @@ def open_bundle(
             if compressed:
                 zipped = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
                 stream = cast(BinaryIO, zipped)
-            reader = _BundleReader(stream, policy, limits, Path(tmp) if keep_files else None)
+            reader = _BundleReader(
+                stream, policy, limits, Path(tmp) if keep_files else None, Path(tmp)
+            )
+            # A read makes no cycles; collections would only walk its items batches again.
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
             try:
                 opened = reader.read()
             except (OSError, EOFError, zlib.error) as exc:
+                _close(reader.items_file)
                 raise NotABundle(f"{path.name} is not a readable bundle ({exc})") from None
+            except BaseException:
+                _close(reader.items_file)
+                raise
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
             opened.encrypted, opened.compressed = encrypted, compressed
         yield opened
+
+
+def _close(handle: BinaryIO | None) -> None:
+    if handle is not None:
+        handle.close()
 
 
 @contextlib.contextmanager
@@ -232,17 +298,97 @@ def _decrypt(
         yield plain_in
 
 
+class _Listing:
+    """Which listed members have arrived, checked the cheap way while they come in order.
+
+    Fast mode (the manifest's member list is a `MemberList`, so its paths are known to be
+    distinct even case-folded): the tar members must be exactly the listed ones, in the listed
+    order, which is how airgap writes them; a cursor walks the signed bytes and nothing is
+    stored per member. The first member that is not the next listed one (another order, a
+    duplicate, a directory, anything unlisted) switches to generic mode: a dict of the listing
+    and a set of the names seen, exactly the checks made before this existed, in the memory
+    they take (bounded by the manifest size limit).
+    """
+
+    def __init__(self, manifest: Manifest, seen: set[str]) -> None:
+        self.manifest = manifest
+        self.seen = seen  # case-folded names of members that are not found listed ones
+        members = manifest.members
+        self.fast: MemberList | None = members if isinstance(members, MemberList) else None
+        self.index = 0  # fast: listed members found so far, in order
+        self.offset = self.fast.start if self.fast is not None else 0  # fast: next entry
+        self.total = 0  # fast: bytes of the members found
+        self.listed: dict[str, MemberEntry] = {}
+        self.found: dict[str, str] = {}
+        if self.fast is None:
+            self.listed = {m.path: m for m in members}
+
+    def next_listed(self, name: str) -> tuple[int, str] | None:
+        """Fast mode: the listed size and SHA-256 of `name` if it is the next listed member."""
+        if self.fast is None or self.index >= len(self.fast):
+            return None
+        data = self.fast.data
+        prefix = b'{"path":"%s","sha256":"' % name.encode("ascii")
+        if not data.startswith(prefix, self.offset):
+            return None
+        digest_at = self.offset + len(prefix)
+        close = data.index(b"}", digest_at)
+        return int(data[digest_at + 73 : close]), data[digest_at : digest_at + 64].decode("ascii")
+
+    def advance(self, size: int) -> None:
+        assert self.fast is not None
+        self.index += 1
+        self.total += size
+        self.offset = self.fast.data.index(b"}", self.offset) + 2
+
+    def to_generic(self) -> None:
+        """Leave fast mode: the listing as a dict, the found members by name."""
+        if self.fast is None:
+            return
+        self.listed = {}
+        for n, entry in enumerate(self.fast):
+            self.listed[entry.path] = entry
+            if n < self.index:
+                self.found[entry.path] = entry.sha256
+                self.seen.add(entry.path.casefold())
+        self.fast = None
+
+    @property
+    def paths(self) -> Iterator[str]:
+        return (m.path for m in self.manifest.members)
+
+    def missing(self) -> list[str]:
+        if self.fast is not None:
+            return [m.path for m in self.fast[self.index :]]
+        return [path for path in self.listed if path not in self.found]
+
+    def found_count_and_bytes(self) -> tuple[int, int]:
+        if self.fast is not None:
+            return self.index, self.total
+        return len(self.found), sum(m.size for m in self.listed.values())
+
+
 class _BundleReader:
     def __init__(
-        self, stream: BinaryIO, policy: TrustPolicy, limits: Limits, keep_dir: Path | None
+        self,
+        stream: BinaryIO,
+        policy: TrustPolicy,
+        limits: Limits,
+        keep_dir: Path | None,
+        tmp: Path,
     ) -> None:
         self.source = tarstream.CountingReader(stream, limits.max_bytes)
         self.tar = tarstream.TarReader(self.source)
         self.policy = policy
         self.limits = limits
         self.keep_dir = keep_dir
+        self.tmp = tmp
         self.problems: list[VerificationError] = []
         self.checks: list[str] = []
+        self.items_file: BinaryIO | None = None
+        self.items_size = 0
+        self.manifest: Manifest | None = None
+        self.sums_verified = False  # SHA256SUMS hashed equal to the text its listing implies
 
     def fail(self, error: VerificationError) -> None:
         """Refuse, or in report-only mode remember the problem and go on."""
@@ -261,12 +407,24 @@ class _BundleReader:
         seen = {MANIFEST_NAME.casefold()}
         raw_signatures: dict[str, bytes] = {}
         authenticated: tuple[Manifest, list[SignatureCheck]] | None = None
-        listed: dict[str, MemberEntry] = {}
-        found: dict[str, str] = {}
+        listing: _Listing | None = None
         kept: dict[str, Path] = {}
         small: dict[str, bytes] = {}
         for entry in members:
             check_member_name(entry.name)
+            if listing is not None and listing.fast is not None:
+                wanted = listing.next_listed(entry.name) if entry.kind == "file" else None
+                # A listed name: its case-folded form can only clash with an unlisted member
+                # seen before (a directory, a signature), as listed paths are distinct folded.
+                if wanted is not None and entry.name.lower() not in seen:
+                    size, sha256 = wanted
+                    self.check_size(entry.name, entry.size, size)
+                    self.stream_member(
+                        entry.name, MemberEntry(entry.name, sha256, size), kept, small
+                    )
+                    listing.advance(size)
+                    continue
+                listing.to_generic()
             folded = entry.name.casefold()
             if folded in seen:
                 raise UnsafeMember(f"member {entry.name!r} appears twice (names are case-folded)")
@@ -281,36 +439,51 @@ class _BundleReader:
                 continue
             if authenticated is None:
                 authenticated = self.authenticate(manifest_bytes, raw_signatures)
-                listed = {m.path: m for m in authenticated[0].members}
-            wanted = listed.get(entry.name)
-            if wanted is None:
+                self.manifest = authenticated[0]
+                seen.discard(folded)  # the fast check below adds nothing to `seen`
+                listing = _Listing(authenticated[0], seen)
+                if listing.fast is not None:
+                    wanted = listing.next_listed(entry.name)
+                    if wanted is not None and entry.kind == "file":
+                        size, sha256 = wanted
+                        self.check_size(entry.name, entry.size, size)
+                        self.stream_member(
+                            entry.name, MemberEntry(entry.name, sha256, size), kept, small
+                        )
+                        listing.advance(size)
+                        continue
+                    listing.to_generic()
+                seen.add(folded)
+            assert listing is not None
+            listed = listing.listed.get(entry.name)
+            if listed is None:
                 raise UnlistedMember(f"member {entry.name!r} is not listed in the manifest")
-            if entry.size != wanted.size:
-                raise HashMismatch(
-                    f"{entry.name}: {entry.size} bytes where the manifest lists {wanted.size}",
-                    hint="The bundle changed in transit; ask the sender for a fresh copy.",
-                )
-            found[entry.name] = self.stream_member(entry.name, wanted, kept, small)
+            self.check_size(entry.name, entry.size, listed.size)
+            listing.found[entry.name] = self.stream_member(entry.name, listed, kept, small)
         if authenticated is None:
             authenticated = self.authenticate(manifest_bytes, raw_signatures)
-            listed = {m.path: m for m in authenticated[0].members}
+            listing = _Listing(authenticated[0], seen)
+        assert listing is not None
         manifest, signatures = authenticated
-        missing = [path for path in listed if path not in found]
+        missing = listing.missing()
         if missing:
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             raise MissingMember(f"listed member(s) missing: {', '.join(missing[:3])}{more}")
+        count, total = listing.found_count_and_bytes()
         self.checks.append(
-            f"members: {len(found)} listed files present, sizes and SHA-256 match "
-            f"({format_size(sum(m.size for m in listed.values()))})"
+            f"members: {count} listed files present, sizes and SHA-256 match ({format_size(total)})"
         )
-        self.check_sums(small.get(SUMS_NAME), manifest)
-        items = self.parse_items(small.get(ITEMS_NAME), manifest, set(listed))
+        if not self.sums_verified:
+            self.check_sums(small.get(SUMS_NAME), manifest)
+        else:
+            self.checks.append("SHA256SUMS: agrees with the manifest")
+        item_count, items = self.parse_items(manifest, listing)
         return OpenedBundle(
             manifest=manifest,
             manifest_bytes=manifest_bytes,
             signatures=signatures,
             raw_signatures=raw_signatures,
-            items=items,
+            item_count=item_count,
             encrypted=False,
             compressed=False,
             total_bytes=self.source.count,
@@ -318,33 +491,61 @@ class _BundleReader:
             problems=self.problems,
             _files=kept,
             _blobs=small,
+            _items=items,
+            _items_file=self.items_file,
+            _items_size=self.items_size,
         )
+
+    @staticmethod
+    def check_size(name: str, size: int, listed: int) -> None:
+        if size != listed:
+            raise HashMismatch(
+                f"{name}: {size} bytes where the manifest lists {listed}",
+                hint="The bundle changed in transit; ask the sender for a fresh copy.",
+            )
 
     def stream_member(
         self, name: str, wanted: MemberEntry, kept: dict[str, Path], small: dict[str, bytes]
     ) -> str:
-        keep_bytes = name in (SUMS_NAME, ITEMS_NAME)
-        if name == ITEMS_NAME and wanted.size > self.limits.items_max:
-            raise SizeLimit(f"items.json is {wanted.size} bytes, above the limit")
-        if name == SUMS_NAME and wanted.size > self.limits.manifest_max:
-            raise SizeLimit(f"SHA256SUMS is {wanted.size} bytes, above the limit")
-        handle: BinaryIO | None = None
-        if self.keep_dir is not None and not keep_bytes:
+        if name == ITEMS_NAME:
+            if wanted.size > self.limits.items_max:
+                raise SizeLimit(f"items.json is {wanted.size} bytes, above the limit")
+            # Spooled to an unlinked file in the private temp folder: parsed only after every
+            # member is verified, a batch at a time, and readable after the block ends.
+            self.items_file = cast(BinaryIO, tempfile.TemporaryFile(dir=self.tmp))  # noqa: SIM115 (the OpenedBundle keeps it)
+            self.items_size = wanted.size
+            digest = self.tar.digest(self.items_file)
+        elif name == SUMS_NAME:
+            if wanted.size > self.limits.manifest_max:
+                raise SizeLimit(f"SHA256SUMS is {wanted.size} bytes, above the limit")
+            if wanted.sha256 == self.expected_sums_sha256():
+                # Hashed equal to the text its listing implies: nothing to keep.
+                digest = self.tar.digest()
+                self.sums_verified = digest == wanted.sha256
+            else:
+                sink = _Sink(True, None)
+                self.tar.stream(sink)
+                digest = sink.digest.hexdigest()
+                if digest == wanted.sha256:
+                    assert sink.parts is not None
+                    small[name] = b"".join(sink.parts)
+        elif self.keep_dir is not None:
             target = self.keep_dir / f"member-{len(kept):06d}"
-            handle = target.open("xb")
-            kept[name] = target
-        try:
-            sink = _Sink(keep_bytes, handle)
-            self.tar.stream(sink)
-        finally:
-            if handle is not None:
-                handle.close()
-        digest = sink.digest.hexdigest()
+            with target.open("xb") as handle:
+                kept[name] = target
+                digest = self.tar.digest(handle)
+        else:
+            digest = self.tar.digest()
         if digest != wanted.sha256:
             raise HashMismatch.for_member(name, wanted.sha256, digest)
-        if sink.parts is not None:
-            small[name] = b"".join(sink.parts)
         return digest
+
+    def expected_sums_sha256(self) -> str | None:
+        """SHA-256 of the SHA256SUMS airgap writes for this listing (fast mode only)."""
+        manifest = self.manifest
+        if manifest is None or not isinstance(manifest.members, MemberList):
+            return None
+        return sums_sha256(manifest.members)
 
     def authenticate(
         self, manifest_bytes: bytes, raw_signatures: dict[str, bytes]
@@ -466,10 +667,73 @@ class _BundleReader:
         self.checks.append("SHA256SUMS: agrees with the manifest")
 
     def parse_items(
-        self, data: bytes | None, manifest: Manifest, members: set[str]
-    ) -> list[dict[str, Any]]:
-        if data is None:
+        self, manifest: Manifest, listing: _Listing
+    ) -> tuple[int, list[dict[str, Any]] | None]:
+        """Check items.json; its item count, and the items when they had to be read whole."""
+        if self.items_file is None:
             raise MissingMember("items.json is missing")
+        try:
+            count = self.stream_items(manifest, listing)
+        except itemstream.Unusual:
+            self.items_file.seek(0)
+            items = self.parse_items_whole(self.items_file.read(), manifest, set(listing.paths))
+            return len(items), items
+        self.checks.append(f"items: {count} schema-valid {manifest.kind} items")
+        return count, None
+
+    def stream_items(self, manifest: Manifest, listing: _Listing) -> int:
+        """Check items.json a batch at a time: the schema, the summary, unique ids, and that
+        every file an item names is a listed member.
+
+        Raises:
+            itemstream.Unusual: anything that needs the whole document to decide or word.
+            SchemaError, MissingMember: as `parse_items_whole` would, in the same order.
+        """
+        assert self.items_file is not None
+        name = f"{manifest.kind}-items"
+        counts: Counter[str] = Counter()
+        count = 0
+        id_hashes = array("q")
+        ordered = True  # ids strictly increasing (by length, then text): then they are unique
+        last: tuple[int, str] = (-1, "")
+        absent: tuple[str, str] | None = None
+        paths = _PathCursor(manifest)
+        for batch in itemstream.batches(
+            self.items_file, self.items_size, max_piece=self.limits.items_max
+        ):
+            if not batch:
+                continue
+            if schema.elements_valid(name, batch) is not True:
+                raise itemstream.Unusual("an item the schema refuses")
+            count += len(batch)
+            counts.update(map(str, map(_ACTION, batch)))
+            ids = list(map(_ID, batch))
+            if not all(isinstance(i, str) for i in ids):
+                raise itemstream.Unusual("an id that is not text")
+            id_hashes.extend(map(hash, ids))
+            if ordered:
+                keys = list(zip(map(len, ids), ids, strict=True))
+                ordered = last < keys[0] and all(map(operator.lt, keys, keys[1:]))
+                last = keys[-1]
+            if absent is None:
+                for item in batch:
+                    for path in item["files"]:
+                        if not paths.listed(path):
+                            absent = (item["id"], path)
+                            break
+                    if absent is not None:
+                        break
+        if {"items": count, "by_action": dict(sorted(counts.items()))} != dict(manifest.summary):
+            raise SchemaError("items.json does not match the manifest's summary")
+        if not ordered and len(set(id_hashes)) != count:
+            raise itemstream.Unusual("ids to compare in full")
+        if absent is not None:
+            raise MissingMember(f"item {absent[0]} refers to {absent[1]}, not in the bundle")
+        return count
+
+    def parse_items_whole(
+        self, data: bytes, manifest: Manifest, members: set[str]
+    ) -> list[dict[str, Any]]:
         try:
             document = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):  # Recursion: nested too deep
@@ -487,6 +751,54 @@ class _BundleReader:
                 raise MissingMember(f"item {item['id']} refers to {absent[0]}, not in the bundle")
         self.checks.append(f"items: {len(items)} schema-valid {manifest.kind} items")
         return items
+
+
+_ACTION = operator.itemgetter("action")
+_ID = operator.itemgetter("id")
+
+
+class _PathCursor:
+    """Is a path listed? Asked in the listed order (as items name their files) it is one
+    comparison; otherwise a set of the listed paths is built once."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.members = manifest.members
+        self.fast = manifest.members if isinstance(manifest.members, MemberList) else None
+        self.offset = 0
+        if self.fast is not None:
+            first = self.fast.data.find(b'{"path":"files/', self.fast.start, self.fast.end)
+            self.offset = self.fast.end if first < 0 else first
+        self.all: set[str] | None = None
+
+    def listed(self, path: str) -> bool:
+        fast = self.fast
+        if fast is not None and self.offset < fast.end and path.isascii():
+            # Items name their files in the order pack lists them, after SHA256SUMS and
+            # items.json: then each answer is one comparison at the cursor.
+            data = fast.data
+            if data.startswith(b'{"path":"%s","' % path.encode("ascii"), self.offset):
+                self.offset = data.index(b"}", self.offset) + 2
+                return True
+        if self.all is None:
+            self.all = {m.path for m in self.members}
+        return path in self.all
+
+
+def sums_sha256(members: MemberList) -> str:
+    """SHA-256 of the SHA256SUMS that `sums_text` writes for `members` less SHA256SUMS itself."""
+    digest = hashlib.sha256()
+    data = members.data
+    pos = members.start
+    while pos < members.end:
+        cut = data.find(b',{"path":"', pos + (1 << 20), members.end)
+        cut = members.end if cut < 0 else cut
+        pairs = _PATH_AND_SHA256.findall(data, pos, cut)
+        digest.update(b"".join([h + b"  " + p + b"\n" for p, h in pairs if p != b"SHA256SUMS"]))
+        pos = cut + 1
+    return digest.hexdigest()
+
+
+_PATH_AND_SHA256 = re.compile(rb'\{"path":"([A-Za-z0-9._/-]*)","sha256":"([0-9a-f]{64})"')
 
 
 def verify_bundle(

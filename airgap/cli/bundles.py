@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,7 +43,7 @@ def verify_cmd(ctx: typer.Context, bundle: BundleArg) -> None:
     def human() -> None:
         out.print(
             f"[green]OK[/] {escape(bundle.name)}: {manifest.kind} {manifest.bundle_id} "
-            f"from {escape(manifest.producer['name'])}, {len(opened.items)} items"
+            f"from {escape(manifest.producer['name'])}, {opened.item_count} items"
         )
         for check in opened.checks:
             out.print(f"  [green]✓[/] {escape(check)}")
@@ -52,7 +55,7 @@ def verify_cmd(ctx: typer.Context, bundle: BundleArg) -> None:
             "kind": manifest.kind,
             "manifest_sha256": opened.manifest_sha256,
             "producer": dict(manifest.producer),
-            "items": len(opened.items),
+            "items": opened.item_count,
             "encrypted": opened.encrypted,
             "compressed": opened.compressed,
             "signatures": [c.to_json() for c in opened.signatures],
@@ -84,26 +87,34 @@ def inspect_cmd(
 
         home = app.open_home() if HomePaths(app.home).exists() else None
         report = inspect(home, bundle)
-        document = report.to_json()
+        opened = report.opened
+        # Rows are written as they are read: a bundle of 200,000 items is never one document.
+        head = {**report.head_json(), "manifest": opened.manifest._head_json()}
         if html is not None:
-            from airgap.fsutil import atomic_write_bytes
-            from airgap.handoff import render_sheet
+            from airgap.fsutil import atomic_output
+            from airgap.handoff import write_sheet
 
-            atomic_write_bytes(html, render_sheet(bundle, document).encode("utf-8"))
-            document = {**document, "html": str(html)}
-
-    def human() -> None:
-        _print_inspection(bundle, document)
-
+            with atomic_output(html) as handle:
+                write_sheet(
+                    lambda text: handle.write(text.encode("utf-8")),
+                    bundle,
+                    head,
+                    opened.iter_items(),
+                    item_count=opened.item_count,
+                    by_action=opened.manifest.summary["by_action"],
+                )
+    extra = {"html": str(html)} if html is not None else {}
     if app.json:
-        app.emit(document)
+        report.write_json(sys.stdout.write, **extra)
     elif not app.quiet:
-        human()
+        _print_inspection(bundle, head, opened.iter_items(), opened.item_count)
         if html is not None:
             out.print(f"Wrote the handoff sheet {escape(str(html))}")
 
 
-def _print_inspection(bundle: Path, doc: dict[str, Any]) -> None:
+def _print_inspection(
+    bundle: Path, doc: dict[str, Any], items: Iterator[dict[str, Any]], count: int
+) -> None:
     manifest = doc["manifest"]
     producer = manifest["producer"]
     out.print(f"[bold]{escape(bundle.name)}[/]  {manifest['kind']} {manifest['bundle_id']}")
@@ -123,7 +134,7 @@ def _print_inspection(bundle: Path, doc: dict[str, Any]) -> None:
     for problem in doc["problems"]:
         out.print(f"  [yellow]![/] {problem['code']}: {escape(problem['message'])}")
     table = Table("id", "action", "device", "status", "files")
-    for item in doc["items"][:200]:
+    for item in itertools.islice(items, 200):
         device = item.get("device") or {}
         label = device.get("hostname") or ""
         if "udi" in device:
@@ -137,8 +148,8 @@ def _print_inspection(bundle: Path, doc: dict[str, Any]) -> None:
             str(len(item.get("files", []))),
         )
     out.print(table)
-    if len(doc["items"]) > 200:
-        out.print(f"  … and {len(doc['items']) - 200} more items (use --json for all)")
+    if count > 200:
+        out.print(f"  … and {count - 200} more items (use --json for all)")
 
 
 def approve_cmd(

@@ -1,0 +1,257 @@
+"""Every stage of a many-device round trip at 10,000, 30,000 and 100,000 devices (DESIGN §11).
+
+For each size it generates the devices (benchmarks/_common.py `make_devices`: a `show license
+udi` capture and a RUM report each, so two items and two attachments per device), then runs
+each stage of `STAGES` in turns with its stock-tool baseline (airgap, baseline, airgap, …) and
+prints, per size and stage, the best time of each, airgap's peak RSS and the ratio; then the
+marginal cost per device between consecutive sizes (start-up cancels out) and the scale
+targets:
+
+- peak RSS of each stage at the largest size <= 200 MiB and <= 1.5x its RSS at the smallest;
+- verify and `inspect --json` at the largest size <= 2x the baseline (`tar -tf BUNDLE` plus
+  `openssl dgst -sha256 BUNDLE`: every header read and every byte hashed once).
+
+    python benchmarks/scale.py                          # 10,000 / 30,000 / 100,000 devices
+    python benchmarks/scale.py --sizes 10000,100000 --repeats 2
+    python benchmarks/scale.py --smoke                  # 200 and 600 devices, for CI
+
+Peak RSS comes from `wait4` on each child (the largest process of its tree, as GNU time
+reports it). A stage is one `Stage` entry: a name, the airgap command and the baseline command
+for a `Setup`; adding a stage (outside process, import, …) is one more entry in `STAGES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import TAG, Run, airgap_command, child_env, make_devices, pack_baseline, run_child
+
+MIB = 1024 * 1024
+RSS_CAP = 200.0  # MiB, at the largest size
+RSS_GROWTH = 1.5  # largest size's RSS over the smallest's
+TIME_RATIO = 2.0  # airgap over its baseline, for the stages that name it
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything a stage's commands need: one size's folders, home and bundle."""
+
+    root: Path
+    devices: int
+    home: Path
+    udi: Path
+    rum: Path
+    bundle: Path  # written by the pack stage; read by every later one
+    airgap: str
+    openssl: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One measured step: airgap's command, its stock-tool baseline, and its time target."""
+
+    name: str
+    command: Callable[[Setup], list[str]]
+    baseline: Callable[[Setup], list[str]]
+    baseline_name: str
+    time_target: float | None = None  # ratio to the baseline, at the largest size
+    before: Callable[[Setup], None] | None = None  # run (untimed) before each airgap run
+
+
+def _read_baseline(s: Setup) -> list[str]:
+    # Every tar header listed and every byte hashed once: the least a full check must do.
+    script = f"tar -tf {s.bundle} > /dev/null && {s.openssl} dgst -sha256 {s.bundle} > /dev/null"
+    return ["sh", "-c", script]
+
+
+def _fresh_pack_output(s: Setup) -> None:
+    s.bundle.unlink(missing_ok=True)  # pack refuses to overwrite
+
+
+def _pack(s: Setup) -> list[str]:
+    return [
+        s.airgap, "--home", str(s.home), "--quiet", "inside", "pack",
+        "--udi", str(s.udi), "--entitlement", TAG, "--rum", str(s.rum), "-o", str(s.bundle),
+    ]  # fmt: skip
+
+
+def _verify(s: Setup) -> list[str]:
+    return [s.airgap, "--home", str(s.home), "--quiet", "verify", str(s.bundle)]
+
+
+def _inspect_json(s: Setup) -> list[str]:
+    return [s.airgap, "--home", str(s.home), "--json", "inspect", str(s.bundle)]
+
+
+def _inspect_html(s: Setup) -> list[str]:
+    html = s.root / "handoff.html"
+    return [
+        s.airgap,
+        "--home",
+        str(s.home),
+        "--quiet",
+        "inspect",
+        str(s.bundle),
+        "--html",
+        str(html),
+    ]
+
+
+READ = "tar -tf + openssl dgst"
+STAGES: list[Stage] = [
+    Stage(
+        "pack",
+        _pack,
+        lambda s: pack_baseline(s.root, s.udi, s.rum, s.openssl),
+        "tar -cf + openssl dgst (files)",
+        before=_fresh_pack_output,
+    ),
+    Stage("verify", _verify, _read_baseline, READ, time_target=TIME_RATIO),
+    Stage("inspect --json", _inspect_json, _read_baseline, READ, time_target=TIME_RATIO),
+    Stage("inspect --html", _inspect_html, _read_baseline, READ),
+]
+
+
+@dataclass(frozen=True)
+class Result:
+    devices: int
+    stage: Stage
+    ours: Run
+    theirs: Run
+    bundle_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.ours.seconds / self.theirs.seconds
+
+
+def best(runs: Sequence[Run]) -> Run:
+    """The fastest time (least disturbed by the machine) and the highest peak RSS."""
+    return Run(min(r.seconds for r in runs), max(r.max_rss_mib for r in runs))
+
+
+def measure_size(root: Path, devices: int, repeats: int, airgap: str, openssl: str) -> list[Result]:
+    """Generate `devices` devices under `root` and measure every stage on them."""
+    from airgap.home import init_home
+
+    root.mkdir(parents=True)
+    started = time.perf_counter()
+    udi, rum = make_devices(root, devices)
+    print(f"\n{devices:,} devices generated in {time.perf_counter() - started:.1f} s", flush=True)
+    home = root / "home"
+    init_home(home, role="inside", name="bench", passphrase=None)
+    setup = Setup(root, devices, home, udi, rum, root / "req.airgap", airgap, openssl)
+    env = child_env()
+    results = []
+    for stage in STAGES:
+        ours: list[Run] = []
+        theirs: list[Run] = []
+        baseline = stage.baseline(setup)
+        # In turns, so a noisy spell of the machine lands on both sides alike.
+        for _ in range(repeats):
+            if stage.before:
+                stage.before(setup)
+            ours.append(run_child(stage.command(setup), env=env))
+            theirs.append(run_child(baseline))
+        result = Result(devices, stage, best(ours), best(theirs), setup.bundle.stat().st_size)
+        results.append(result)
+        print(
+            f"  {stage.name:<16} {result.ours.seconds:7.2f} s  RSS {result.ours.max_rss_mib:7.1f} "
+            f"MiB   {stage.baseline_name} {result.theirs.seconds:6.2f} s   "
+            f"ratio {result.ratio:5.2f}",
+            flush=True,
+        )
+    # The generated files are not needed any more; the next size may be large.
+    shutil.rmtree(udi)
+    shutil.rmtree(rum)
+    (root / "baseline.tar").unlink(missing_ok=True)
+    return results
+
+
+def print_tables(results: list[Result], sizes: list[int]) -> None:
+    print("\n| devices | bundle | stage | airgap | peak RSS | baseline | baseline time | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r.devices:,} | {r.bundle_bytes / MIB:.0f} MiB | {r.stage.name} | "
+            f"{r.ours.seconds:.2f} s | {r.ours.max_rss_mib:.0f} MiB | {r.stage.baseline_name} | "
+            f"{r.theirs.seconds:.2f} s | {r.ratio:.2f} |"
+        )
+    by_key = {(r.devices, r.stage.name): r for r in results}
+    if len(sizes) > 1:
+        print("\nMarginal cost per device (start-up cancels out):\n")
+        print("| stage | devices | airgap | baseline | ratio of the differences |")
+        print("|---|---|---|---|---|")
+        for stage in STAGES:
+            for small, large in itertools.pairwise(sizes):
+                a, b = by_key[(small, stage.name)], by_key[(large, stage.name)]
+                step = large - small
+                ours = (b.ours.seconds - a.ours.seconds) / step * 1e6
+                theirs = (b.theirs.seconds - a.theirs.seconds) / step * 1e6
+                ratio = f"{ours / theirs:.2f}" if theirs > 0 else "n/a"
+                print(
+                    f"| {stage.name} | {small:,} → {large:,} | {ours:.1f} µs | "
+                    f"{theirs:.1f} µs | {ratio} |"
+                )
+    smallest, largest = sizes[0], sizes[-1]
+    print(f"\nTargets at {largest:,} devices:")
+    for stage in STAGES:
+        big = by_key[(largest, stage.name)]
+        small = by_key[(smallest, stage.name)]
+        growth = big.ours.max_rss_mib / small.ours.max_rss_mib
+        rss_ok = big.ours.max_rss_mib <= RSS_CAP and growth <= RSS_GROWTH
+        line = (
+            f"  {stage.name:<16} peak RSS {big.ours.max_rss_mib:6.1f} MiB (<= {RSS_CAP:.0f}), "
+            f"{growth:.2f}x its RSS at {smallest:,} (<= {RSS_GROWTH}): "
+            f"{'met' if rss_ok else 'NOT met'}"
+        )
+        if stage.time_target is not None:
+            met = big.ratio <= stage.time_target
+            line += (
+                f"; time {big.ratio:.2f}x the baseline (<= {stage.time_target}): "
+                f"{'met' if met else 'NOT met'}"
+            )
+        print(line)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes",
+        default="10000,30000,100000",
+        help="comma-separated device counts, smallest first (default 10000,30000,100000)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each; the best counts")
+    parser.add_argument("--smoke", action="store_true", help="200 and 600 devices, one repeat")
+    parser.add_argument("--keep", type=Path, help="work (and keep the bundles) in this folder")
+    args = parser.parse_args()
+    sizes = sorted({int(n) for n in args.sizes.split(",")})
+    if args.smoke:
+        sizes, args.repeats = [200, 600], 1
+    openssl, airgap = shutil.which("openssl"), airgap_command()
+    if not openssl or not airgap or not shutil.which("tar"):
+        print("needs tar, openssl and the installed airgap command", file=sys.stderr)
+        return 1
+    run_child([airgap, "--version"], env=child_env())  # compiles an editable install's bytecode
+    with tempfile.TemporaryDirectory(prefix="airgap-bench-scale-") as tmp:
+        base = args.keep or Path(tmp)
+        results: list[Result] = []
+        for devices in sizes:
+            results += measure_size(base / f"n{devices}", devices, args.repeats, airgap, openssl)
+        print_tables(results, sizes)
+    if args.smoke:
+        print("(smoke run: at a few hundred devices the ratios measure start-up, not scale)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -222,7 +222,8 @@ class CiscoEmulator:
             poll_delay: seconds after a request until its poll answers COMPLETE.
             token_ttl: seconds an access token lives.
             client_secret: if set, the only client secret accepted; otherwise any non-empty one.
-            strict_nonce: refuse a body whose nonce was seen before (default: count it only).
+            strict_nonce: refuse a body whose nonce was seen before (default: count it only);
+                the nonce's length is never checked.
             clock: monotonic clock in seconds, for token expiry and poll delays.
             poll_interval: seconds the OK_POLL answers tell clients to wait.
             seed: seeds poll ids and correlation ids, for repeatable runs.
@@ -434,8 +435,11 @@ class CiscoEmulator:
                 400, "INVALID_REQUEST", "data.timestamp must be milliseconds since the epoch"
             )
         nonce = data.get("nonce")
-        if not isinstance(nonce, str) or len(nonce) != 16:
-            raise _ApiError(400, "INVALID_REQUEST", "data.nonce must be a 16-character string")
+        # Any non-empty string: Cisco's own Postman collection sends the fixed 10-character
+        # "random1234" and gets OK_POLL back, so neither length nor uniqueness is enforced
+        # (reuse is counted, and refused only under `strict_nonce`).
+        if not isinstance(nonce, str) or not nonce:
+            raise _ApiError(400, "INVALID_REQUEST", "data.nonce must be a non-empty string")
         if nonce in self.nonces:
             self.nonce_reuse += 1
             if self.strict_nonce:

@@ -3,9 +3,38 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import CONFORMANCE
+
+from airgap.bundle.crypt import decrypt_stream, is_age
+from airgap.home import Home
+
+
+def assert_conforms(bundle: Path, *, producer: Path, receiver: Path, work: Path) -> None:
+    """The independent checker passes `bundle`, opened with the receiving home's identity if
+    it is age-encrypted, and its signature checks against the producing home's public key."""
+    plain = bundle
+    if is_age(bundle.read_bytes()[:64]):
+        plain = work / f"{bundle.stem}.decrypted"
+        with bundle.open("rb") as source, plain.open("wb") as target:
+            decrypt_stream(source, target, Home.open(receiver).identity())
+    check = subprocess.run(
+        [
+            sys.executable,
+            str(CONFORMANCE),
+            str(plain),
+            "--pubkey",
+            str(producer / "keys" / "signing.pub.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "valid Ed25519 signature" in check.stdout, check.stdout
 
 
 def test_demo_round_trip_prints_its_summary(airgap, tmp_path: Path) -> None:
@@ -34,9 +63,14 @@ def test_demo_round_trip_prints_its_summary(airgap, tmp_path: Path) -> None:
     assert (requests[0]["items"]["DONE"], requests[0]["items"]["FAILED"]) == (11, 1)
     inside_status = airgap("--json", "--home", str(inside), "inside", "status", "--all")
     assert inside_status.returncode == 0, inside_status.stderr
-    # The response verifies at the inside and conforms to the independent reading of the format.
+    # The response verifies at the inside, and both bundles conform to the independent reading
+    # of the format, signatures included.
     response = keep / "transfer" / "response.airgap"
     assert airgap("--home", str(inside), "verify", str(response)).returncode == 0
+    request = keep / "transfer" / "request.airgap"
+    assert is_age(request.read_bytes()[:64])
+    assert_conforms(request, producer=inside, receiver=outside, work=tmp_path)
+    assert_conforms(response, producer=outside, receiver=inside, work=tmp_path)
     dry = airgap(
         "--json",
         "--home",
@@ -48,7 +82,6 @@ def test_demo_round_trip_prints_its_summary(airgap, tmp_path: Path) -> None:
     )
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["plan"]["cisco.reserve"] == 4
-    assert CONFORMANCE.exists()
 
 
 def test_demo_without_keep_cleans_up_and_json(airgap) -> None:

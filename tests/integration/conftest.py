@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import airgap_command
 
 DEMO_SECRETS = {
     "AIRGAP_CISCO_CLIENT_ID": "test-client",
@@ -39,8 +38,7 @@ class RunningEmulator:
 @contextmanager
 def emulator_process(kind: str, *args: str) -> Iterator[RunningEmulator]:
     """`airgap emulate KIND ...` on a random port, stopped afterwards."""
-    exe = shutil.which("airgap")
-    command = [exe] if exe else [sys.executable, "-m", "airgap"]
+    command = airgap_command()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")}
     proc = subprocess.Popen(
         [*command, "emulate", kind, "--port", "0", *args],

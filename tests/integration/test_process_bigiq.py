@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bundles import make_request
-from conftest import run_airgap
+from conftest import airgap_command, run_airgap
 from craft import reserve_item
 from integration.conftest import DEMO_SECRETS, point_outside_at
 
@@ -136,9 +134,8 @@ def test_sigkill_during_assign_batch_then_rerun(sites, start_emulator, tmp_path)
     point_outside_at(outside, bigiq=bigiq.url)
     items = [assign(n) for n in range(200)]
     request = make_request(inside, tmp_path / "req.airgap", items=items, files={}).path
-    exe = shutil.which("airgap")
     command = [
-        *([exe] if exe else [sys.executable, "-m", "airgap"]),
+        *airgap_command(),
         "outside",
         "process",
         str(request),

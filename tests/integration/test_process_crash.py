@@ -9,16 +9,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from bundles import make_request
-from conftest import run_airgap
+from conftest import airgap_command, run_airgap
 from craft import reserve_item
 from integration.conftest import DEMO_SECRETS, point_outside_at
 
@@ -26,11 +24,6 @@ from airgap.bundle import verify_bundle
 from airgap.home import Home
 
 KILLS = int(os.environ.get("AIRGAP_CRASH_KILLS", "20"))
-
-
-def _airgap_command() -> list[str]:
-    exe = shutil.which("airgap")
-    return [exe] if exe else [sys.executable, "-m", "airgap"]
 
 
 @pytest.fixture
@@ -57,7 +50,7 @@ def test_sigkill_loop_then_rerun_reserves_each_device_exactly_once(
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")}
     env.update(DEMO_SECRETS, AIRGAP_HOME=str(outside))
     command = [
-        *_airgap_command(),
+        *airgap_command(),
         "outside",
         "process",
         str(request),

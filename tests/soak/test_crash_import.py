@@ -22,7 +22,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_airgap
+from conftest import airgap_command, run_airgap
 from soak.test_soak import (
     audit_events,
     audit_verify,
@@ -63,11 +62,6 @@ FILE_FOR = {
     "cisco.return": "return.json",
     "bigiq.assign": "bigip.license",
 }
-
-
-def airgap_command() -> list[str]:
-    exe = shutil.which("airgap")
-    return [exe] if exe else [sys.executable, "-m", "airgap"]
 
 
 def clean_env(**extra: str) -> dict[str, str]:

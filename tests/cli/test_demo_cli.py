@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import CONFORMANCE
+import pytest
+from conftest import CONFORMANCE, require_tool
 
 from airgap.bundle.crypt import decrypt_stream, is_age
 from airgap.home import Home
@@ -122,3 +124,50 @@ def test_audit_exports_tie_both_sides_together(airgap, tmp_path: Path) -> None:
     assert process["peer_audit_head"] and imported["peer_audit_head"]
     for entry in (pack, process, imported):
         assert entry["user"] and entry["host"] and entry["ts"] and entry["outcome"]
+
+
+# --- what the summary points at ------------------------------------------------------------------
+
+WIDE = {"COLUMNS": "1000"}  # no wrapping inside a path
+
+
+def printed_paths(text: str) -> list[Path]:
+    """Every absolute path the summary prints."""
+    return [Path(p) for p in re.findall(r"(?:^|\s)(/[^\s,()]+)", text, flags=re.M)]
+
+
+def test_demo_without_keep_prints_no_path_it_has_removed(airgap) -> None:
+    result = airgap("demo", "--devices", "2", env=WIDE, timeout=300)
+    assert result.returncode == 0, result.stderr
+    gone = [p for p in printed_paths(result.stdout) if not p.exists()]
+    assert gone == [], result.stdout
+    assert "Verify the request by hand" not in result.stdout
+    assert "airgap demo --keep ./airgap-demo" in result.stdout
+    assert "request.airgap (" in result.stdout
+
+
+@pytest.mark.interop
+def test_demo_with_keep_prints_hand_checks_that_work(airgap, tmp_path: Path) -> None:
+    tools = {name: require_tool(name) for name in ("age", "tar", "openssl", "sha256sum")}
+    assert all(tools.values())
+    # A relative --keep: the commands must still work from another folder, after `cd b`.
+    result = airgap("demo", "--devices", "2", "--keep", "kept", env=WIDE, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    paths = printed_paths(result.stdout)
+    assert paths and all(p.exists() for p in paths), result.stdout
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Verify the request by hand"))
+    commands = [line.strip() for line in lines[start + 1 :] if line.startswith("  ")]
+    assert commands[0].startswith("age -d")
+    elsewhere = tmp_path / "by-hand"
+    elsewhere.mkdir()
+    done = subprocess.run(
+        ["bash", "-c", " && ".join(["set -e", *commands])],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Signature Verified Successfully" in done.stdout
+    assert ": OK" in done.stdout and "FAILED" not in done.stdout

@@ -16,14 +16,16 @@ import base64
 import json
 import re
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from integration.conftest import RunningEmulator
 
-from airgap.emulators.device import return_code_for
+from airgap.emulators.device import NETWORK_ADVANTAGE_TAG, return_code_for, write_device
 
 # Postman collection: every body carries this nonce, and the service answers OK_POLL.
 POSTMAN_NONCE = "random1234"
@@ -42,6 +44,7 @@ class SampleClient:
         self.session.trust_env = False
         self.auth: dict[str, str] = {}
         self.device_headers: dict[str, str] = {}
+        self.statuses: list[str] = []
 
     def get_token(self) -> None:
         form = {"client_id": "sample-id", "client_secret": "sample-secret"}
@@ -107,14 +110,34 @@ class SampleClient:
         }
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            time.sleep(0.1)
             resp = self.post("v2/accounts/poll", data)
             body: dict[str, Any] = json.loads(resp.text)
+            self.statuses.append(body["status"])
             if body["status"] == "COMPLETE":
                 return body
             assert body["status"] == "OK_POLL", resp.text
-            assert body.get("message") in ("", None), resp.text
+            # The sample: `if response["message"] == ""` waits, anything else is an error.
+            assert body["message"] == "", f"the sample gives up here: {resp.text}"
+            time.sleep(0.1)
         raise AssertionError(f"poll {poll_id} never completed")
+
+    def send_usage_report(self, rum_file: Path, entitlement_tag: str) -> requests.Response:
+        """The sample's `parseXML` and `sendUsageReport`: payloads re-serialized as it does."""
+        report = {"sudi": {"udi_pid": f"{PID}", "udi_serial_number": f"{SN}"}, "usage": []}
+        tree = ET.parse(rum_file).getroot()
+        for item in tree.findall("./RUMReport"):
+            assert item.text is not None
+            usage_item = json.loads(item.text)
+            payload = json.loads(usage_item["payload"])
+            if payload["meta"]["entitlement_tag"] == entitlement_tag:
+                escaped = json.dumps(payload).replace(" ", "")
+                report["usage"].append({"payload": escaped, "signature": usage_item["signature"]})
+        assert report["usage"], "the sample found nothing to upload"
+        stamp = int(time.time() * 1000)
+        return self.post(
+            "v2/devices/reportusage",
+            {"timestamp": stamp, "nonce": f"{self.nonce}", "reports": [report]},
+        )
 
 
 @pytest.fixture
@@ -211,3 +234,62 @@ def test_the_postman_device_list_call_needs_no_device_headers(
     )
     assert resp.status_code == 200, resp.text
     assert re.fullmatch(r"\d+", str(resp.json()["totalRecords"]))
+
+
+def test_the_samples_poll_loop_waits_through_ok_poll_and_reads_the_complete_envelope(
+    cisco: Callable[..., RunningEmulator],
+) -> None:
+    emulator = cisco("--poll-delay", "1")
+    client = signed_in(emulator.url)
+    resp = client.request_auth_code(keys=[{"entitlement": HSEC, "count": "1"}])
+    answer = resp.json()
+    # The 202 answer has the keys of the Postman collection's example.
+    assert {"status", "message_code", "message", "timestamp", "nonce", "type", "poll_id"} <= set(
+        answer
+    )
+    assert answer["nonce"] == POSTMAN_NONCE
+    done = client.poll_until_complete(answer["poll_id"], answer["action"])
+    assert client.statuses[0] == "OK_POLL" and client.statuses[-1] == "COMPLETE"
+    assert done["type"] == "authorizations"
+    assert (done["message_code"], done["message"], done["nonce"]) == ("", "", POSTMAN_NONCE)
+    assert re.fullmatch(r"[0-9a-f-]{36}", done["correlation_id"])
+
+
+def test_the_samples_usage_report_with_re_serialized_payloads_is_acknowledged(
+    cisco: Callable[..., RunningEmulator], tmp_path: Path
+) -> None:
+    emulator = cisco()
+    device = write_device(pid=PID, sn=SN, hostname=HOSTNAME, out=tmp_path)
+    client = signed_in(emulator.url)
+    resp = client.send_usage_report(device.rum, NETWORK_ADVANTAGE_TAG)
+    assert resp.status_code == 202, resp.text
+    answer = json.loads(resp.text)
+    assert answer["status"] != "FAILED"
+    done = client.poll_until_complete(answer["poll_id"], "acknowledgements")
+    [ack] = done["data"]["acknowledgements"]
+    assert ack["status"] == "SUCCESS", ack
+    assert "<smartLicenseRumAck>" in base64.b64decode(ack["smart_license"]).decode()
+    assert emulator.stats()["mutations"][f"{PID}:{SN}"]["report"] == 1
+
+
+@pytest.mark.parametrize(
+    "timestamp", [None, "1656610485678", 1234574567], ids=["missing", "string", "seconds"]
+)
+def test_any_timestamp_or_none_is_accepted(
+    cisco: Callable[..., RunningEmulator], timestamp: object
+) -> None:
+    emulator = cisco()
+    client = signed_in(emulator.url)
+    data: dict[str, Any] = {
+        "nonce": POSTMAN_NONCE,
+        "licenses": [
+            {
+                "sudi": {"udi_pid": PID, "udi_serial_number": SN},
+                "keys": [{"entitlement": HSEC, "count": "1"}],
+            }
+        ],
+    }
+    if timestamp is not None:
+        data["timestamp"] = timestamp
+    resp = client.post("v2/devices/authrequest", data)
+    assert resp.status_code == 202, resp.text

@@ -124,6 +124,8 @@ def run_demo(workdir: Path, *, devices: int = 6, say: Say | None = None) -> Demo
     if workdir.exists() and any(workdir.iterdir()):
         raise ConfigError(f"{workdir} is not empty", hint="Give --keep an empty or new folder.")
     workdir.mkdir(parents=True, exist_ok=True)
+    # Absolute, so the printed commands still find the key after they `cd` into the bundle.
+    workdir = workdir.resolve()
     inside_root, outside_root = workdir / "inside-home", workdir / "outside-home"
 
     tell("1/6 creating an inside and an outside home and exchanging site cards")
@@ -257,16 +259,28 @@ def _round_trip(
     )
 
 
-def summary_lines(report: DemoReport) -> list[str]:
-    """The demo's summary as plain lines (the CLI adds colour)."""
+def summary_lines(report: DemoReport, *, kept: bool = True) -> list[str]:
+    """The demo's summary as plain lines (the CLI adds colour).
+
+    Args:
+        report: what `run_demo` returned.
+        kept: whether the demo folder stays. When it does not, the summary names no path in
+            it (they are gone when the command ends) and says how to keep them instead of
+            printing commands that could not work.
+
+    Returns:
+        The lines, section headings unindented.
+    """
+    request = str(report.request) if kept else report.request.name
+    response = str(report.response) if kept else report.response.name
+    audit = ", ".join(f"{k}: {n} entries" for k, n in report.audit_entries.items())
     lines = [
         "What crossed the gap:",
-        f"  request   {report.request} ({report.request.stat().st_size} bytes, signed by "
+        f"  request   {request} ({report.request.stat().st_size} bytes, signed by "
         f"secure-lab, encrypted to dmz-licensing)",
         f"            manifest sha256 {report.request_sha256}",
         "            " + ", ".join(f"{n} {a}" for a, n in report.request_items.items()),
-        f"  response  {report.response} ({report.response.stat().st_size} bytes, signed by "
-        "dmz-licensing)",
+        f"  response  {response} ({report.response.stat().st_size} bytes, signed by dmz-licensing)",
         f"            manifest sha256 {report.response_sha256}",
         "Outcomes:",
     ]
@@ -274,16 +288,24 @@ def summary_lines(report: DemoReport) -> list[str]:
         lines.append(f"  {vendor:7} " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     for item_id, action, message in report.problems:
         lines.append(f"  {item_id} {action}: {message}")
-    lines += [
+    if not kept:
+        return [
+            *lines,
+            f"Audit logs verified: {audit}.",
+            "The demo folder has been removed. To keep the homes, both bundles and the device "
+            "files, and get the commands that check the request by hand with age, tar, openssl "
+            "and sha256sum, run it again with a folder to keep:",
+            "  airgap demo --keep ./airgap-demo",
+        ]
+    return [
+        *lines,
         "Where things are:",
         f"  device files and INSTRUCTIONS.md  {report.out_dir}",
         f"  inside home / outside home        {report.inside_home} / {report.outside_home}",
-        "  audit logs verified               "
-        + ", ".join(f"{k}: {n} entries" for k, n in report.audit_entries.items()),
-        "Verify the request by hand:",
+        f"  audit logs verified               {audit}",
+        "Verify the request by hand (from any folder; it writes req.tar.gz and b/ there):",
         *[f"  {command}" for command in report.commands],
     ]
-    return lines
 
 
 def report_json(report: DemoReport) -> dict[str, Any]:

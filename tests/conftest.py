@@ -53,12 +53,24 @@ def exchange_cards() -> Callable[[Path, Path], None]:
     return exchange
 
 
+def airgap_command() -> list[str]:
+    """The `airgap` command of the environment running the tests, as an argv prefix.
+
+    The console script beside this interpreter, else `python -m airgap` with it; never a
+    `shutil.which` look-up, which can find a stale install earlier on PATH and test that
+    instead of this checkout.
+    """
+    script = Path(sys.executable).parent / "airgap"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "airgap"]
+
+
 def run_airgap(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run the installed `airgap` command in a subprocess (the real CLI, nothing mocked)."""
-    exe = shutil.which("airgap")
-    command = [exe, *args] if exe else [sys.executable, "-m", "airgap", *args]
+    """Run this environment's `airgap` command in a subprocess (the real CLI, nothing mocked)."""
+    command = [*airgap_command(), *args]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")}
     if os.environ.get("AIRGAP_REQUIRE_INTEROP"):
         full_env["AIRGAP_REQUIRE_INTEROP"] = os.environ["AIRGAP_REQUIRE_INTEROP"]

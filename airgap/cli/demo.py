@@ -42,7 +42,7 @@ def demo_cmd(
 
             report = run_demo(workdir, devices=devices, say=st.note)
         elapsed = time.monotonic() - started
-        lines = summary_lines(report)
+        lines = summary_lines(report, kept=keep is not None)
         document = {**report_json(report), "seconds": round(elapsed, 1), "kept": keep is not None}
 
         def human() -> None:
@@ -50,8 +50,6 @@ def demo_cmd(
             for line in lines:
                 bold = not line.startswith(" ")
                 out.print(f"[bold]{escape(line)}[/]" if bold else escape(line))
-            if keep is None:
-                out.print("(the demo folder is removed now; pass --keep DIR to keep it)")
 
         st.emit(document, human)
     finally:

@@ -62,7 +62,12 @@ def cisco_cmd(
         str | None, typer.Option("--client-secret", help="Require this client secret.")
     ] = None,
     strict_nonce: Annotated[
-        bool, typer.Option("--strict-nonce", help="Refuse reused nonces (default: count them).")
+        bool,
+        typer.Option(
+            "--strict-nonce",
+            help="Refuse reused nonces (default: count them). Any non-empty nonce is accepted "
+            "the first time, whatever its length.",
+        ),
     ] = False,
     tls: Tls = False,
     cert_out: CertOut = None,

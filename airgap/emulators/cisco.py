@@ -44,6 +44,7 @@ import re
 import secrets
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -228,7 +229,8 @@ class CiscoEmulator:
             poll_delay: seconds after a request until its poll answers COMPLETE.
             token_ttl: seconds an access token lives.
             client_secret: if set, the only client secret accepted; otherwise any non-empty one.
-            strict_nonce: refuse a body whose nonce was seen before (default: count it only).
+            strict_nonce: refuse a body whose nonce was seen before (default: count it only);
+                the nonce's length is never checked.
             clock: monotonic clock in seconds, for token expiry and poll delays.
             poll_interval: seconds the OK_POLL answers tell clients to wait.
             seed: seeds poll ids and correlation ids, for repeatable runs.
@@ -462,14 +464,15 @@ class CiscoEmulator:
     def _envelope(self, request: Request) -> dict[str, Any]:
         """Validate `{"data":{"timestamp","nonce",...}}`, record the nonce, return `data`."""
         data = _object(_body(request).get("data"), "data")
-        timestamp = data.get("timestamp")
-        if not (_is_int(timestamp) or (isinstance(timestamp, str) and timestamp.isdigit())):
-            raise _ApiError(
-                400, "INVALID_REQUEST", "data.timestamp must be milliseconds since the epoch"
-            )
+        # The timestamp is not checked: published clients send it as a number
+        # (Postman collection), as a string of digits (Cisco's smartaccount.py poll) and with
+        # values that are not milliseconds (1234574567), and nothing says Cisco refuses any.
         nonce = data.get("nonce")
-        if not isinstance(nonce, str) or len(nonce) != 16:
-            raise _ApiError(400, "INVALID_REQUEST", "data.nonce must be a 16-character string")
+        # Any non-empty string: Cisco's own Postman collection sends the fixed 10-character
+        # "random1234" and gets OK_POLL back, so neither length nor uniqueness is enforced
+        # (reuse is counted, and refused only under `strict_nonce`).
+        if not isinstance(nonce, str) or not nonce:
+            raise _ApiError(400, "INVALID_REQUEST", "data.nonce must be a non-empty string")
         if nonce in self.nonces:
             self.nonce_reuse += 1
             if self.strict_nonce:
@@ -519,7 +522,7 @@ class CiscoEmulator:
             else self._reserve(item, virtual_account)
             for item in parsed
         ]
-        return self._start_poll("authorizations", results)
+        return self._start_poll("authorizations", results, str(data["nonce"]))
 
     def _reserve(self, item: _LicenseRequest, virtual_account: str) -> dict[str, Any]:
         piid = device.product_instance_identifier(item.pid, item.sn)
@@ -617,7 +620,7 @@ class CiscoEmulator:
         parsed = [_parse_report(report, index) for index, report in enumerate(reports)]
         seen_now: set[str] = set()
         results = [self._accept_report(item, virtual_account, seen_now) for item in parsed]
-        return self._start_poll("acknowledgements", results)
+        return self._start_poll("acknowledgements", results, str(data["nonce"]))
 
     def _accept_report(
         self, item: _ReportRequest, virtual_account: str, seen_now: set[str]
@@ -704,10 +707,20 @@ class CiscoEmulator:
                 "INVALID_REQUEST",
                 f"Poll id {poll_id} belongs to action '{poll.action}', not '{action}'",
             )
+        nonce = str(data["nonce"])
         if self.clock() < poll.ready_at:
-            return Response.json(202, self._ok_poll(poll))
+            # Cisco's smartaccount.py treats an OK_POLL whose "message" is not "" as an error.
+            return Response.json(202, self._ok_poll(poll, nonce=nonce, message=""))
+        # The envelope of the published COMPLETE answers (Postman collection): message_code,
+        # message, timestamp, nonce, type (the action) and correlation_id around `data`.
         body = {
             "status": "COMPLETE",
+            "message_code": "",
+            "message": "",
+            "timestamp": _now_ms(),
+            "nonce": nonce,
+            "type": poll.action,
+            "correlation_id": str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
             "poll_id": poll.poll_id,
             "action": poll.action,
             "data": {"timestamp": _now_ms(), poll.action: poll.results},
@@ -864,17 +877,23 @@ class CiscoEmulator:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _start_poll(self, action: str, results: list[dict[str, Any]]) -> Response:
+    def _start_poll(self, action: str, results: list[dict[str, Any]], nonce: str) -> Response:
         poll_id = self._rng.randrange(10**17, 10**18)
         while poll_id in self.polls:
             poll_id = self._rng.randrange(10**17, 10**18)
         poll = Poll(poll_id, action, self.clock() + self.poll_delay, results)
         self.polls[poll_id] = poll
-        return Response.json(202, self._ok_poll(poll))
+        return Response.json(202, self._ok_poll(poll, nonce=nonce, message=None))
 
-    def _ok_poll(self, poll: Poll) -> dict[str, Any]:
+    def _ok_poll(self, poll: Poll, *, nonce: str, message: str | None) -> dict[str, Any]:
+        """An OK_POLL answer, keys as in the Postman collection's 202 examples."""
         return {
             "status": "OK_POLL",
+            "message_code": None,
+            "message": message,
+            "timestamp": _now_ms(),
+            "nonce": nonce,
+            "type": None,
             "poll_id": poll.poll_id,
             "poll_interval": self.poll_interval,
             "action": poll.action,

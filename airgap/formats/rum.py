@@ -2,8 +2,12 @@
 
 A RUM file is `<smartLicense>` holding an optional `<smartLicenseSystemInfo>` and one or more
 `<RUMReport>` elements, each a CDATA JSON object `{"payload": "<JSON as a string>", "header",
-"signature"}`. The payload string is signed by the device, so it is kept exactly as the device
-wrote it (the value of the "payload" key after decoding the outer JSON) and never re-serialized.
+"signature"}`. Reports are also passed around without the wrapper: one or more `<RUMReport>`
+elements (with or without a `<smartLicenseSystemInfo>` beside them) at the top of the file, as a
+report saved from a C9800-CL is often published, its CDATA a pretty-printed JSON object. Both
+shapes are read the same way. The payload string is signed by the device, so it is kept exactly
+as the device wrote it (the value of the "payload" key after decoding the outer JSON) and never
+re-serialized.
 
 The file is scanned with string searches rather than an XML parser: it is faster for the 10,000
 small files of a large pack, and the format is machine-written with no nesting to speak of. This
@@ -49,14 +53,19 @@ class RumFile:
     hostname: str | None
 
 
-# The root may follow an XML declaration, comments and whitespace; anything else is not RUM.
-# Each comment is atomic, `(?>…)`: letting `.*?` run on past `-->` made a few dozen `<!---->`
-# take exponential time to refuse.
+# The first element may follow an XML declaration, comments and whitespace; it is the
+# <smartLicense> wrapper, or (unwrapped) a <RUMReport> or the <smartLicenseSystemInfo> beside
+# them. Anything else is not RUM. Each comment is atomic, `(?>…)`: letting `.*?` run on past
+# `-->` made a few dozen `<!---->` take exponential time to refuse.
 _ROOT_RE = re.compile(
-    r"\A\s*(?:<\?xml[^>]*\?>\s*)?(?:(?><!--.*?-->)\s*)*<smartLicense(?:\s[^>]*)?>", re.S
+    r"\A\s*(?:<\?xml[^>]*\?>\s*)?(?:(?><!--.*?-->)\s*)*"
+    r"<(smartLicense|RUMReport|smartLicenseSystemInfo)(?:\s[^>]*)?>",
+    re.S,
 )
 _DATA_OPEN_RE = re.compile(r"<data(?:\s[^>]*)?>")
 _CLOSE_ROOT_RE = re.compile(r"</smartLicense\s*>\s*\Z")
+# Unwrapped, the file ends with the last report (or the system info) closed.
+_CLOSE_UNWRAPPED_RE = re.compile(r"</(?:RUMReport|smartLicenseSystemInfo)\s*>\s*\Z")
 _ENTITY_RE = re.compile(r"&(#x[0-9A-Fa-f]+|#[0-9]+|lt|gt|amp|quot|apos);")
 _ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
 # report_id is a number in both layouts (under asset_identification or meta); nothing else in a
@@ -246,8 +255,8 @@ def parse_rum_bytes(data: bytes, *, path: Path | str) -> RumFile:
         path: where it came from; kept in the result and used in error messages.
 
     Raises:
-        InputError: the data is not text, not a `<smartLicense>` document, holds no
-            `<RUMReport>`, or a report is truncated or malformed.
+        InputError: the data is not text, neither a `<smartLicense>` document nor unwrapped
+            `<RUMReport>` elements, holds no `<RUMReport>`, or a report is truncated or malformed.
 
     Returns:
         The reports, the device's UDI (from the system info, else the first report) and its
@@ -255,15 +264,28 @@ def parse_rum_bytes(data: bytes, *, path: Path | str) -> RumFile:
     """
     source = str(path)
     text = decode_capture(data, source=source)
-    if _ROOT_RE.match(text) is None:
+    root = _ROOT_RE.match(text)
+    if root is None:
         raise InputError(
-            f"{where(source, 1)}: not a RUM report (no <smartLicense> root element)",
+            f"{where(source, 1)}: not a RUM report (no <smartLicense> or <RUMReport> element)",
             hint="Save usage on the device with `license smart save usage all file flash:rum.xml`.",
         )
-    if not text[-64:].rstrip().endswith("</smartLicense>") and _CLOSE_ROOT_RE.search(text) is None:
+    wrapped = root.group(1) == "smartLicense"
+    if wrapped:
+        if (
+            not text[-64:].rstrip().endswith("</smartLicense>")
+            and _CLOSE_ROOT_RE.search(text) is None
+        ):
+            raise InputError(
+                f"{where(source, _line_at(text, len(text.rstrip())))}: no closing </smartLicense> "
+                "(truncated file?)"
+            )
+    elif not text[-64:].rstrip().endswith("</RUMReport>") and (
+        _CLOSE_UNWRAPPED_RE.search(text) is None
+    ):
         raise InputError(
-            f"{where(source, _line_at(text, len(text.rstrip())))}: no closing </smartLicense> "
-            "(truncated file?)"
+            f"{where(source, _line_at(text, len(text.rstrip())))}: the file does not end with "
+            "a closed </RUMReport> (truncated file?)"
         )
 
     file_udi: tuple[str, str] | None = None
@@ -297,8 +319,9 @@ def parse_rum_bytes(data: bytes, *, path: Path | str) -> RumFile:
         pos = close + len(_CLOSE)
 
     if not reports:
+        holder = "<smartLicense>" if wrapped else "the file"
         raise InputError(
-            f"{where(source, 1)}: not a RUM report (<smartLicense> holds no <RUMReport>)",
+            f"{where(source, 1)}: not a RUM report ({holder} holds no <RUMReport>)",
             hint="An ACK or authorization file cannot be reported; use the device's rum.xml.",
         )
     udi = file_udi or reports[0].udi

@@ -3,9 +3,40 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
-from conftest import CONFORMANCE
+import pytest
+from conftest import CONFORMANCE, require_tool
+
+from airgap.bundle.crypt import decrypt_stream, is_age
+from airgap.home import Home
+
+
+def assert_conforms(bundle: Path, *, producer: Path, receiver: Path, work: Path) -> None:
+    """The independent checker passes `bundle`, opened with the receiving home's identity if
+    it is age-encrypted, and its signature checks against the producing home's public key."""
+    plain = bundle
+    if is_age(bundle.read_bytes()[:64]):
+        plain = work / f"{bundle.stem}.decrypted"
+        with bundle.open("rb") as source, plain.open("wb") as target:
+            decrypt_stream(source, target, Home.open(receiver).identity())
+    check = subprocess.run(
+        [
+            sys.executable,
+            str(CONFORMANCE),
+            str(plain),
+            "--pubkey",
+            str(producer / "keys" / "signing.pub.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "valid Ed25519 signature" in check.stdout, check.stdout
 
 
 def test_demo_round_trip_prints_its_summary(airgap, tmp_path: Path) -> None:
@@ -34,9 +65,14 @@ def test_demo_round_trip_prints_its_summary(airgap, tmp_path: Path) -> None:
     assert (requests[0]["items"]["DONE"], requests[0]["items"]["FAILED"]) == (11, 1)
     inside_status = airgap("--json", "--home", str(inside), "inside", "status", "--all")
     assert inside_status.returncode == 0, inside_status.stderr
-    # The response verifies at the inside and conforms to the independent reading of the format.
+    # The response verifies at the inside, and both bundles conform to the independent reading
+    # of the format, signatures included.
     response = keep / "transfer" / "response.airgap"
     assert airgap("--home", str(inside), "verify", str(response)).returncode == 0
+    request = keep / "transfer" / "request.airgap"
+    assert is_age(request.read_bytes()[:64])
+    assert_conforms(request, producer=inside, receiver=outside, work=tmp_path)
+    assert_conforms(response, producer=outside, receiver=inside, work=tmp_path)
     dry = airgap(
         "--json",
         "--home",
@@ -48,7 +84,6 @@ def test_demo_round_trip_prints_its_summary(airgap, tmp_path: Path) -> None:
     )
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["plan"]["cisco.reserve"] == 4
-    assert CONFORMANCE.exists()
 
 
 def test_demo_without_keep_cleans_up_and_json(airgap) -> None:
@@ -89,3 +124,50 @@ def test_audit_exports_tie_both_sides_together(airgap, tmp_path: Path) -> None:
     assert process["peer_audit_head"] and imported["peer_audit_head"]
     for entry in (pack, process, imported):
         assert entry["user"] and entry["host"] and entry["ts"] and entry["outcome"]
+
+
+# --- what the summary points at ------------------------------------------------------------------
+
+WIDE = {"COLUMNS": "1000"}  # no wrapping inside a path
+
+
+def printed_paths(text: str) -> list[Path]:
+    """Every absolute path the summary prints."""
+    return [Path(p) for p in re.findall(r"(?:^|\s)(/[^\s,()]+)", text, flags=re.M)]
+
+
+def test_demo_without_keep_prints_no_path_it_has_removed(airgap) -> None:
+    result = airgap("demo", "--devices", "2", env=WIDE, timeout=300)
+    assert result.returncode == 0, result.stderr
+    gone = [p for p in printed_paths(result.stdout) if not p.exists()]
+    assert gone == [], result.stdout
+    assert "Verify the request by hand" not in result.stdout
+    assert "airgap demo --keep ./airgap-demo" in result.stdout
+    assert "request.airgap (" in result.stdout
+
+
+@pytest.mark.interop
+def test_demo_with_keep_prints_hand_checks_that_work(airgap, tmp_path: Path) -> None:
+    tools = {name: require_tool(name) for name in ("age", "tar", "openssl", "sha256sum")}
+    assert all(tools.values())
+    # A relative --keep: the commands must still work from another folder, after `cd b`.
+    result = airgap("demo", "--devices", "2", "--keep", "kept", env=WIDE, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    paths = printed_paths(result.stdout)
+    assert paths and all(p.exists() for p in paths), result.stdout
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Verify the request by hand"))
+    commands = [line.strip() for line in lines[start + 1 :] if line.startswith("  ")]
+    assert commands[0].startswith("age -d")
+    elsewhere = tmp_path / "by-hand"
+    elsewhere.mkdir()
+    done = subprocess.run(
+        ["bash", "-c", " && ".join(["set -e", *commands])],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Signature Verified Successfully" in done.stdout
+    assert ": OK" in done.stdout and "FAILED" not in done.stdout

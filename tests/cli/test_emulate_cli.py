@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+from conftest import airgap_command
 
 from airgap.formats.rum import parse_rum_file
 from airgap.inside.parsers.udi import parse_udi_file
@@ -19,8 +18,7 @@ from airgap.inside.parsers.udi import parse_udi_file
 
 @contextmanager
 def emulator(*args: str) -> Iterator[str]:
-    exe = shutil.which("airgap")
-    command = [exe] if exe else [sys.executable, "-m", "airgap"]
+    command = airgap_command()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")}
     proc = subprocess.Popen(
         [*command, "emulate", *args, "--port", "0"],

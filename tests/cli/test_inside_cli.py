@@ -250,3 +250,42 @@ def test_status_with_nothing_packed(
     result = cli_runner("--home", str(inside), "inside", "status")
     assert result.exit_code == 0
     assert "No outstanding requests." in result.output
+
+
+UNWRAPPED_C9800 = Path(__file__).resolve().parents[1] / "data" / "rum" / "c9800-cl-unwrapped.xml"
+
+
+def test_pack_of_an_unwrapped_c9800_report_keeps_its_payload_byte_for_byte(
+    airgap: Airgap, sites: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import tarfile
+
+    inside, outside = sites
+    rum = tmp_path / "rum"
+    rum.mkdir()
+    shutil.copy(UNWRAPPED_C9800, rum / UNWRAPPED_C9800.name)
+    request_file = tmp_path / "req.airgap"
+    packed = airgap(
+        "--home", str(inside), "--json", "inside", "pack", "--rum", str(rum),
+        "-o", str(request_file),
+    )  # fmt: skip
+    assert packed.returncode == 0, packed.stderr
+    assert json.loads(packed.stdout)["by_action"] == {"cisco.report_usage": 1}
+    assert airgap("--home", str(outside), "verify", str(request_file)).returncode == 0
+
+    original = UNWRAPPED_C9800.read_bytes()
+    # The signed payload, read straight from the sample without airgap's parser.
+    cdata = original.decode().split("<![CDATA[", 1)[1].rsplit("]]>", 1)[0]
+    expected_payload = json.loads(cdata)["payload"]
+    with tarfile.open(request_file) as tar:
+        items = json.loads(tar.extractfile("items.json").read())["items"]  # type: ignore[union-attr]
+        [item] = items
+        assert item["device"]["udi"] == {"pid": "C9800-CL-K9", "sn": "9K2XQ7TZ3RA"}
+        [member] = item["files"]
+        carried = tar.extractfile(member).read()  # type: ignore[union-attr]
+    assert carried == original
+    from airgap.formats.rum import parse_rum_bytes
+
+    [report] = parse_rum_bytes(carried, path=member).reports
+    assert report.payload == expected_payload
+    assert report.payload.encode() in carried.replace(b'\\"', b'"')

@@ -11,7 +11,6 @@ import os
 import selectors
 import shutil
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_airgap
+from conftest import airgap_command, run_airgap
 
 # Emulator credentials: the emulators accept any non-empty values. Secrets only ever travel
 # in the environment of the outside's `process` runs, never on a command line or in config.
@@ -124,11 +123,6 @@ class Emulator:
         return document
 
 
-def _airgap_command() -> list[str]:
-    exe = shutil.which("airgap")
-    return [exe] if exe else [sys.executable, "-m", "airgap"]
-
-
 class World:
     """The sites and emulators of one test, all in its tmp_path."""
 
@@ -160,7 +154,7 @@ class World:
         """`airgap emulate KIND --port 0 ARGS…`; the first stdout line is its URL."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")}
         proc = subprocess.Popen(
-            [*_airgap_command(), "emulate", kind, "--port", "0", *args],
+            [*airgap_command(), "emulate", kind, "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -331,12 +331,20 @@ def rum_documents() -> st.SearchStrategy[str]:
         content.map(lambda c: f"<RUMReport>{c}</RUMReport>") | st.sampled_from(["<RUMReport>"]),
         max_size=3,
     )
+    # With the <smartLicense> wrapper, or without it (reports, maybe system info, at the top).
     return st.builds(
-        lambda head, comments, reports, tail: (
-            head + comments + "<smartLicense>" + "".join(reports) + tail
+        lambda head, comments, wrap, reports, tail: (
+            head + comments + wrap + "".join(reports) + (tail if wrap else tail[-1:])
         ),
         st.sampled_from(["", '<?xml version="1.0"?>\n', " \n"]),
         st.integers(0, 40).map(lambda n: "<!---->" * n),
+        st.sampled_from(
+            [
+                "<smartLicense>",
+                "",
+                f"<smartLicenseSystemInfo><data>{RUM_INFO}</data></smartLicenseSystemInfo>\n",
+            ]
+        ),
         reports,
         st.sampled_from(["</smartLicense>", "</smartLicense >\n", "", "</smartLicense>x"]),
     )
@@ -349,6 +357,8 @@ def rum_documents() -> st.SearchStrategy[str]:
     | mutated(RUM_SEED).map(lambda t: t.encode("utf-8", "surrogatepass"))
 )
 @example(data=RUM_SEED.encode())
+@example(data=f"<RUMReport><![CDATA[{RUM_REPORT}]]></RUMReport>".encode())
+@example(data=f"<RUMReport><![CDATA[{RUM_REPORT}]]></RUMReport><RUMRep".encode())
 @example(data=RUM_SEED.replace("FOC2437L1ZK", "&#x110000;", 1).encode())
 @example(data=("<!---->" * 40 + "x</smartLicense>").encode())
 @example(
@@ -361,6 +371,37 @@ def test_rum_parser_returns_reports_or_input_error(data: bytes) -> None:
         assert PID_RE.match(rum.udi[0]) and SN_RE.match(rum.udi[1])
         for report in rum.reports:
             report.payload.encode("utf-8")  # sendable as it is
+
+
+@settings(FUZZ, max_examples=scaled(200))
+@given(
+    reports=st.lists(
+        st.one_of(st.just(RUM_REPORT), mutated(RUM_REPORT), st.text(max_size=20)).map(
+            lambda c: f"<RUMReport><![CDATA[{c}]]></RUMReport>\n"
+        ),
+        max_size=3,
+    ),
+    info=st.booleans(),
+)
+def test_reports_read_the_same_with_or_without_the_smartlicense_wrapper(
+    reports: list[str], info: bool
+) -> None:
+    body = (
+        f"<smartLicenseSystemInfo><data>{RUM_INFO}</data></smartLicenseSystemInfo>\n"
+        if info
+        else ""
+    ) + "".join(reports)
+    wrapped = timed(parse_rum_bytes, f"<smartLicense>\n{body}</smartLicense>\n".encode(), path="r")
+    bare = timed(parse_rum_bytes, body.encode(), path="r")
+    if isinstance(wrapped, InputError):
+        assert isinstance(bare, InputError)
+    else:
+        assert not isinstance(bare, InputError), bare.message
+        assert (bare.udi, bare.hostname, bare.reports) == (
+            wrapped.udi,
+            wrapped.hostname,
+            wrapped.reports,
+        )
 
 
 def test_rum_file_parser_refuses_a_missing_file(tmp_path: Path) -> None:

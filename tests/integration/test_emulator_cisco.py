@@ -313,7 +313,13 @@ def test_account_headers_accept_names_too(swapi: Swapi) -> None:
         {"licenses": []},
         {"data": "x"},
         {"data": {"nonce": "0123456789abcdef", "licenses": []}},
-        {"data": {"timestamp": 1, "nonce": "short", "licenses": []}},
+        {
+            "data": {
+                "timestamp": 1,
+                "nonce": "",
+                "licenses": [license_entry(PID, SN, keys=[{"entitlement": HSEC, "count": 1}])],
+            }
+        },
         {"data": {"timestamp": 1, "nonce": "0123456789abcdef", "licenses": []}},
         {"data": {"timestamp": 1, "nonce": "0123456789abcdef", "licenses": [{"sudi": {}}]}},
         {

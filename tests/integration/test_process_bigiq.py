@@ -5,19 +5,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bundles import make_request
-from conftest import run_airgap
+from conftest import airgap_command, run_airgap
 from craft import reserve_item
-from integration.conftest import DEMO_SECRETS, point_outside_at
+from integration.conftest import DEMO_SECRETS, kill_mid_run, point_outside_at
 
 
 def mac(n: int) -> str:
@@ -136,9 +132,8 @@ def test_sigkill_during_assign_batch_then_rerun(sites, start_emulator, tmp_path)
     point_outside_at(outside, bigiq=bigiq.url)
     items = [assign(n) for n in range(200)]
     request = make_request(inside, tmp_path / "req.airgap", items=items, files={}).path
-    exe = shutil.which("airgap")
     command = [
-        *([exe] if exe else [sys.executable, "-m", "airgap"]),
+        *airgap_command(),
         "outside",
         "process",
         str(request),
@@ -151,14 +146,10 @@ def test_sigkill_during_assign_batch_then_rerun(sites, start_emulator, tmp_path)
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")}
     env.update(DEMO_SECRETS, AIRGAP_HOME=str(outside))
-    rng = random.Random(7)
-    for _ in range(8):
-        proc = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(rng.uniform(0.4, 1.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    # Killed once it has made 3 to 12 new assignments: 8 kills leave most of the 200 to do.
+    kills = kill_mid_run(command, env, [bigiq], kills=8, rng=random.Random(7), per_kill=(3, 12))
+    assert all(kill.at_kill > kill.before_run for kill in kills)
+    assert kills[-1].after_kill < 200
     code, document = process(outside, request, tmp_path / "resp.airgap")
     assert code == 0, document
     assert document["counts"] == {"ok": 200}

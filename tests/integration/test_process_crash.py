@@ -9,28 +9,18 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from bundles import make_request
-from conftest import run_airgap
+from conftest import airgap_command, run_airgap
 from craft import reserve_item
-from integration.conftest import DEMO_SECRETS, point_outside_at
+from integration.conftest import DEMO_SECRETS, kill_mid_run, point_outside_at
 
 from airgap.bundle import verify_bundle
 from airgap.home import Home
 
 KILLS = int(os.environ.get("AIRGAP_CRASH_KILLS", "20"))
-
-
-def _airgap_command() -> list[str]:
-    exe = shutil.which("airgap")
-    return [exe] if exe else [sys.executable, "-m", "airgap"]
 
 
 @pytest.fixture
@@ -46,7 +36,7 @@ def test_sigkill_loop_then_rerun_reserves_each_device_exactly_once(
     inside, outside = sites
     cisco = start_emulator("cisco", "--latency", "50", "--poll-delay", "0.3")
     point_outside_at(outside, cisco=cisco.url)
-    # Enough work (about 10 s at this latency and concurrency) that every kill lands mid-run.
+    # Enough work that the killed runs cannot finish it between them.
     devices = 400
     request = make_request(
         inside,
@@ -57,7 +47,7 @@ def test_sigkill_loop_then_rerun_reserves_each_device_exactly_once(
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")}
     env.update(DEMO_SECRETS, AIRGAP_HOME=str(outside))
     command = [
-        *_airgap_command(),
+        *airgap_command(),
         "outside",
         "process",
         str(request),
@@ -68,17 +58,16 @@ def test_sigkill_loop_then_rerun_reserves_each_device_exactly_once(
         "--rate",
         "0",
     ]
-    rng = random.Random(20261123)
-    killed = 0
-    for _ in range(KILLS):
-        proc = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(rng.uniform(0.4, 1.2))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed += 1
-        proc.wait()
+    # Each run is killed once it has made 3 to 10 new reservations: mid-run by construction.
+    # 20 kills take at most 200 of the 400 devices, so no run can finish first.
+    kills = kill_mid_run(
+        command,
+        env,
+        [cisco],
+        kills=KILLS,
+        rng=random.Random(20261123),
+        per_kill=(3, min(10, devices // (2 * KILLS))),
+    )
     final = run_airgap(
         "--json",
         "--home",
@@ -95,7 +84,10 @@ def test_sigkill_loop_then_rerun_reserves_each_device_exactly_once(
     assert final.returncode == 0, final.stdout + final.stderr
     document = json.loads(final.stdout)
     assert document["counts"] == {"ok": devices}
-    assert killed == KILLS, f"only {killed} of {KILLS} runs were still working when killed"
+    assert len(kills) == KILLS
+    for number, kill in enumerate(kills, 1):
+        assert kill.at_kill > kill.before_run, f"kill {number} landed before any vendor call"
+    assert kills[-1].after_kill < devices, "the killed runs did all the work; nothing was left"
     mutations = cisco.stats()["mutations"]
     reserves = {udi: m["reserve"] for udi, m in mutations.items()}
     assert len(reserves) == devices

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
+import tarfile
 from pathlib import Path
 
 from bundles import make_request
@@ -54,7 +56,12 @@ def test_bundle_verifies_with_tar_openssl_and_sha256sum(make_home, tmp_path: Pat
     sums_hash = run(sha256sum, "SHA256SUMS", cwd=b).stdout.split()[0].decode()
     manifest = json.loads((b / "manifest.json").read_bytes())
     listed = {m["path"]: m["sha256"] for m in manifest["members"]}
+    assert re.fullmatch(r"[0-9a-f]{64}", sums_hash), sums_hash
     assert listed["SHA256SUMS"] == sums_hash
+    # The manifest sha256sum computes is the bundle's identity the product reports.
+    manifest_hash = run(sha256sum, "manifest.json", cwd=b).stdout.split()[0].decode()
+    assert re.fullmatch(r"[0-9a-f]{64}", manifest_hash), manifest_hash
+    assert manifest_hash == written.manifest_sha256
 
     # A changed manifest no longer verifies with openssl either.
     (b / "manifest.json").write_bytes(
@@ -89,11 +96,18 @@ def test_encrypted_bundle_decrypts_with_stock_age(
     plain = tmp_path / "req.tar"
     result = run(age, "-d", "-i", str(identity), "-o", str(plain), str(written.path))
     assert result.returncode == 0, result.stderr
-    assert hashlib.sha256(plain.read_bytes()[:512]).hexdigest()  # a tar header is there
+    # What age wrote is the signed tar: its manifest hashes to the product's manifest sha256.
+    with tarfile.open(plain) as tar:
+        member = tar.extractfile("manifest.json")
+        assert member is not None
+        manifest_hash = hashlib.sha256(member.read()).hexdigest()
+    assert re.fullmatch(r"[0-9a-f]{64}", written.manifest_sha256), written.manifest_sha256
+    assert manifest_hash == written.manifest_sha256
     from airgap.bundle import verify_bundle
 
     verified = verify_bundle(plain, Home.open(outside).policy())
     assert verified.manifest.bundle_id == written.manifest.bundle_id
+    assert verified.manifest_sha256 == written.manifest_sha256
     # The inside home was added as a recipient too, so it can still inspect its own bundle.
     own = run(age, "-d", "-i", str(inside / "keys" / "age-identity.txt"), str(written.path))
     assert own.returncode == 0

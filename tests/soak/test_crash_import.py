@@ -22,7 +22,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_airgap
+from conftest import airgap_command, run_airgap
 from soak.test_soak import (
     audit_events,
     audit_verify,
@@ -63,11 +62,6 @@ FILE_FOR = {
     "cisco.return": "return.json",
     "bigiq.assign": "bigip.license",
 }
-
-
-def airgap_command() -> list[str]:
-    exe = shutil.which("airgap")
-    return [exe] if exe else [sys.executable, "-m", "airgap"]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -583,7 +577,7 @@ def test_outside_process_killed_repeatedly_on_mixed_batch_then_exactly_once(
     inside, outside = sites
     cisco = emulators("cisco", "--latency", "60", "--poll-delay", "0.3")
     bigiq = emulators("bigiq", "--latency", "60", "--task-delay", "0.3")
-    from integration.conftest import DEMO_SECRETS, point_outside_at
+    from integration.conftest import DEMO_SECRETS, kill_mid_run, point_outside_at
 
     point_outside_at(outside, cisco=cisco.url, bigiq=bigiq.url)
     reports = per_vendor // 6
@@ -628,20 +622,21 @@ def test_outside_process_killed_repeatedly_on_mixed_batch_then_exactly_once(
     ]
     env = clean_env(**DEMO_SECRETS, AIRGAP_HOME=str(outside))
     rng = random.Random(int(os.environ.get("AIRGAP_CRASH_SEED", "20")))
-    killed = 0
-    for _ in range(kills):
-        proc = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(rng.uniform(0.4, 1.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed += 1
-        proc.wait()
+    # Each run is killed once both emulators together have seen N more changes than before it
+    # started, N up to a share of the work that leaves half of it for the final run.
+    work = 2 * per_vendor + reports
+    most = max(2, work // (2 * kills))
+    records = kill_mid_run(
+        command, env, [cisco, bigiq], kills=kills, rng=rng, per_kill=(max(1, most // 3), most)
+    )
+    killed = len(records)
+    for number, record in enumerate(records, 1):
+        assert record.at_kill > record.before_run, f"kill {number} landed before any vendor call"
+    assert records[-1].after_kill < work, "the killed runs did all the work"
     code, document = process(
         outside, request, tmp_path / "resp.airgap", "--concurrency", "16", timeout=900
     )
-    assert killed == kills, f"only {killed} of {kills} runs were still working when killed"
+    assert killed == kills
     items = document["items"]
     assert len(items) == len(rows)
     duplicate_reports = 0

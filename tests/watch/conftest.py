@@ -6,13 +6,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import airgap_command
 from integration.conftest import DEMO_SECRETS, start_emulator
 
 from airgap.home import Home
@@ -76,11 +76,6 @@ def drop(files: list[Path], inbox: Path) -> list[Path]:
         os.replace(temp, inbox / source.name)
         placed.append(inbox / source.name)
     return placed
-
-
-def airgap_command() -> list[str]:
-    exe = shutil.which("airgap")
-    return [exe] if exe else [sys.executable, "-m", "airgap"]
 
 
 def watch_env(home: Path) -> dict[str, str]:

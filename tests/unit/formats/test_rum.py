@@ -236,3 +236,94 @@ def test_other_samples_are_not_rum_reports(sample: Sample, name: str) -> None:
     with pytest.raises(InputError) as info:
         parse_rum_file(path)
     assert info.value.message.startswith(f"{path}:1: not a RUM report")
+
+
+# --- reports without the <smartLicense> wrapper --------------------------------------------------
+
+UNWRAPPED_C9800 = Path(__file__).resolve().parents[2] / "data" / "rum" / "c9800-cl-unwrapped.xml"
+C9800 = ("C9800-CL-K9", "9K2XQ7TZ3RA")
+
+
+def _pretty_report(payload: str, sudi: tuple[str, str] | None = C9800) -> str:
+    """One `<RUMReport>` whose CDATA is pretty-printed JSON, as the C9800 sample has it."""
+    signature: dict[str, object] = {"signing_type": "virtual", "key": "k", "value": "dmFsdWU="}
+    if sudi is not None:
+        signature = {"sudi": {"udi_pid": sudi[0], "udi_serial_number": sudi[1]}, **signature}
+    body = json.dumps({"payload": payload, "signature": signature}, indent=2)
+    return f"<RUMReport><![CDATA[{body}]]></RUMReport>"
+
+
+def _v2_payload(report_id: int, sudi: tuple[str, str] = C9800) -> str:
+    instance = {"sudi": {"udi_pid": sudi[0], "udi_serial_number": sudi[1]}}
+    ident = {"report_id": report_id, "asset": {"name": "sw"}, "instance": instance}
+    return json.dumps({"version": "2.0", "asset_identification": ident}, separators=(",", ":"))
+
+
+def test_a_lone_c9800_report_without_the_wrapper_is_read() -> None:
+    data = UNWRAPPED_C9800.read_bytes()
+    rum = parse_rum_bytes(data, path=UNWRAPPED_C9800)
+    assert rum.udi == C9800
+    assert rum.hostname is None
+    [report] = rum.reports
+    assert report.udi == C9800
+    assert report.report_id == "1731402817"
+    assert report.signature["signing_type"] == "virtual"
+    cdata = data.decode().split("<![CDATA[", 1)[1].rsplit("]]>", 1)[0]
+    assert report.payload == json.loads(cdata)["payload"]
+    assert json.loads(report.payload)["version"] == "2.0"
+
+
+def test_unwrapped_reports_beside_system_info_are_all_read(write: Writer) -> None:
+    info = json.dumps(
+        {"sudi": {"udi_pid": C9800[0], "udi_serial_number": C9800[1]}, "hostname": "wlc-1"}
+    )
+    text = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<smartLicenseSystemInfo><data><![CDATA[{info}]]></data></smartLicenseSystemInfo>\n"
+        f"{_pretty_report(_v2_payload(11))}\n{_pretty_report(_v2_payload(12))}\n"
+    )
+    rum = parse_rum_file(write("two.xml", text))
+    assert rum.udi == C9800
+    assert rum.hostname == "wlc-1"
+    assert [r.report_id for r in rum.reports] == ["11", "12"]
+    assert [r.payload for r in rum.reports] == [_v2_payload(11), _v2_payload(12)]
+
+
+def test_an_unwrapped_report_whose_signature_has_no_sudi_takes_the_udi_from_the_payload(
+    write: Writer,
+) -> None:
+    rum = parse_rum_file(write("nosudi.xml", _pretty_report(_v2_payload(7), sudi=None)))
+    assert rum.udi == C9800
+    assert rum.reports[0].report_id == "7"
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        # cut inside the report
+        (_pretty_report(_v2_payload(1))[:200], "does not end with a closed </RUMReport>"),
+        # one whole report, the next one cut short
+        (
+            _pretty_report(_v2_payload(1)) + "\n" + _pretty_report(_v2_payload(2))[:40],
+            "does not end with a closed </RUMReport>",
+        ),
+        # a report closed, then text that is not a report
+        (_pretty_report(_v2_payload(1)) + "\ntrailing words", "does not end with a closed"),
+        # system info alone is not a usage report
+        (
+            '<smartLicenseSystemInfo><data>{"hostname":"x"}</data></smartLicenseSystemInfo>',
+            "the file holds no <RUMReport>",
+        ),
+        # an element name that only starts like the wrapper
+        ("<smartLicenseRumAck><data>[]</data></smartLicenseRumAck>", "not a RUM report"),
+        ("<RUMReports><x/></RUMReports>", "not a RUM report"),
+    ],
+)
+def test_unwrapped_files_that_are_not_whole_reports_are_refused(
+    write: Writer, text: str, phrase: str
+) -> None:
+    path = write("bad.xml", text)
+    with pytest.raises(InputError) as info:
+        parse_rum_file(path)
+    assert info.value.code == "E_INPUT"
+    assert phrase in info.value.message, info.value.message

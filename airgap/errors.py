@@ -128,15 +128,23 @@ class InventoryError(AirgapError):
 class DeviceUnreachable(AirgapError):
     """A device inside the gap could not be reached: refused, timed out, or dropped the line.
 
-    `uncertain` is True when a change was on its way and the device may have made it before the
-    line dropped (the request was sent, no answer came back); the caller reads the device's state
-    again before it tries anything else. False means the device cannot have acted.
+    `reason` says which ("refused", "timeout", "dropped", "tls"); `uncertain` is true when the
+    device may have acted on a change before the line failed (an import whose answer was lost):
+    the caller must read the device's state again before deciding, never resend blindly.
     """
 
     code = "E_UNREACHABLE"
 
-    def __init__(self, message: str, *, hint: str | None = None, uncertain: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "unknown",
+        uncertain: bool = False,
+        hint: str | None = None,
+    ) -> None:
         super().__init__(message, hint=hint)
+        self.reason = reason
         self.uncertain = uncertain
 
 
@@ -257,6 +265,12 @@ class HostKeyMismatch(VerificationError):
     """A device's SSH host key differs from the one pinned in this home: possibly an impostor."""
 
     code = "E_HOSTKEY"
+
+
+class HostKeyUnknown(VerificationError):
+    """A device's SSH host key is not pinned yet and the caller did not accept new keys."""
+
+    code = "E_HOSTKEY_UNKNOWN"
 
 
 # --- codes of single items in a response (not exceptions: an item fails, the run goes on) ------

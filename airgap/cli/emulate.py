@@ -249,3 +249,83 @@ def device_cmd(
         {"hostname": files.hostname, "files": [str(p) for p in written]},
         lambda: out.print("\n".join(f"wrote {escape(str(p))}" for p in written)),
     )
+
+
+@app.command("ios-xe")
+def iosxe_cmd(
+    ctx: typer.Context,
+    devices: Annotated[int, typer.Option("--devices", help="How many devices to emulate.")],
+    inventory_out: Annotated[
+        Path, typer.Option("--inventory-out", help="Write the inventory (CSV) here.")
+    ],
+    latency: Latency = 0.0,
+    faults: Annotated[
+        str | None,
+        typer.Option(
+            "--faults",
+            help="Device faults, e.g. auth=0.05,refused=0.05,timeout=0.02,disconnect=0.05,seed=1.",
+        ),
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option("--password", help="Require this password for admin.")
+    ] = None,
+    transport: Annotated[
+        str | None,
+        typer.Option(
+            "--transport", help="slp-rest or ssh for every row (default: they alternate)."
+        ),
+    ] = None,
+    host_key_seed: Annotated[
+        str,
+        typer.Option(
+            "--host-key-seed", help="SSH host keys derive from this; the same seed, the same keys."
+        ),
+    ] = "airgap-emulator",
+    cert_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--cert-out",
+            help="Write the HTTPS certificate (PEM) here (default: beside the inventory).",
+        ),
+    ] = None,
+) -> None:
+    """Run an emulated fleet of Cisco IOS XE devices (SLP REST API over HTTPS, CLI over SSH).
+
+    Every device listens on its own HTTPS and SSH port on 127.0.0.1; the inventory written
+    names one of them per device and the credential `lab` (AIRGAP_DEVICE_LAB_USERNAME=admin,
+    AIRGAP_DEVICE_LAB_PASSWORD=any non-empty password unless --password is given).
+    """
+    st = state(ctx)
+    with mapped_errors(st):
+        from airgap.emulators.iosxe import start_fleet
+
+        cert = cert_out or inventory_out.with_name(inventory_out.stem + "-ca.pem")
+        fleet = start_fleet(
+            devices=devices,
+            latency_ms=latency,
+            faults=faults,
+            password=password,
+            transport=transport,
+            host_key_seed=host_key_seed,
+            cert_out=cert,
+        )
+        try:
+            fleet.write_inventory(inventory_out)
+        except BaseException:
+            fleet.stop()
+            raise
+    st.emit(
+        {
+            "stats_url": fleet.stats_url,
+            "inventory": str(inventory_out),
+            "cert": str(fleet.cert_path),
+            "devices": devices,
+        }
+    )
+    if not st.json:
+        print(fleet.stats_url, flush=True)
+        st.note(
+            f"{devices} IOS XE devices listening; inventory {escape(str(inventory_out))}, "
+            f"certificate {escape(str(fleet.cert_path))}; Ctrl-C stops"
+        )
+    fleet.serve_forever()

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airgap.model import ACTIONS, Action
+from airgap.model import ACTIONS
 
 STATUS_WORDS: dict[str, str] = {
     "ok": "done",
@@ -124,28 +124,13 @@ class _Words(dict[str, Any]):
         return ""
 
 
-def _guide_file(entry: Action, files: Sequence[str], name: str | None) -> str | None:
-    """The file (as shown) whose base name is `name`, or a numbered copy of it (`ack-2.xml`)."""
-    if name is None:
-        return None
-    stem, dot, suffix = name.rpartition(".")
-    for shown in files:
-        base = _base(shown)
-        if base == name:
-            return shown
-        numbered = entry.numbered_file == name and base.startswith(f"{stem}-")
-        if numbered and base.endswith(f"{dot}{suffix}"):
-            return shown
-    return None
-
-
 def _commands(item: ItemView) -> list[str]:
     """The steps for one finished item on its device, as its action's guide words them."""
     entry = ACTIONS.get(item.action)
     if entry is None:
         return ["Done; nothing to do on a device."]
     guide, files = entry.guide, list(item.files)
-    path = _guide_file(entry, files, guide.file)
+    path = entry.device_file(files)
     first = path or (files[0] if files else None)
     words = _Words(item.params)
     words |= {
@@ -161,7 +146,7 @@ def _commands(item: ItemView) -> list[str]:
     else:
         lines = [guide.note.format_map(words)]
     for name, why in guide.kept.items():
-        kept = _guide_file(entry, files, name)
+        kept = entry.file_named(files, name)
         if kept is not None:
             lines += ["", why.format_map(_Words(words, path=kept, name=_base(kept)))]
     return lines

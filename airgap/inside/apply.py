@@ -245,10 +245,14 @@ def _choose_request(state: InsideState, wanted: str | None) -> RequestRecord:
 def _pushes(state: InsideState, request: RequestRecord) -> tuple[list[Push], list[str]]:
     """The files to put on devices, in request order, and the items that need a person."""
     records = {r.item_id: r for r in state.items(request.bundle_id)}
+    items = [RequestItem.from_json(raw) for raw in request.items]
+    # A usage report read over REST names no hostname; another item of the same device does,
+    # and so may the last collect from it.
+    hostnames = state.collected_udis()
+    hostnames |= {i.device_key: i.hostname for i in items if i.device_key and i.hostname}
     pushes: list[Push] = []
     by_hand: list[str] = []
-    for raw in request.items:
-        item = RequestItem.from_json(raw)
+    for item in items:
         record = records.get(item.id)
         entry = ACTIONS.get(item.action)
         if record is None or record.status != "ok" or entry is None:
@@ -282,7 +286,7 @@ def _pushes(state: InsideState, request: RequestRecord) -> tuple[list[Push], lis
                 path=path,
                 sha256=hashlib.sha256(data).hexdigest(),
                 device_key=str(key),
-                hostname=item.hostname,
+                hostname=item.hostname or hostnames.get(str(key)),
                 kind=entry.apply,
             )
         )

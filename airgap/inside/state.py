@@ -585,6 +585,18 @@ class InsideState:
         )
         return [{**dict(row), "detail": _load(row["detail"])} for row in rows]
 
+    def collected_udis(self) -> dict[str, str]:
+        """`PID:SN` → hostname of every device unit a collect has read (the latest read wins)."""
+        rows = self._read(
+            "SELECT hostname, detail FROM inside_collects WHERE kind = 'udi' "
+            "ORDER BY collected, rowid"
+        )
+        found: dict[str, str] = {}
+        for row in rows:
+            for udi in (_load(row["detail"]) or {}).get("udis", []):
+                found[str(udi)] = row["hostname"]
+        return found
+
     def collected_macs(self) -> dict[str, str]:
         """Base MAC → hostname of every BIG-IP a collect has read (the latest read wins)."""
         rows = self._read(

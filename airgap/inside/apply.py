@@ -182,7 +182,10 @@ def apply_response(
     def job(device: DeviceEntry) -> dict[str, Any]:
         todo = targets[device]
         with InsideState(home.paths.state_db) as ledger:
-            work = _DeviceWork(record.bundle_id, device, todo, done, ledger, options.force)
+            # Read anew for every attempt: an earlier attempt on this device may have pushed.
+            mine = ledger.applies(record.bundle_id, [push.item_id for push in todo])
+            now = {(a.item_id, a.file): a for a in mine}
+            work = _DeviceWork(record.bundle_id, device, todo, now, ledger, options.force)
             if device.platform == "bigip":
                 return work.bigip(logins[device.credential], options)
             return work.iosxe(logins[device.credential], options, known_hosts)

@@ -611,11 +611,18 @@ class InsideState:
                 found[mac] = row["hostname"]
         return found
 
-    def applies(self, request_id: str) -> list[ApplyRecord]:
-        """Every apply record of a request."""
-        rows = self._read(
-            "SELECT * FROM inside_applies WHERE request_id = ? ORDER BY rowid", (request_id,)
-        )
+    def applies(self, request_id: str, item_ids: Sequence[str] | None = None) -> list[ApplyRecord]:
+        """The apply records of a request (of some of its items only, if given)."""
+        if item_ids is None:
+            rows = self._read(
+                "SELECT * FROM inside_applies WHERE request_id = ? ORDER BY rowid", (request_id,)
+            )
+        else:
+            rows = self._read(
+                "SELECT * FROM inside_applies WHERE request_id = ? AND item_id IN "
+                "(SELECT value FROM json_each(?)) ORDER BY rowid",
+                (request_id, json.dumps(list(item_ids))),
+            )
         return [_row_apply(row) for row in rows]
 
     def mark_applying(

@@ -184,6 +184,17 @@ class SshTransport:
             raise DeviceUnreachable(
                 f"{self.name}: no SSH session within {timeout:g} s", reason="timeout"
             ) from exc
+        except AirgapError:
+            raise
+        except (OSError, asyncssh.Error, EOFError) as exc:
+            # Dropped while the session was being set up (login done, no command of ours run):
+            # nothing can have changed on the device.
+            self._forget()
+            raise DeviceUnreachable(
+                f"{self.name}: the connection dropped while the session was set up "
+                f"({_describe(exc)})",
+                reason="dropped",
+            ) from exc
 
     async def _connect(self) -> None:
         endpoint, login = self.endpoint, self.login

@@ -10,6 +10,7 @@ every failure into ok / unreachable / auth failed / device error (the device's w
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 import threading
@@ -114,6 +115,7 @@ def run_fleet(
     total = len(targets)
     outcomes: dict[int, DeviceOutcome[T]] = {}
     tried: dict[int, int] = {}  # tries so far, per target index
+    # (when, index): a heap of devices waiting to start; input order first, retries by time.
     due: list[tuple[float, int]] = [(0.0, index) for index in range(total)]
 
     def attempt(index: int, tries: int) -> DeviceOutcome[T]:
@@ -146,9 +148,8 @@ def run_fleet(
         running: dict[Future[DeviceOutcome[T]], int] = {}
         while due or running:
             now = time.monotonic()
-            due.sort()
             while due and due[0][0] <= now and len(running) < policy.concurrency:
-                _, index = due.pop(0)
+                _, index = heapq.heappop(due)
                 if stop is not None and stop.is_set():
                     outcomes[index] = DeviceOutcome(
                         targets[index],
@@ -164,7 +165,11 @@ def run_fleet(
                 if due:
                     sleep(max(0.0, due[0][0] - time.monotonic()))
                 continue
-            timeout = max(0.0, due[0][0] - time.monotonic()) if due else None
+            # Full, or nothing else due yet: sleep until a device finishes or the next retry is
+            # due (a zero timeout here would spin while every worker is busy).
+            timeout = None
+            if due and len(running) < policy.concurrency:
+                timeout = max(0.0, due[0][0] - time.monotonic())
             done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
             for future in done:
                 index = running.pop(future)
@@ -178,7 +183,7 @@ def run_fleet(
                 if retry:
                     wait_for = policy.delay(outcome.attempts, rng())
                     _log.debug("%s unreachable; again in %.1fs", outcome.name, wait_for)
-                    due.append((time.monotonic() + wait_for, index))
+                    heapq.heappush(due, (time.monotonic() + wait_for, index))
                     continue
                 outcomes[index] = outcome
                 report()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,55 @@ def test_device_passwords_never_reach_a_file_or_an_output(
     for path in [*inside.rglob("*"), *tmp_path.rglob("*")]:
         if path.is_file() and path.stat().st_size < 50_000_000:
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_apply_killed_mid_run_then_run_again_pushes_no_file_twice(
+    tmp_path: Path, make_home: Any, exchange_cards: Any, cisco: EmulatorServer
+) -> None:
+    inside, outside = make_home("inside", name="lab"), make_home("outside", name="dmz")
+    exchange_cards(inside, outside)
+    inventory = tmp_path / "inventory.csv"
+    # Slow devices (150 ms a command), so a kill lands in the middle of a run.
+    with start_fleet(devices=12, cert_out=tmp_path / "ca.pem", latency_ms=150) as fleet:
+        fleet.write_inventory(inventory)
+        _round_trip(tmp_path, inside, outside, cisco)
+        expected = {d.hostname: len(d.members) + 1 for d in fleet.devices}
+        total = sum(expected.values())
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")},
+            "AIRGAP_HOME": str(inside),
+            **DEVICE_ENV,
+        }
+        command = [
+            str(Path(sys.executable).parent / "airgap"),
+            "inside",
+            "apply",
+            "--inventory",
+            str(inventory),
+            "--concurrency",
+            "4",
+        ]
+        landed_kills = 0
+        for _kill in range(3):
+            seen = sum(_imports(fleet).values())
+            if seen >= total:
+                break
+            proc = subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            deadline = time.monotonic() + 60
+            while sum(_imports(fleet).values()) < seen + 2 and time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.02)
+            landed = proc.poll() is None
+            proc.kill()
+            proc.wait(timeout=10)
+            if landed:
+                # Killed while it was pushing: some files went, not all.
+                assert seen < sum(_imports(fleet).values()) < total
+                landed_kills += 1
+        assert landed_kills >= 2  # the kills really interrupted runs
+        final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert final.returncode == 0, final.stdout + final.stderr
+        assert _imports(fleet) == expected  # every file once, whatever the kills interrupted

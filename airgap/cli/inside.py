@@ -460,6 +460,12 @@ def collect_cmd(
     hypervisor: Annotated[
         str | None, typer.Option("--hypervisor", help="Hypervisor for bigiq.assign rows.")
     ] = None,
+    unit_of_measure: Annotated[
+        str | None,
+        typer.Option(
+            "--unit-of-measure", help="yearly, monthly, daily or hourly, for utility pools."
+        ),
+    ] = None,
     accept_new_host_keys: Annotated[
         bool,
         typer.Option(
@@ -503,6 +509,7 @@ def collect_cmd(
             plan_out=plan_out,
             pool=pool,
             hypervisor=hypervisor,
+            unit_of_measure=unit_of_measure,
         )
         with progress_bar(app_state, "devices") as progress:
             result = collect(

@@ -58,6 +58,7 @@ class CollectOptions:
     plan_out: Path | None = None  # BIG-IP plan rows
     pool: str | None = None  # for bigiq.assign rows of plan_out
     hypervisor: str | None = None  # for bigiq.assign rows of plan_out
+    unit_of_measure: str | None = None  # for bigiq.assign rows of plan_out (utility pools)
     timeout: float = DEVICE_TIMEOUT
 
 
@@ -295,6 +296,7 @@ def _write_plan(options: CollectOptions, outcomes: Sequence[DeviceOutcome[Device
         "mac",
         "pool",
         "hypervisor",
+        "unit_of_measure",
         "regkey",
         "add_on_keys",
         "mode",
@@ -329,6 +331,7 @@ def _write_plan(options: CollectOptions, outcomes: Sequence[DeviceOutcome[Device
                     "mac": outcome.details["mac"],
                     "pool": options.pool or "",
                     "hypervisor": options.hypervisor or "",
+                    "unit_of_measure": options.unit_of_measure or "",
                 }
             )
     try:

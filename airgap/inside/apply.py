@@ -38,6 +38,7 @@ from airgap.formats.smartlicense import ack_report_ids, authorization_udi, is_ac
 from airgap.home import Home
 from airgap.inside.collect import select_devices
 from airgap.inside.fleet import DeviceOutcome, FleetPolicy, run_fleet
+from airgap.inside.importer import refresh_reports
 from airgap.inside.state import ApplyRecord, InsideState, RequestRecord
 from airgap.model import ACTIONS, RequestItem
 from airgap.review import require_home_role
@@ -199,6 +200,7 @@ def apply_response(
         progress=progress,
     )
     result = ApplyResult(record.bundle_id, outcomes, unmatched, by_hand)
+    refresh_reports(home, record.bundle_id)
     home.audit().append(
         "apply",
         outcome="ok" if result.complete else "partial",

@@ -48,6 +48,7 @@ class ItemView:
     result: Mapping[str, Any] = field(default_factory=dict)
     files: Sequence[str] = ()
     response_id: str | None = None
+    applied: Sequence[str] = ()  # "file: put on HOST at TIME" for files `inside apply` confirmed
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,11 @@ def render_instructions(request: RequestView, items: Sequence[ItemView]) -> str:
                 lines.append(f"**`{item.item_id}` {item.action}: {state}**")
                 lines.append("")
                 # The first line of a reason repeats the bold line above; the rest is the why.
+                if item.status == "ok" and item.applied:
+                    lines += [
+                        f"Applied by `airgap inside apply`: {entry}." for entry in item.applied
+                    ]
+                    lines.append("")
                 lines += _commands(item) if item.status == "ok" else _reason(item)[1:]
                 lines.append("")
     queries = [item for item in items if is_query(item.action)]
@@ -251,6 +257,7 @@ def summary_document(request: RequestView, items: Sequence[ItemView]) -> dict[st
                 "error": dict(item.error) if item.error else None,
                 "files": list(item.files),
                 "response_id": item.response_id,
+                "applied": list(item.applied),
             }
             for item in items
         ],

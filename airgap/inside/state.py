@@ -560,6 +560,27 @@ class InsideState:
                 ("complete" if left == 0 else "outstanding", response.request_id),
             )
 
+    def record_outputs(self, response: ResponseRecord, outputs: Mapping[Path, str]) -> None:
+        """Record files an import wrote again (the reports refreshed after an apply).
+
+        Raises:
+            StateError: the database is locked or broken.
+        """
+        stamp = now_text()
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO inside_outputs (path, sha256, request_id, response_id, written) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET sha256 = excluded.sha256, "
+                "written = excluded.written",
+                [
+                    (str(p), d, response.request_id, response.bundle_id, stamp)
+                    for p, d in outputs.items()
+                ],
+            )
+            conn.executemany(
+                "DELETE FROM inside_pending_outputs WHERE path = ?", [(str(p),) for p in outputs]
+            )
+
     # --- devices: collect and apply -----------------------------------------------------------
 
     def record_collect(self, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -103,3 +103,38 @@ def test_a_whole_estate_is_collected_licensed_and_acknowledged(
     assert again.files == {"already": request.items}
     after = {name: counts.get("import", 0) for name, counts in fleet.stats()["devices"].items()}
     assert after == imports
+
+
+def test_instructions_and_status_say_what_is_on_the_devices(
+    tmp_path: Path, make_home: Any, exchange_cards: Any, fleet: IosXeFleet, cisco: EmulatorServer
+) -> None:
+    from airgap.inside.importer import inside_status
+
+    inside, outside = make_home("inside", name="lab"), make_home("outside", name="dmz")
+    exchange_cards(inside, outside)
+    _round_trip(tmp_path, inside, outside, cisco)
+    (guide,) = (tmp_path / "licences").glob("*/INSTRUCTIONS.md")
+    assert "Applied by `airgap inside apply`" not in guide.read_text()
+    apply_response(
+        Home.open(inside),
+        None,
+        tmp_path / "inventory.csv",
+        ApplyOptions(accept_new_host_keys=True, only=frozenset({"iosxe-0001"})),
+        env=DEVICE_ENV,
+    )
+    text = guide.read_text()
+    assert "Applied by `airgap inside apply`: `cisco/iosxe-0001/lic.txt` on iosxe-0001 at" in text
+    assert text.count("Applied by `airgap inside apply`") == 2  # its code and its ACK only
+    items = inside_status(Home.open(inside), include_complete=True)["requests"][0]["items"]
+    applied = {item["id"] for item in items if item["applied"]}
+    assert len(applied) == 2
+    # An INSTRUCTIONS.md someone edited is never overwritten by the refresh.
+    guide.write_text(text + "\nnotes of the operator\n")
+    apply_response(
+        Home.open(inside),
+        None,
+        tmp_path / "inventory.csv",
+        ApplyOptions(accept_new_host_keys=True, only=frozenset({"iosxe-0002"})),
+        env=DEVICE_ENV,
+    )
+    assert guide.read_text().endswith("notes of the operator\n")

@@ -335,6 +335,10 @@ class SshTransport:
         """
         return self._cli("show license udi")
 
+    def udis(self) -> tuple[tuple[str, str], ...]:
+        """The device's UDIs, active unit first (one command: `show license udi`)."""
+        return parse_udi_output(self._cli("show license udi"))
+
     def read_usage(self, close: bool = True) -> bytes:
         """Save unreported usage to bootflash and copy the file off, byte for byte.
 

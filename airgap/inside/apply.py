@@ -437,8 +437,7 @@ class _DeviceWork:
             accept_new_host_keys=options.accept_new_host_keys,
         )
         try:
-            status = transport.status()
-            theirs = {f"{pid}:{sn}" for pid, sn in status.udis}
+            theirs = {f"{pid}:{sn}" for pid, sn in transport.udis()}
             foreign = sorted({p.device_key for p in self.pushes} - theirs)
             if foreign:
                 raise DeviceMismatch(
@@ -446,46 +445,57 @@ class _DeviceWork:
                     f"not {', '.join(foreign)}: nothing was written to it",
                     hint="The inventory's hostname points at another device; fix the inventory.",
                 )
-            for push in self.pushes:
-                if not self._skip(push):
-                    status = self._push_iosxe(transport, push, status)
+            todo = [p for p in self.pushes if not self._skip(p)]
+            if any(self._interrupted(p) for p in todo):
+                # A run that pushed did not live to record the answers: ask, never push blindly.
+                status = transport.status()
+                for push in [p for p in todo if self._interrupted(p)]:
+                    if _holds(status, push, push.path.read_bytes()):
+                        self._mark(
+                            push, "APPLIED", {"confirmed": "found on the device after a stop"}
+                        )
+                        self._note(push, "confirmed")
+                        todo.remove(push)
+            answers = {}
+            for push in todo:
+                answer = self._import(transport, push)
+                if answer is not None:
+                    answers[push] = answer
+            if answers:
+                # One status read confirms every file pushed.
+                status = transport.status()
+                for push, answer in answers.items():
+                    self._confirm(status, push, answer)
         finally:
             transport.close()
         return {"files": self.results}
 
-    def _push_iosxe(
-        self, transport: IosXeTransport, push: Push, status: LicenseStatus
-    ) -> LicenseStatus:
+    def _import(self, transport: IosXeTransport, push: Push) -> str | None:
+        """Push one file; its answer, or None when it is settled already (refused, or taken
+        although the answer was lost)."""
         data = push.path.read_bytes()
-        if self._interrupted(push) and _holds(status, push, data):
-            self._mark(push, "APPLIED", {"confirmed": "found on the device after a stop"})
-            self._note(push, "confirmed")
-            return status
         self._mark(push, "APPLYING")
         try:
-            answer = transport.import_file(push.path.name, data)
+            return transport.import_file(push.path.name, data)
         except DeviceUnreachable as exc:
-            if not exc.uncertain:
-                raise
-            status = transport.status()
-            if _holds(status, push, data):
+            if exc.uncertain and _holds(transport.status(), push, data):
                 self._mark(push, "APPLIED", {"confirmed": "answer lost; the device shows it"})
                 self._note(push, "applied")
-                return status
+                return None
             raise
         except DeviceError as exc:
             self._mark(push, "FAILED", {"code": exc.code, "message": exc.message})
             self._note(push, "failed", message=exc.message)
-            return status
-        status = transport.status()
-        if not _holds(status, push, data):
-            message = f"the device took {push.path.name} but does not show it: {answer.strip()}"
-            self._mark(push, "FAILED", {"code": DeviceError.code, "message": message})
-            self._note(push, "failed", message=message)
-            return status
-        self._mark(push, "APPLIED", {"answer": answer.strip()[:500]})
-        self._note(push, "applied")
-        return status
+            return None
+
+    def _confirm(self, status: LicenseStatus, push: Push, answer: str) -> None:
+        if _holds(status, push, push.path.read_bytes()):
+            self._mark(push, "APPLIED", {"answer": answer.strip()[:500]})
+            self._note(push, "applied")
+            return
+        message = f"the device took {push.path.name} but does not show it: {answer.strip()}"
+        self._mark(push, "FAILED", {"code": DeviceError.code, "message": message})
+        self._note(push, "failed", message=message)
 
     # --- BIG-IP
 

@@ -235,17 +235,18 @@ def _collect_iosxe(
     records: list[dict[str, Any]] = []
     udis: list[str] = []
     try:
+        # Usage first: over the REST API the reports it fetches also name the UDIs.
+        if options.usage:
+            data = transport.read_usage(close=True)
+            parsed = parse_rum_bytes(data, path=f"{device.hostname} (usage)")
+            path = folders["rum"] / f"{device.hostname}.rum.xml"
+            records.append({"kind": "usage", **_write(path, data), "reports": len(parsed.reports)})
         if options.udi:
             capture = render_capture(device.hostname, "show license udi", transport.read_udi())
             found = parse_udi_capture(capture, source=f"{device.hostname} (show license udi)")
             udis = [f"{r.pid}:{r.sn}" for r in found]
             path = folders["udi"] / f"{device.hostname}.udi.txt"
             records.append({"kind": "udi", **_write(path, capture.encode("utf-8")), "udis": udis})
-        if options.usage:
-            data = transport.read_usage(close=True)
-            parsed = parse_rum_bytes(data, path=f"{device.hostname} (usage)")
-            path = folders["rum"] / f"{device.hostname}.rum.xml"
-            records.append({"kind": "usage", **_write(path, data), "reports": len(parsed.reports)})
         if device.hostname in options.returns:
             capture = transport.return_authorization()
             if "Return code" not in capture:

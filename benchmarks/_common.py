@@ -45,8 +45,13 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_child(command: Sequence[str], *, env: dict[str, str] | None = None) -> Run:
-    """Run a command to completion; return its wall time and peak resident memory."""
+def run_child(
+    command: Sequence[str], *, env: dict[str, str] | None = None, allowed: Sequence[int] = (0,)
+) -> Run:
+    """Run a command to completion; return its wall time and peak resident memory.
+
+    An exit status outside `allowed` stops the benchmark with the command's error output.
+    """
     started = time.perf_counter()
     proc = subprocess.Popen(
         list(command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
@@ -54,7 +59,7 @@ def run_child(command: Sequence[str], *, env: dict[str, str] | None = None) -> R
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    if proc.returncode not in allowed:
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}): {err}")
     if proc.stderr:

@@ -42,6 +42,17 @@ class AppState:
             return getpass.getpass("Passphrase for this airgap home: ") or None
         return None
 
+    def device_prompt(self) -> Callable[[str, bool], str] | None:
+        """A prompt for device credentials the environment lacks, only for a person at a
+        terminal (never under --json); None otherwise, so a missing one is an error."""
+        if self.json or not sys.stdin.isatty():
+            return None
+
+        def ask(question: str, secret: bool) -> str:
+            return getpass.getpass(question) if secret else input(question)
+
+        return ask
+
     def open_home(self) -> Any:
         """Open the home the global options point at."""
         from airgap.home import Home

@@ -183,7 +183,7 @@ def bigip_cmd(
 ) -> None:
     """Run a fleet of emulated F5 BIG-IPs (iControl REST over HTTPS, one port per device).
 
-    Writes an inventory whose rows point at the devices (credential `emulator`: user admin,
+    Writes an inventory whose rows point at the devices (credential `lab`: user admin,
     any non-empty password unless --password is given) and prints the stats URL.
     """
     st = state(ctx)

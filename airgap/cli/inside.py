@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,6 +130,29 @@ def pack_cmd(
             show_default=False,
         ),
     ] = None,
+    collect_inventory: Annotated[
+        Path | None,
+        typer.Option(
+            "--collect",
+            help="First collect UDIs and usage from the devices of this inventory, then pack "
+            "them (reserves need --entitlement).",
+            show_default=False,
+        ),
+    ] = None,
+    collect_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--collect-out",
+            help="Where --collect writes the captures (default: OUTPUT.collected/).",
+            show_default=False,
+        ),
+    ] = None,
+    accept_new_host_keys: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new-host-keys", help="With --collect: pin SSH host keys met the first time."
+        ),
+    ] = False,
 ) -> None:
     """Build and sign a request bundle and record it as outstanding.
 
@@ -141,8 +166,11 @@ def pack_cmd(
 
     `airgap inside pack --udi captures/ --entitlement regid.2017-03.com.cisco.advantagek9:1
     --rum rum/ --returns returns/ -o req.airgap --encrypt --compress`
+
+    `airgap inside pack --collect devices.csv --entitlement TAG:1 -o req.airgap`
     """
     app_state = state(ctx)
+    collected: Any = None
     with mapped_errors(app_state), _plan_problems(app_state):
         from airgap.bundle.parts import parse_split
         from airgap.inside.pack import pack
@@ -151,6 +179,27 @@ def pack_cmd(
         part_size = parse_split(split) if split else None
         home = _open_inside(app_state)
         lifetime = parse_duration(expires, what="--expires") if expires else None
+        if collect_inventory is not None:
+            from airgap.inside.collect import CollectOptions, collect
+
+            folder = collect_out or output.with_name(output.name + ".collected")
+            with progress_bar(app_state, "collecting") as progress:
+                collected = collect(
+                    home,
+                    collect_inventory,
+                    CollectOptions(
+                        out=folder,
+                        udi=bool(entitlement),
+                        accept_new_host_keys=accept_new_host_keys,
+                    ),
+                    env=app_state.env,
+                    prompt=app_state.device_prompt(),
+                    progress=progress,
+                )
+            if entitlement and (folder / "udi").is_dir():
+                udi = folder / "udi"
+            if (folder / "rum").is_dir():
+                rum = folder / "rum"
         with progress_bar(app_state, "packing") as progress:
             result = pack(
                 home,
@@ -193,7 +242,15 @@ def pack_cmd(
             f"{escape((result.parts or [result.path])[0].name)}`."
         )
 
-    app_state.emit(result.to_json(), human)
+    document = result.to_json()
+    if collected is not None:
+        document["collect"] = collected.to_json()
+        if not app_state.json and not app_state.quiet:
+            rows = [dict(row, summary=_collected(row)) for row in document["collect"]["devices"]]
+            _outcome_table("collect", rows, "collected")
+    app_state.emit(document, human)
+    if collected is not None and not collected.complete:
+        raise typer.Exit(code=4)
 
 
 @app.command("import")
@@ -310,3 +367,276 @@ def status_cmd(
 
 
 app.command("watch")(watch.inside_watch_cmd)
+
+
+# --- devices inside the gap ----------------------------------------------------------------------
+
+_DEVICE_STYLE = {
+    "ok": "green",
+    "unreachable": "yellow",
+    "auth_failed": "bold red",
+    "device_error": "bold red",
+    "refused": "bold red",
+    "failed": "bold red",
+}
+
+
+def _confirm_returns(app_state: AppState, hosts: list[str], yes: bool) -> None:
+    """Returns remove devices' licences: ask, unless --yes."""
+    if not hosts or yes:
+        return
+    from airgap.errors import ConfigError
+
+    if app_state.json or not sys.stdin.isatty():
+        raise ConfigError(
+            f"--return would remove the authorization of {len(hosts)} device(s); confirm with "
+            "--yes",
+            hint="Returning is destructive: the devices lose their reserved licences.",
+        )
+    err.print(
+        f"[bold]Returning the authorization of {len(hosts)} device(s):[/] "
+        f"{escape(', '.join(hosts))}\nThe devices lose their reserved licences until Cisco "
+        "confirms the return and a new reservation is imported."
+    )
+    typer.confirm("Return them?", abort=True)
+
+
+def _outcome_table(title: str, rows: list[dict[str, Any]], what: str) -> None:
+    table = Table("device", "status", what, "error", title=title)
+    for row in rows:
+        style = _DEVICE_STYLE.get(row["status"], "")
+        table.add_row(
+            escape(row["hostname"]),
+            f"[{style}]{row['status']}[/]",
+            escape(str(row.get("summary", ""))),
+            escape(f"{row['code']}: {row['message']}" if row.get("code") else ""),
+        )
+    out.print(table)
+
+
+def _devices_option() -> Any:
+    return typer.Option(
+        "--only",
+        help="Work on this device only (hostname or address; repeat for several).",
+        show_default=False,
+    )
+
+
+@app.command("collect")
+def collect_cmd(
+    ctx: typer.Context,
+    inventory: Annotated[
+        Path, typer.Argument(help="The device inventory (CSV or JSON).", show_default=False)
+    ],
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Folder for udi/, rum/, returns/, dossiers/.", show_default=False
+        ),
+    ],
+    udi: Annotated[bool, typer.Option("--udi", help="Collect `show license udi`.")] = False,
+    usage: Annotated[bool, typer.Option("--usage", help="Collect signed usage (RUM).")] = False,
+    return_hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--return",
+            help="Return this device's authorization (destructive; repeat for several).",
+            show_default=False,
+        ),
+    ] = None,
+    only: Annotated[list[str] | None, _devices_option()] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", help="Devices worked on at once.", min=1)
+    ] = 16,
+    plan_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan-out", help="Write plan rows for the BIG-IPs here.", show_default=False
+        ),
+    ] = None,
+    pool: Annotated[
+        str | None, typer.Option("--pool", help="BIG-IQ pool for --plan-out rows.")
+    ] = None,
+    hypervisor: Annotated[
+        str | None, typer.Option("--hypervisor", help="Hypervisor for bigiq.assign rows.")
+    ] = None,
+    unit_of_measure: Annotated[
+        str | None,
+        typer.Option(
+            "--unit-of-measure", help="yearly, monthly, daily or hourly, for utility pools."
+        ),
+    ] = None,
+    accept_new_host_keys: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new-host-keys",
+            help="Pin the SSH host key of devices met for the first time.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be collected; contact nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before returns.")] = False,
+) -> None:
+    """Read what `inside pack` needs from every device of an inventory, concurrently.
+
+    IOS XE: `show license udi` into OUT/udi/<host>.udi.txt and the signed usage reports into
+    OUT/rum/<host>.rum.xml (both by default; --udi or --usage for one). BIG-IP: the base MAC,
+    and the dossier of the registration key its inventory row names (OUT/dossiers/).
+    Credentials come from AIRGAP_DEVICE_<NAME>_USERNAME / _PASSWORD / _KEYFILE (or a prompt)
+    and are never stored. Exit 4 when some devices failed.
+
+    Example: `airgap inside collect devices.csv --out collected/` then
+    `airgap inside pack --udi collected/udi --entitlement TAG:1 --rum collected/rum -o req.airgap`
+    """
+    app_state = state(ctx)
+    with mapped_errors(app_state):
+        from airgap.inside.collect import CollectOptions, collect
+
+        home = _open_inside(app_state)
+        returns = sorted(return_hosts or [])
+        _confirm_returns(app_state, returns, yes or dry_run)
+        both = not udi and not usage
+        options = CollectOptions(
+            out=out_dir,
+            udi=udi or both,
+            usage=usage or both,
+            returns=frozenset(returns),
+            only=frozenset(only or ()),
+            concurrency=concurrency,
+            dry_run=dry_run,
+            accept_new_host_keys=accept_new_host_keys,
+            plan_out=plan_out,
+            pool=pool,
+            hypervisor=hypervisor,
+            unit_of_measure=unit_of_measure,
+        )
+        with progress_bar(app_state, "devices") as progress:
+            result = collect(
+                home,
+                inventory,
+                options,
+                env=app_state.env,
+                prompt=app_state.device_prompt(),
+                progress=progress,
+            )
+    document = result.to_json()
+
+    def human() -> None:
+        rows = [
+            dict(row, summary=", ".join(row.get("planned", [])) if dry_run else _collected(row))
+            for row in document["devices"]
+        ]
+        _outcome_table("collect (dry run)" if dry_run else "collect", rows, "collected")
+        if not dry_run:
+            out.print(f"Wrote {len(result.files)} file(s) under {escape(str(out_dir))}.")
+            if result.plan:
+                out.print(f"Plan rows for the BIG-IPs: {escape(str(result.plan))}")
+
+    app_state.emit(document, human)
+    if not result.complete:
+        raise typer.Exit(code=4)
+
+
+def _collected(row: dict[str, Any]) -> str:
+    parts = []
+    if row.get("udis"):
+        parts.append(f"{len(row['udis'])} UDI(s)")
+    if row.get("mac"):
+        parts.append(row["mac"])
+    parts += [Path(f).parent.name for f in row.get("files", []) if "/udi/" not in f]
+    return ", ".join(parts)
+
+
+@app.command("apply")
+def apply_cmd(
+    ctx: typer.Context,
+    inventory: Annotated[
+        Path,
+        typer.Option("--inventory", help="The device inventory (CSV or JSON).", show_default=False),
+    ],
+    request: Annotated[
+        str | None,
+        typer.Argument(
+            help="The request (its id or a prefix, as `inside status` shows it); default: the "
+            "newest with an imported response.",
+            show_default=False,
+        ),
+    ] = None,
+    only: Annotated[list[str] | None, _devices_option()] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", help="Devices worked on at once.", min=1)
+    ] = 16,
+    force: Annotated[
+        bool, typer.Option("--force", help="Push again files already applied.")
+    ] = False,
+    accept_new_host_keys: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new-host-keys",
+            help="Pin the SSH host key of devices met for the first time.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be pushed; contact nothing.")
+    ] = False,
+) -> None:
+    """Put an imported response's codes, ACKs and BIG-IP licences onto their devices.
+
+    Each file goes to the device the inventory names whose identity matches (UDI, or base MAC):
+    another device is refused and never written to. Each push is recorded before it is made
+    and confirmed on the device after, so a re-run skips what is applied (--force pushes again)
+    and an interrupted run is confirmed on the device, never pushed blindly. Exit 4 when some
+    devices failed or some files found no device.
+
+    Example: `airgap inside apply --inventory devices.csv`
+    """
+    app_state = state(ctx)
+    with mapped_errors(app_state):
+        from airgap.inside.apply import ApplyOptions, apply_response
+
+        home = _open_inside(app_state)
+        options = ApplyOptions(
+            only=frozenset(only or ()),
+            dry_run=dry_run,
+            force=force,
+            concurrency=concurrency,
+            accept_new_host_keys=accept_new_host_keys,
+        )
+        with progress_bar(app_state, "devices") as progress:
+            result = apply_response(
+                home,
+                request,
+                inventory,
+                options,
+                env=app_state.env,
+                prompt=app_state.device_prompt(),
+                progress=progress,
+            )
+    document = result.to_json()
+
+    def human() -> None:
+        rows = [
+            dict(
+                row,
+                summary=", ".join(
+                    f"{n} {r}" for r, n in Counter(f["result"] for f in row["files"]).items()
+                ),
+            )
+            for row in document["devices"]
+        ]
+        title = f"apply {result.request_id[:8]}" + (" (dry run)" if dry_run else "")
+        _outcome_table(title, rows, "files")
+        for entry in document["unmatched"]:
+            out.print(
+                f"  [yellow]no device[/] for {escape(entry['file'])} ({escape(entry['device'])}):"
+                " the inventory lists none with that identity"
+            )
+        for entry in document["by_hand"]:
+            out.print(f"  by hand: {escape(entry)} (see INSTRUCTIONS.md)")
+        counts = ", ".join(f"{n} {r}" for r, n in result.files.items())
+        out.print(f"Files: {counts or 'none to apply'}.")
+
+    app_state.emit(document, human)
+    if not dry_run and not result.complete:
+        raise typer.Exit(code=4)

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from airgap.errors import ConfigError, HostKeyMismatch, HostKeyUnknown
-from airgap.fsutil import atomic_write_bytes
 
 __all__ = ["KNOWN_HOSTS", "HostKey", "KnownHosts", "fingerprint", "host_pattern"]
 
@@ -59,6 +58,42 @@ def fingerprint(blob: bytes) -> str:
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
+@dataclass(frozen=True)
+class _Index:
+    """A parsed known_hosts: plain names → keys, and the hashed entries (matched one by one)."""
+
+    plain: dict[str, list[HostKey]]
+    hashed: list[tuple[str, HostKey]]
+
+    @classmethod
+    def parse(cls, data: bytes) -> _Index:
+        plain: dict[str, list[HostKey]] = {}
+        hashed: list[tuple[str, HostKey]] = []
+        for raw in data.decode("utf-8", errors="replace").splitlines():
+            line = raw.strip()
+            if not line or line.startswith(("#", "@")):
+                continue
+            fields = line.split()
+            if len(fields) < 3:
+                continue
+            try:
+                blob = base64.b64decode(fields[2], validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            key = HostKey(fields[1], blob)
+            for entry in fields[0].split(","):
+                if entry.startswith("|1|"):
+                    hashed.append((entry, key))
+                else:
+                    plain.setdefault(entry.lower(), []).append(key)
+        return cls(plain, hashed)
+
+    def lookup(self, name: str) -> list[HostKey]:
+        found = list(self.plain.get(name.lower(), []))
+        found += [key for entry, key in self.hashed if _hashed_match(entry, name)]
+        return found
+
+
 def host_pattern(host: str, port: int) -> str:
     """How known_hosts names an address: `host` for port 22, `[host]:port` otherwise."""
     return host if port == 22 else f"[{host}]:{port}"
@@ -77,16 +112,6 @@ def _hashed_match(entry: str, name: str) -> bool:
     return hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), expected)
 
 
-def _names_match(field: str, name: str) -> bool:
-    for entry in field.split(","):
-        if entry.startswith("|1|"):
-            if _hashed_match(entry, name):
-                return True
-        elif entry.lower() == name.lower():
-            return True
-    return False
-
-
 class KnownHosts:
     """The known_hosts file of one airgap home."""
 
@@ -99,6 +124,10 @@ class KnownHosts:
         self.path = path
         with _LOCKS_GUARD:
             self._lock = _LOCKS.setdefault(path.resolve(), threading.Lock())
+        # The file parsed once per version of it: a collect over a thousand devices would
+        # otherwise read and parse the whole file for each device.
+        self._cache_lock = threading.Lock()
+        self._cache: tuple[tuple[int, int, int], _Index] | None = None
 
     @classmethod
     def for_home(cls, home: Path) -> KnownHosts:
@@ -119,21 +148,23 @@ class KnownHosts:
         Raises:
             ConfigError: the file cannot be read.
         """
-        return list(self._entries(self._read(), host_pattern(host, port)))
+        return self._index().lookup(host_pattern(host, port))
 
-    def _entries(self, data: bytes, name: str) -> Iterator[HostKey]:
-        for raw in data.decode("utf-8", errors="replace").splitlines():
-            line = raw.strip()
-            if not line or line.startswith(("#", "@")):
-                continue
-            fields = line.split()
-            if len(fields) < 3 or not _names_match(fields[0], name):
-                continue
-            try:
-                blob = base64.b64decode(fields[2], validate=True)
-            except (binascii.Error, ValueError):
-                continue
-            yield HostKey(fields[1], blob)
+    def _index(self) -> _Index:
+        try:
+            stat = self.path.stat()
+            version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        except FileNotFoundError:
+            version = (0, 0, 0)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        with self._cache_lock:
+            if self._cache is not None and self._cache[0] == version:
+                return self._cache[1]
+        index = _Index.parse(self._read())
+        with self._cache_lock:
+            self._cache = (version, index)
+        return index
 
     def check(self, host: str, port: int, key: HostKey, *, accept_new: bool = False) -> bool:
         """Check an offered host key against the pin; pin it on first contact if allowed.
@@ -153,8 +184,10 @@ class KnownHosts:
             True if the key was pinned now, False if it was already pinned.
         """
         name = host_pattern(host, port)
+        if key in self._index().lookup(name):
+            return False  # the common case: a device seen before, offering its pinned key
         with self._lock, self._file_lock():
-            pinned = list(self._entries(self._read(), name))
+            pinned = _Index.parse(self._read()).lookup(name)
             if any(p == key for p in pinned):
                 return False
             if pinned:
@@ -198,10 +231,17 @@ class KnownHosts:
             os.close(fd)
 
     def _append(self, line: bytes) -> None:
-        data = self._read()
-        if data and not data.endswith(b"\n"):
-            data += b"\n"
+        # One append of one line (under the file lock): rewriting the whole file for each new
+        # device made a first contact with a large estate quadratic. A line lost to a crash
+        # only means the device is unknown again, which asks for --accept-new-host-keys.
         try:
-            atomic_write_bytes(self.path, data + line, mode=0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line
+                os.write(fd, line)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise ConfigError(f"cannot write {self.path}: {exc.strerror or exc}") from exc

@@ -83,6 +83,10 @@ class IosXeTransport(Protocol):
         """A usage file `inside pack --rum` reads (closing open reports first if `close`)."""
         ...
 
+    def udis(self) -> tuple[tuple[str, str], ...]:
+        """The device's UDIs, active unit first: the cheapest identity check."""
+        ...
+
     def import_file(self, name: str, data: bytes) -> str:
         """Install an ACK, policy or authorization code; the device's answer text."""
         ...

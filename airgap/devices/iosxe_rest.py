@@ -59,6 +59,7 @@ class RestTransport:
             raise DeviceAuthError(
                 f"{endpoint.hostname}: the SLP REST API needs a password (a key file is for ssh)"
             )
+        self._reports: list[dict[str, Any]] | None = None  # the last all-reports answer
         self.endpoint = endpoint
         host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
         self.base = f"https://{host}:{endpoint.port}{BASE_PATH}"
@@ -146,6 +147,7 @@ class RestTransport:
         """
         # Cisco's sample posts a form body `test=`; the device ignores the body.
         self._call("POST", "/close-reports", mutating=False, data={"test": ""})
+        self._reports = None
 
     def all_reports(self) -> list[dict[str, Any]]:
         """The signed reports the device holds, as it sent them."""
@@ -155,6 +157,7 @@ class RestTransport:
             usage = [usage]
         if not isinstance(usage, list) or not all(isinstance(r, dict) for r in usage):
             raise DeviceError(f"{self.name}: all-reports holds no list of reports")
+        self._reports = usage
         return usage
 
     def toc(self) -> dict[str, Any]:
@@ -173,7 +176,9 @@ class RestTransport:
             DeviceUnreachable, DeviceAuthError: as the call failed.
         """
         members: list[tuple[str, str, str]] = []
-        for report in reversed(self.all_reports()):
+        # The reports a usage read just fetched name the UDIs too: no second request.
+        reports = self._reports if self._reports is not None else self.all_reports()
+        for report in reversed(reports):
             members = _members_of_report(report)
             if members:
                 break
@@ -244,6 +249,10 @@ class RestTransport:
                 if isinstance(body.get(key), str):
                     return str(body[key])
         return response.text
+
+    def udis(self) -> tuple[tuple[str, str], ...]:
+        """The device's UDIs, active unit first (one request: the table of contents)."""
+        return self.status().udis
 
     def status(self) -> LicenseStatus:
         """The licensing state the table of contents shows (fields read leniently).

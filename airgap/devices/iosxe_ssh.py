@@ -25,7 +25,7 @@ import re
 import threading
 from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import asyncssh
 
@@ -102,6 +102,18 @@ class _Client(asyncssh.SSHClient):
             self.refusal = exc
             return False
         return True
+
+
+_ENCRYPTION_PREFERENCE: Final = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+    "chacha20-poly1305@openssh.com",
+    "aes128-cbc",
+    "aes256-cbc",
+)
 
 
 class SshTransport:
@@ -184,6 +196,17 @@ class SshTransport:
             raise DeviceUnreachable(
                 f"{self.name}: no SSH session within {timeout:g} s", reason="timeout"
             ) from exc
+        except AirgapError:
+            raise
+        except (OSError, asyncssh.Error, EOFError) as exc:
+            # Dropped while the session was being set up (login done, no command of ours run):
+            # nothing can have changed on the device.
+            self._forget()
+            raise DeviceUnreachable(
+                f"{self.name}: the connection dropped while the session was set up "
+                f"({_describe(exc)})",
+                reason="dropped",
+            ) from exc
 
     async def _connect(self) -> None:
         endpoint, login = self.endpoint, self.login
@@ -198,6 +221,10 @@ class SshTransport:
             "connect_timeout": endpoint.timeout,
             "login_timeout": endpoint.timeout,
             "keepalive_interval": 0,
+            # AES-GCM first (IOS XE 17 offers it): asyncssh's default, chacha20-poly1305, builds
+            # a cipher object per packet and was most of a large collect's CPU. Everything else
+            # asyncssh supports stays acceptable, so older devices still negotiate.
+            "encryption_algs": _ENCRYPTION_PREFERENCE,
         }
         try:
             conn, _ = await asyncssh.create_connection(
@@ -323,6 +350,10 @@ class SshTransport:
             DeviceUnreachable, DeviceAuthError, DeviceError, HostKeyMismatch, HostKeyUnknown.
         """
         return self._cli("show license udi")
+
+    def udis(self) -> tuple[tuple[str, str], ...]:
+        """The device's UDIs, active unit first (one command: `show license udi`)."""
+        return parse_udi_output(self._cli("show license udi"))
 
     def read_usage(self, close: bool = True) -> bytes:
         """Save unreported usage to bootflash and copy the file off, byte for byte.

@@ -1197,7 +1197,7 @@ class BigIpFleetServer:
                 "port": str(port),
                 "platform": "bigip",
                 "transport": "icontrol",
-                "credential": "emulator",
+                "credential": "lab",
                 "hostname": device.hostname,
                 "tags": "emulator",
                 "ca_bundle": ca,

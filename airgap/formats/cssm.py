@@ -25,15 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from airgap import fastjson
 from airgap.bundle.tarstream import CountingReader, TarReader
 from airgap.errors import PortalFileError, VerificationError
+from airgap.formats.smartlicense import is_ack
 
 __all__ = [
     "DeviceUsage",
     "PortalAck",
-    "ack_udis",
-    "authorization_udi",
     "read_ack_download",
     "stamp_for",
     "usage_document",
@@ -45,10 +43,6 @@ MEMBER_LIMIT: Final = 16 * 1024 * 1024  # bytes of one ACK file
 _DEVICE_ID: Final = re.compile(r"[0-9A-Za-z]{1,32}")
 _ACK_NAME: Final = re.compile(r"ACK_dev_([0-9A-Za-z]{1,32})_[^/]*")
 _INNER_NAME: Final = re.compile(r"ACK_UD_VA_[^/]*\.tar\.gz")
-_AUTH_UDI: Final = re.compile(r"<udi>\s*P:([^,<\s]+),\s*S:([^<\s]+)\s*</udi>")
-_ACK_DATA: Final = re.compile(
-    r"<smartLicenseRumAck>\s*<data>\s*(?:<!\[CDATA\[(.*?)\]\]>|([^<]*))\s*</data>", re.S
-)
 _ROOT: Final = re.compile(r"\A\s*(?:<\?xml[^>]*\?>\s*)?<smartLicense[\s>]")
 
 
@@ -236,7 +230,7 @@ def read_ack_download(path: Path) -> list[PortalAck]:
             match = _ACK_NAME.fullmatch(_base(name))
             if match is None:
                 continue
-            if _ACK_DATA.search(ack.decode("utf-8", "replace")) is None:
+            if not is_ack(ack):
                 raise PortalFileError(f"{source}/{name}: not an ACK (no <smartLicenseRumAck>)")
             device_id = match.group(1)
             earlier = found.get(device_id)
@@ -252,35 +246,3 @@ def read_ack_download(path: Path) -> list[PortalAck]:
 
 def _base(name: str) -> str:
     return name.rsplit("/", 1)[-1]
-
-
-def ack_udis(ack: bytes) -> list[tuple[str, str]]:
-    """The devices (PID, SN) an ACK acknowledges, from its `<data>` JSON's `sudi` entries.
-
-    Raises:
-        PortalFileError: the data is not the JSON an ACK carries.
-    """
-    match = _ACK_DATA.search(ack.decode("utf-8", "replace"))
-    if match is None:
-        raise PortalFileError("not an ACK (no <smartLicenseRumAck><data>)")
-    text = match.group(1) if match.group(1) is not None else match.group(2)
-    try:
-        value = fastjson.loads(text)
-    except ValueError as exc:
-        raise PortalFileError(f"the ACK's data is not JSON ({exc})") from exc
-    entries = value if isinstance(value, list) else [value]
-    found: list[tuple[str, str]] = []
-    for entry in entries:
-        sudi = entry.get("sudi") if isinstance(entry, dict) else None
-        if isinstance(sudi, dict):
-            pid, sn = sudi.get("udi_pid"), sudi.get("udi_serial_number")
-            if isinstance(pid, str) and isinstance(sn, str):
-                found.append((pid, sn))
-    return found
-
-
-def authorization_udi(code: bytes) -> tuple[str, str] | None:
-    """The device (PID, SN) an authorization code is for (`<udi>P:PID,S:SN</udi>`), or None
-    when the text names none (then it is not an authorization code)."""
-    match = _AUTH_UDI.search(code.decode("utf-8", "replace"))
-    return (match.group(1), match.group(2)) if match else None

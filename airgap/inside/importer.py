@@ -43,6 +43,7 @@ from airgap.inside.instructions import (
 )
 from airgap.inside.state import (
     FINAL_STATUSES,
+    ApplyRecord,
     InsideState,
     ItemRecord,
     RequestRecord,
@@ -514,7 +515,8 @@ def _plan(
             response_id=before.response_id if before.status in FINAL_STATUSES else response_id,
             updated=stamp,
         )
-    views = _views(request, {**current, **updates}, where, request_dir)
+    applies = state.applies(request.bundle_id)
+    views = _views(request, {**current, **updates}, where, request_dir, applies)
     responses = [(r.bundle_id, r.imported_at) for r in state.responses(request.bundle_id)]
     request_view = RequestView(
         bundle_id=request.bundle_id,
@@ -541,7 +543,14 @@ def _views(
     records: Mapping[str, ItemRecord],
     where: Mapping[str, str],
     request_dir: Path,
+    applies: Sequence[ApplyRecord] = (),
 ) -> list[ItemView]:
+    applied: dict[str, list[str]] = {}
+    for done in applies:
+        if done.state == "APPLIED":
+            applied.setdefault(done.item_id, []).append(
+                f"`{done.file}` on {done.hostname} at {done.updated}"
+            )
     views: list[ItemView] = []
     for item in request.items:
         item_id = str(item["id"])
@@ -562,6 +571,7 @@ def _views(
                 result=(record.result or {}).get("result", {}),
                 files=shown,
                 response_id=record.response_id,
+                applied=applied.get(item_id, ()),
             )
         )
     return views
@@ -725,6 +735,7 @@ def _item_rows(views: Sequence[ItemView]) -> list[dict[str, Any]]:
             "status": view.status,
             "error": dict(view.error) if view.error else None,
             "files": list(view.files),
+            "applied": list(view.applied),
         }
         for view in views
     ]
@@ -750,7 +761,13 @@ def inside_status(home: Home, *, include_complete: bool = False) -> dict[str, An
     with InsideState(home.paths.state_db) as state:
         for request in state.requests(include_complete=include_complete):
             records = {record.item_id: record for record in state.items(request.bundle_id)}
-            views = _views(request, records, folders(request.items), Path("/nonexistent"))
+            views = _views(
+                request,
+                records,
+                folders(request.items),
+                Path("/nonexistent"),
+                state.applies(request.bundle_id),
+            )
             responses = state.responses(request.bundle_id)
             requests.append(
                 {
@@ -772,3 +789,52 @@ def inside_status(home: Home, *, include_complete: bool = False) -> dict[str, An
                 }
             )
     return {"requests": requests}
+
+
+def refresh_reports(home: Home, request_id: str) -> list[Path]:
+    """Write a request's INSTRUCTIONS.md and summary.json again from state.db (after `inside
+    apply`, so they say which files are on their devices).
+
+    A report that someone changed since airgap wrote it is left alone (its path is not in the
+    list returned).
+
+    Raises:
+        ConfigError: state.db cannot be used, or a report cannot be written.
+
+    Returns:
+        The reports written.
+    """
+    with InsideState(home.paths.state_db) as state:
+        request = state.request(request_id)
+        responses = state.responses(request_id)
+        if request is None or not responses:
+            return []
+        request_dir = Path(responses[-1].out_dir)
+        records = {record.item_id: record for record in state.items(request_id)}
+        views = _views(
+            request, records, folders(request.items), request_dir, state.applies(request_id)
+        )
+        request_view = RequestView(
+            bundle_id=request.bundle_id,
+            manifest_sha256=request.manifest_sha256,
+            sequence=request.sequence,
+            created=request.created,
+            responses=[(r.bundle_id, r.imported_at) for r in responses],
+        )
+        targets = {
+            request_dir / "INSTRUCTIONS.md": render_instructions(request_view, views).encode(),
+            request_dir / "summary.json": summary_bytes(request_view, views),
+        }
+        written: list[str] = []
+        for path, data in targets.items():
+            try:
+                current = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                continue  # moved away by the operator: nothing to refresh
+            if current != state.output_sha256(path):
+                continue  # someone changed it: never overwrite
+            digest = hashlib.sha256(data).hexdigest()
+            state.note_pending_outputs(responses[-1].bundle_id, {path: digest})
+            written += _write_outputs({path: data})
+            state.record_outputs(responses[-1], {path: digest})
+    return [Path(p) for p in written]

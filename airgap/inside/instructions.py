@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airgap.model import ACTIONS, Action
+from airgap.model import ACTIONS
 
 STATUS_WORDS: dict[str, str] = {
     "ok": "done",
@@ -48,6 +48,7 @@ class ItemView:
     result: Mapping[str, Any] = field(default_factory=dict)
     files: Sequence[str] = ()
     response_id: str | None = None
+    applied: Sequence[str] = ()  # "file: put on HOST at TIME" for files `inside apply` confirmed
 
 
 @dataclass(frozen=True)
@@ -124,28 +125,13 @@ class _Words(dict[str, Any]):
         return ""
 
 
-def _guide_file(entry: Action, files: Sequence[str], name: str | None) -> str | None:
-    """The file (as shown) whose base name is `name`, or a numbered copy of it (`ack-2.xml`)."""
-    if name is None:
-        return None
-    stem, dot, suffix = name.rpartition(".")
-    for shown in files:
-        base = _base(shown)
-        if base == name:
-            return shown
-        numbered = entry.numbered_file == name and base.startswith(f"{stem}-")
-        if numbered and base.endswith(f"{dot}{suffix}"):
-            return shown
-    return None
-
-
 def _commands(item: ItemView) -> list[str]:
     """The steps for one finished item on its device, as its action's guide words them."""
     entry = ACTIONS.get(item.action)
     if entry is None:
         return ["Done; nothing to do on a device."]
     guide, files = entry.guide, list(item.files)
-    path = _guide_file(entry, files, guide.file)
+    path = entry.device_file(files)
     first = path or (files[0] if files else None)
     words = _Words(item.params)
     words |= {
@@ -161,7 +147,7 @@ def _commands(item: ItemView) -> list[str]:
     else:
         lines = [guide.note.format_map(words)]
     for name, why in guide.kept.items():
-        kept = _guide_file(entry, files, name)
+        kept = entry.file_named(files, name)
         if kept is not None:
             lines += ["", why.format_map(_Words(words, path=kept, name=_base(kept)))]
     return lines
@@ -224,6 +210,11 @@ def render_instructions(request: RequestView, items: Sequence[ItemView]) -> str:
                 lines.append(f"**`{item.item_id}` {item.action}: {state}**")
                 lines.append("")
                 # The first line of a reason repeats the bold line above; the rest is the why.
+                if item.status == "ok" and item.applied:
+                    lines += [
+                        f"Applied by `airgap inside apply`: {entry}." for entry in item.applied
+                    ]
+                    lines.append("")
                 lines += _commands(item) if item.status == "ok" else _reason(item)[1:]
                 lines.append("")
     queries = [item for item in items if is_query(item.action)]
@@ -266,6 +257,7 @@ def summary_document(request: RequestView, items: Sequence[ItemView]) -> dict[st
                 "error": dict(item.error) if item.error else None,
                 "files": list(item.files),
                 "response_id": item.response_id,
+                "applied": list(item.applied),
             }
             for item in items
         ],

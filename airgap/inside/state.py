@@ -28,6 +28,7 @@ from airgap.fastjson import dumps_sorted
 ITEM_STATUSES: Final = ("outstanding", "ok", "failed", "pending", "needs_attention")
 FINAL_STATUSES: Final = frozenset({"ok", "failed"})
 REQUEST_STATUSES: Final = ("outstanding", "complete")
+APPLY_STATES: Final = ("APPLYING", "APPLIED", "FAILED")
 BUSY_TIMEOUT = 30.0  # seconds another process may hold the write lock before we give up
 
 
@@ -71,6 +72,22 @@ class ItemRecord:
     out_dir: str | None = None
     response_id: str | None = None
     updated: str = ""
+
+
+@dataclass(frozen=True)
+class ApplyRecord:
+    """What `inside apply` did with one output file of one item on one device."""
+
+    request_id: str
+    item_id: str
+    file: str  # the output's path relative to the request's output folder
+    sha256: str
+    device_key: str
+    hostname: str
+    state: str  # APPLYING (pushed or about to be; confirm before pushing again), APPLIED, FAILED
+    detail: dict[str, Any] | None
+    attempts: int
+    updated: str
 
 
 @dataclass(frozen=True)
@@ -156,9 +173,42 @@ def _v2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v3(conn: sqlite3.Connection) -> None:
+    # What `inside collect` read from each device, and what `inside apply` put on each. An
+    # APPLYING row is committed before a file is pushed, so a killed apply is confirmed on the
+    # device, never pushed blindly a second time.
+    for statement in (
+        """CREATE TABLE inside_collects (
+            run_id TEXT NOT NULL,
+            hostname TEXT NOT NULL,
+            host TEXT NOT NULL,
+            port INTEGER NOT NULL,
+            transport TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            path TEXT,
+            sha256 TEXT,
+            detail TEXT,
+            collected TEXT NOT NULL)""",
+        "CREATE INDEX inside_collects_by_host ON inside_collects (hostname, collected)",
+        f"""CREATE TABLE inside_applies (
+            request_id TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            file TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            device_key TEXT NOT NULL,
+            hostname TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ({", ".join(f"'{x}'" for x in APPLY_STATES)})),
+            detail TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            updated TEXT NOT NULL,
+            PRIMARY KEY (request_id, item_id, file))""",
+    ):
+        conn.execute(statement)
+
+
 # Entry i takes the schema from version i to i + 1. Append for every change; never edit one
 # that has shipped.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_v1, _v2)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_v1, _v2, _v3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -510,6 +560,191 @@ class InsideState:
                 ("complete" if left == 0 else "outstanding", response.request_id),
             )
 
+    def record_outputs(self, response: ResponseRecord, outputs: Mapping[Path, str]) -> None:
+        """Record files an import wrote again (the reports refreshed after an apply).
+
+        Raises:
+            StateError: the database is locked or broken.
+        """
+        stamp = now_text()
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO inside_outputs (path, sha256, request_id, response_id, written) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET sha256 = excluded.sha256, "
+                "written = excluded.written",
+                [
+                    (str(p), d, response.request_id, response.bundle_id, stamp)
+                    for p, d in outputs.items()
+                ],
+            )
+            conn.executemany(
+                "DELETE FROM inside_pending_outputs WHERE path = ?", [(str(p),) for p in outputs]
+            )
+
+    # --- devices: collect and apply -----------------------------------------------------------
+
+    def record_collect(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Record one collect run: (run_id, hostname, host, port, transport, kind, path,
+        sha256, detail, collected) per file or failure.
+
+        Raises:
+            StateError: the database is locked or broken.
+        """
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO inside_collects (run_id, hostname, host, port, transport, kind, "
+                "path, sha256, detail, collected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*row[:8], _dump(row[8]), row[9]) for row in rows],
+            )
+
+    def last_collects(self, hostname: str) -> list[dict[str, Any]]:
+        """The records of the latest collect run that reached a device, newest first."""
+        rows = self._read(
+            "SELECT * FROM inside_collects WHERE hostname = ? AND run_id = (SELECT run_id FROM "
+            "inside_collects WHERE hostname = ? ORDER BY collected DESC, rowid DESC LIMIT 1)",
+            (hostname, hostname),
+        )
+        return [{**dict(row), "detail": _load(row["detail"])} for row in rows]
+
+    def collected_udis(self) -> dict[str, str]:
+        """`PID:SN` → hostname of every device unit a collect has read (the latest read wins)."""
+        rows = self._read(
+            "SELECT hostname, detail FROM inside_collects WHERE kind = 'udi' "
+            "ORDER BY collected, rowid"
+        )
+        found: dict[str, str] = {}
+        for row in rows:
+            for udi in (_load(row["detail"]) or {}).get("udis", []):
+                found[str(udi)] = row["hostname"]
+        return found
+
+    def collected_macs(self) -> dict[str, str]:
+        """Base MAC → hostname of every BIG-IP a collect has read (the latest read wins)."""
+        rows = self._read(
+            "SELECT hostname, detail FROM inside_collects WHERE kind = 'mac' "
+            "ORDER BY collected, rowid"
+        )
+        found: dict[str, str] = {}
+        for row in rows:
+            mac = (_load(row["detail"]) or {}).get("mac")
+            if isinstance(mac, str):
+                found = {m: h for m, h in found.items() if h != row["hostname"]}
+                found[mac] = row["hostname"]
+        return found
+
+    def applies(self, request_id: str, item_ids: Sequence[str] | None = None) -> list[ApplyRecord]:
+        """The apply records of a request (of some of its items only, if given)."""
+        if item_ids is None:
+            rows = self._read(
+                "SELECT * FROM inside_applies WHERE request_id = ? ORDER BY rowid", (request_id,)
+            )
+        else:
+            rows = self._read(
+                "SELECT * FROM inside_applies WHERE request_id = ? AND item_id IN "
+                "(SELECT value FROM json_each(?)) ORDER BY rowid",
+                (request_id, json.dumps(list(item_ids))),
+            )
+        return [_row_apply(row) for row in rows]
+
+    def mark_applying(
+        self, request_id: str, item_id: str, file: str, sha256: str, device_key: str, hostname: str
+    ) -> ApplyRecord:
+        """Note, durably and before the push, that a file is going onto a device.
+
+        Raises:
+            StateError: the database is locked or broken.
+        """
+        return self._set_apply(
+            request_id, item_id, file, sha256, device_key, hostname, "APPLYING", None, bump=True
+        )
+
+    def mark_applied(
+        self,
+        request_id: str,
+        item_id: str,
+        file: str,
+        sha256: str,
+        device_key: str,
+        hostname: str,
+        detail: Mapping[str, Any],
+    ) -> ApplyRecord:
+        """The device confirmed it holds the file."""
+        return self._set_apply(
+            request_id, item_id, file, sha256, device_key, hostname, "APPLIED", detail
+        )
+
+    def mark_apply_failed(
+        self,
+        request_id: str,
+        item_id: str,
+        file: str,
+        sha256: str,
+        device_key: str,
+        hostname: str,
+        detail: Mapping[str, Any],
+    ) -> ApplyRecord:
+        """The device refused the file (its words in `detail`); a later apply may try again."""
+        return self._set_apply(
+            request_id, item_id, file, sha256, device_key, hostname, "FAILED", detail
+        )
+
+    def _set_apply(
+        self,
+        request_id: str,
+        item_id: str,
+        file: str,
+        sha256: str,
+        device_key: str,
+        hostname: str,
+        state: str,
+        detail: Mapping[str, Any] | None,
+        *,
+        bump: bool = False,
+    ) -> ApplyRecord:
+        stamp = now_text()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO inside_applies (request_id, item_id, file, sha256, device_key, "
+                "hostname, state, detail, attempts, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (request_id, item_id, file) DO UPDATE SET sha256 = excluded.sha256, "
+                "device_key = excluded.device_key, hostname = excluded.hostname, "
+                "state = excluded.state, detail = excluded.detail, "
+                "attempts = inside_applies.attempts + excluded.attempts, "
+                "updated = excluded.updated",
+                (
+                    request_id,
+                    item_id,
+                    file,
+                    sha256,
+                    device_key,
+                    hostname,
+                    state,
+                    _dump(dict(detail) if detail is not None else None),
+                    1 if bump else 0,
+                    stamp,
+                ),
+            )
+            row = conn.execute(
+                "SELECT * FROM inside_applies WHERE request_id = ? AND item_id = ? AND file = ?",
+                (request_id, item_id, file),
+            ).fetchone()
+        return _row_apply(row)
+
+
+def _row_apply(row: sqlite3.Row) -> ApplyRecord:
+    return ApplyRecord(
+        request_id=row["request_id"],
+        item_id=row["item_id"],
+        file=row["file"],
+        sha256=row["sha256"],
+        device_key=row["device_key"],
+        hostname=row["hostname"],
+        state=row["state"],
+        detail=_load(row["detail"]),
+        attempts=row["attempts"],
+        updated=row["updated"],
+    )
+
 
 class SequenceReservation:
     """The next sequence number, held under the write lock until the request is recorded."""
@@ -621,8 +856,10 @@ def open_state(state_db: Path) -> InsideState:
 
 
 __all__ = [
+    "APPLY_STATES",
     "FINAL_STATUSES",
     "ITEM_STATUSES",
+    "ApplyRecord",
     "InsideState",
     "ItemRecord",
     "RequestRecord",

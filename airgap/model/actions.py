@@ -14,7 +14,7 @@ This module is data and lookups only: no parsing, no I/O.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -25,6 +25,7 @@ from airgap.model.fields import FIELDS, PlanField
 __all__ = [
     "ACTIONS",
     "Action",
+    "ApplyKind",
     "DeviceGuide",
     "DeviceKind",
     "action",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 DeviceKind = Literal["udi", "mac", "none"]
+ApplyKind = Literal["ios-xe-import", "bigip-license"]
 Dedupe = Literal["device", "files", "params"]
 
 
@@ -79,6 +81,7 @@ class Action:
     numbered_file: str | None = None  # written as `<stem>-<n><suffix>`, n per device folder
     dedupe: Dedupe | str | None = None  # what makes two items the same request (default: see)
     guide: DeviceGuide = field(default_factory=DeviceGuide)
+    apply: ApplyKind | None = None  # how `inside apply` puts the guide's file on the device
 
     @property
     def vendor(self) -> str:
@@ -128,6 +131,25 @@ class Action:
             return self.dedupe
         return "device" if self.device != "none" else "params"
 
+    def file_named(self, files: Sequence[str], name: str | None) -> str | None:
+        """The one of `files` (paths) whose base name is `name`, or a numbered copy of it
+        (`ack-2.xml` for `ack.xml`); None when there is none."""
+        if name is None:
+            return None
+        stem, dot, suffix = name.rpartition(".")
+        for path in files:
+            base = path.rsplit("/", 1)[-1]
+            if base == name:
+                return path
+            numbered = self.numbered_file == name and base.startswith(f"{stem}-")
+            if numbered and base.endswith(f"{dot}{suffix}"):
+                return path
+        return None
+
+    def device_file(self, files: Sequence[str]) -> str | None:
+        """The file of an `ok` item that goes onto the device (the guide's file), if any."""
+        return self.file_named(files, self.guide.file)
+
     @property
     def response_files(self) -> frozenset[str]:
         """Every file name a response item of this action may carry."""
@@ -153,6 +175,7 @@ _CATALOGUE: Final = (
             intro=f"Authorization code: `{{path}}`. {_TO_USB}",
             commands=_IMPORT_ON_CISCO,
         ),
+        apply="ios-xe-import",
     ),
     Action(
         "cisco.report_usage",
@@ -170,6 +193,7 @@ _CATALOGUE: Final = (
             intro=f"Usage acknowledgement: `{{path}}`. {_TO_USB}",
             commands=_IMPORT_ON_CISCO,
         ),
+        apply="ios-xe-import",
     ),
     Action(
         "cisco.return",
@@ -250,6 +274,7 @@ _CATALOGUE: Final = (
             "BIG-IP run:",
             commands=("reloadlic",),
         ),
+        apply="bigip-license",
     ),
     Action(
         "bigiq.revoke",
@@ -286,6 +311,7 @@ _CATALOGUE: Final = (
             note="The registration key is active in its BIG-IQ pool.",
             kept={"eula.txt": "The EULA that was accepted is kept in `{path}` for the audit."},
         ),
+        apply="bigip-license",
     ),
     Action(
         "bigiq.assignments",

@@ -14,11 +14,10 @@ from airgap.emulators.device import NETWORK_ADVANTAGE_TAG, return_code_for, writ
 from airgap.emulators.server import EmulatorServer
 from airgap.formats.cssm import (
     DeviceUsage,
-    ack_udis,
-    authorization_udi,
     read_ack_download,
     write_usage_upload,
 )
+from airgap.formats.smartlicense import ack_udis, authorization_udi
 
 
 @pytest.fixture

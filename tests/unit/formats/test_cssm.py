@@ -14,13 +14,12 @@ import pytest
 from airgap.errors import PortalFileError
 from airgap.formats.cssm import (
     DeviceUsage,
-    ack_udis,
-    authorization_udi,
     read_ack_download,
     stamp_for,
     usage_document,
     write_usage_upload,
 )
+from airgap.formats.smartlicense import ack_udis, authorization_udi
 
 
 def _untar(data: bytes) -> dict[str, bytes]:

@@ -155,3 +155,73 @@ def test_f5_ansible_regkey_license_flow_accepts_the_eula_it_was_shown(
         time.sleep(0.05)
     assert seen[-1] == "READY", seen
     assert "ACTIVATING_AUTOMATIC_NEED_EULA_ACCEPT" in seen
+
+
+@pytest.mark.parametrize("provider", ["tmos", "local", "corp-radius"])
+def test_any_user_of_any_login_provider_logs_in(bigiq: RunningEmulator, provider: str) -> None:
+    # F5RestClient logs in as whatever `provider.user` and `auth_provider` say; BIG-IQ has users
+    # besides admin and providers (RADIUS, LDAP, TACACS+) configured under their own names.
+    client = F5Client(bigiq.url)
+    resp = client.login(user="netops", provider=provider)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["username"] == "netops"
+    assert body["loginReference"]["link"].endswith(f"/providers/{provider}/login")
+    assert client.get(UTILITY).status_code == 200
+
+
+def test_an_empty_user_or_provider_is_still_refused(bigiq: RunningEmulator) -> None:
+    client = F5Client(bigiq.url)
+    assert client.login(user="").status_code == 401
+    refused = client.session.post(
+        client.url + "/mgmt/shared/authn/login",
+        json={"username": "admin", "password": "secret", "loginProviderName": ""},
+        timeout=10,
+    )
+    # An empty provider name reads as "none given": BIG-IQ falls back to its local provider.
+    assert refused.status_code == 200, refused.text
+
+
+@pytest.mark.parametrize("assignment_type", ["MANAGED", "UNMANAGED"])
+def test_a_reachable_device_assign_runs_and_fails_as_unreachable(
+    bigiq: RunningEmulator, assignment_type: str
+) -> None:
+    # f5-ansible and f5-sdk send MANAGED and UNMANAGED assignments; inside an air gap BIG-IQ
+    # cannot reach the BIG-IP, so the task is accepted and then fails, licensing nothing.
+    client = F5Client(bigiq.url)
+    assert client.login().status_code == 200
+    done = client.task(
+        {
+            "licensePoolName": "demo-regkey",
+            "command": "assign",
+            "address": "192.0.2.44",
+            "assignmentType": assignment_type,
+            "user": "admin",
+            "password": "device-secret",
+        }
+    )
+    assert done["status"] == "FAILED", done
+    assert "192.0.2.44" in done["errorMessage"]
+    assert client.get("/mgmt/cm/device/licensing/assignments").json()["items"] == []
+
+
+def test_a_registration_key_of_another_shape_enters_the_pool_and_fails_activation(
+    bigiq: RunningEmulator,
+) -> None:
+    client = F5Client(bigiq.url)
+    assert client.login().status_code == 200
+    pools = client.get("/mgmt/cm/device/licensing/pool/regkey/licenses").json()["items"]
+    [pool] = [p for p in pools if p["name"] == "demo-regkey"]
+    offerings = f"/mgmt/cm/device/licensing/pool/regkey/licenses/{pool['id']}/offerings"
+    created = client.session.post(
+        client.url + offerings,
+        json={"regKey": "ABCD-1234", "status": "ACTIVATING_AUTOMATIC"},
+        timeout=10,
+    )
+    assert created.status_code == 200, created.text
+    deadline = time.monotonic() + 10
+    status = created.json()["status"]
+    while status.startswith("ACTIVATING") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = client.get(f"{offerings}/ABCD-1234").json()["status"]
+    assert status == "ACTIVATION_FAILED"

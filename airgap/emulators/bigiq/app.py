@@ -87,7 +87,6 @@ __all__ = ["BigIqEmulator", "parse_pool_specs"]
 
 _NAMESPACE: Final = uuid.UUID("6b1f0c52-8d3e-4f7a-9c41-2e5d7a90b3c8")
 
-_REGKEY_RE: Final = re.compile(r"^[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{7}$")
 _ADDON_RE: Final = re.compile(r"^[A-Z0-9]{7}-[A-Z0-9]{7}$")
 _LICENSE_REGKEY_RE: Final = re.compile(r"^Registration Key\s*:\s*(\S+)\s*$", re.MULTILINE)
 
@@ -380,11 +379,11 @@ class BigIqEmulator:
             )
         provider = body.get("loginProviderName") or "local"
         self.auth.login(username, password, provider)
-        access, refresh = self._issue("admin", str(provider))
+        access, refresh = self._issue(str(username), str(provider))
         return Response.json(
             200,
             {
-                "username": "admin",
+                "username": str(username),
                 "loginReference": {
                     "link": f"{HOST}/mgmt/cm/system/authn/providers/{provider}/login"
                 },
@@ -717,8 +716,10 @@ class BigIqEmulator:
         body = _json_object(request)
         raw_key = body.get("regKey")
         reg_key = raw_key.strip().upper() if isinstance(raw_key, str) else ""
-        if not _REGKEY_RE.match(reg_key):
+        if not reg_key:
             raise ApiError(400, f"Invalid registration key '{raw_key}'")
+        # A key of an unusual shape goes into the pool like any other; F5's license server is
+        # what refuses it (its activation ends ACTIVATION_FAILED).
         status = body.get("status", AUTOMATIC)
         if status not in (AUTOMATIC, MANUAL):
             raise ApiError(
@@ -906,11 +907,11 @@ class BigIqEmulator:
             raise ApiError(400, f"Invalid command '{command}'; expected assign or revoke")
         self.calls[str(command)] += 1  # besides "member-management", which counts every POST
         assignment_type = body.get("assignmentType")
-        if assignment_type != "UNREACHABLE":
+        if assignment_type not in ("UNREACHABLE", "MANAGED", "UNMANAGED"):
             raise ApiError(
                 400,
-                f"assignmentType '{assignment_type}' is not supported by this emulator; "
-                "use UNREACHABLE",
+                f"Invalid assignmentType '{assignment_type}'; expected UNREACHABLE, MANAGED or "
+                "UNMANAGED",
             )
         now = self.clock()
         raw_mac = body.get("macAddress")
@@ -926,7 +927,15 @@ class BigIqEmulator:
             created=now,
             created_micros=self._micros(now),
         )
-        if command == "assign":
+        if assignment_type != "UNREACHABLE":
+            # Nothing inside an air gap is reachable from BIG-IQ: the task runs and fails as it
+            # does for a BIG-IP BIG-IQ cannot reach, and licenses nothing.
+            address = body.get("address")
+            task.error_message = (
+                f"Unable to reach the device at {address or '(no address given)'}: "
+                "the connection timed out"
+            )
+        elif command == "assign":
             self._decide_assign(task, body, mac, raw_mac)
         else:
             self._decide_revoke(task, mac, raw_mac)

@@ -77,19 +77,22 @@ class TokenAuthority:
         """Check the credentials of a login and count it.
 
         Args:
-            username: as sent; only `admin` is known.
+            username: as sent; any non-empty user (BIG-IQ has users besides `admin`).
             password: as sent; must be a non-empty string, and `password` if one was configured.
-            provider: `loginProviderName` as sent; `local` or `tmos`.
+            provider: `loginProviderName` as sent; any non-empty name (local, tmos, or a RADIUS,
+                LDAP or TACACS+ provider configured under its own name).
 
         Raises:
             ApiError: 401 `Authentication failed.` for anything else.
         """
         ok = (
-            username == "admin"
+            isinstance(username, str)
+            and username != ""
             and isinstance(password, str)
             and password != ""
             and (self.password is None or hmac.compare_digest(password, self.password))
-            and provider in ("local", "tmos")
+            and isinstance(provider, str)
+            and provider != ""
         )
         if not ok:
             self.stats["login_failures"] += 1

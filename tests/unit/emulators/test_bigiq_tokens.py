@@ -119,17 +119,26 @@ def test_find_returns_expired_tokens_too() -> None:
         ("admin", "wrong", "tmos"),
         ("admin", "", "tmos"),
         ("admin", None, "tmos"),
-        ("root", "s3cret", "tmos"),
-        ("admin", "s3cret", "radius"),
+        ("", "s3cret", "tmos"),
+        (None, "s3cret", "tmos"),
+        ("admin", "s3cret", ""),
+        ("admin", "s3cret", 7),
     ],
 )
-def test_login_refuses_anything_but_admin_with_the_password(
+def test_login_refuses_a_wrong_password_or_a_missing_user_or_provider(
     username: object, password: object, provider: object
 ) -> None:
     auth = make(FakeClock())
     error = refused(auth.login, username, password, provider)
     assert (error.status, error.message) == (401, "Authentication failed.")
     assert (auth.stats["login_failures"], auth.stats["logins"]) == (1, 0)
+
+
+def test_login_takes_any_user_and_any_named_provider() -> None:
+    auth = make(FakeClock())
+    auth.login("root", "s3cret", "tmos")
+    auth.login("netops", "s3cret", "corp-radius")
+    assert (auth.stats["logins"], auth.stats["login_failures"]) == (2, 0)
 
 
 def test_login_without_configured_password_takes_any_non_empty_one() -> None:

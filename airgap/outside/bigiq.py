@@ -43,8 +43,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Final, Protocol
 from urllib.parse import quote, urlsplit
 
-import requests
-
 from airgap.config import Config, env_name
 from airgap.errors import (
     AirgapError,
@@ -60,6 +58,7 @@ from airgap.outside.http import (
     HttpResponse,
     RateLimiter,
     RetryPolicy,
+    TlsSettings,
     Unauthorized,
     UncertainOutcome,
     VendorRejected,
@@ -235,22 +234,6 @@ class BigIqSettings:
 # --- HTTP --------------------------------------------------------------------------------------
 
 
-class _BigIqHttp(HttpClient):
-    """`HttpClient` whose per-thread sessions can ignore the environment.
-
-    With a CA bundle configured, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE` and proxy variables must
-    not override it or reroute the call. See: <https://github.com/psf/requests/issues/3829>
-    """
-
-    trust_env: bool = True
-
-    def _session(self) -> requests.Session:
-        session = super()._session()
-        if not self.trust_env:
-            session.trust_env = False
-        return session
-
-
 @dataclass(frozen=True)
 class _Tokens:
     """One login's tokens; replaced whole on every refresh, so readers need no lock."""
@@ -310,15 +293,13 @@ class BigIqClient:
         """BIG-IQ's version as reported by `start()`, e.g. `8.3.0`."""
         self._clock = clock
         self._license_source = license_source
-        self._http = _BigIqHttp(
+        self._http = HttpClient(
             settings.url,
             retry=retry,
             limiter=limiter,
             timeout=timeout,
-            verify=settings.verify_tls,
+            tls=TlsSettings(settings.verify_tls),
         )
-        if isinstance(settings.verify_tls, str):
-            self._http.trust_env = False
         self._http.redactor.add(settings.password)
         self._tokens: _Tokens | None = None
         self._token_lock = threading.Lock()

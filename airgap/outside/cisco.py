@@ -39,6 +39,7 @@ from airgap.outside.http import (
     JsonBody,
     RateLimiter,
     RetryPolicy,
+    TlsSettings,
     Unauthorized,
     UncertainOutcome,
     VendorRejected,
@@ -230,16 +231,12 @@ class CiscoClient:
             )
         self.settings = settings
         self._session = session_factory() if session_factory is not None else None
-        # A CA bundle path is passed with every request, and requests lets a per-request
-        # `verify` win over REQUESTS_CA_BUNDLE (Session.merge_environment_settings only
-        # replaces True/None), so psf/requests#3829 does not bite and proxies from the
-        # environment keep working: no trust_env change is needed here.
         self._http = HttpClient(
             settings.api_base,
             retry=retry,
             limiter=limiter,
             timeout=timeout,
-            verify=settings.verify_tls,
+            tls=TlsSettings(settings.verify_tls),
             session=self._session,
         )
         self._http.redactor.add(settings.client_id, settings.client_secret)

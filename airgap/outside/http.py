@@ -495,7 +495,8 @@ class VendorRejected(HttpFailure, VendorError):
 
 class Unauthorized(HttpFailure, AuthError):
     """HTTP 401: the token or credentials were refused. The server did not act, so a client may
-    refresh its token and retry the call once, even a mutating one; a second 401 is final."""
+    renew its token and send the call again, even a mutating one; when a 401 is final is
+    `airgap.outside.session.TokenSession`'s rule."""
 
 
 class UnparseableResponse(VendorError):
@@ -880,8 +881,8 @@ class HttpClient:
         """
         method = method.upper()
         url = self.url_for(path_or_url)
-        scrub = self.redactor.child(*_secret_values(headers, json, data))
-        call = _Call(method, scrub(url), scrub, [])
+        secrets = set(_secret_values(headers, json, data))
+        call = _Call(method, self.redactor.child(*secrets)(url), self.redactor, secrets, [])
         send = {"json": json, "data": data, "allow_redirects": not mutating}
         number = 0
         while True:
@@ -889,6 +890,7 @@ class HttpClient:
             if self.limiter is not None:
                 self.limiter.acquire()
             sent = {**(headers or {}), **(auth() if auth is not None else {})}
+            call.secrets.update(_secret_values(sent))
             answer, cause = self._attempt(call, url, number, headers=sent or None, **send)
             if answer is not None and answer.status in expected:
                 return answer
@@ -948,14 +950,19 @@ class HttpClient:
         return answer, cause
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Call:
-    """One logical call as its error messages name it (redacted), with its attempts so far."""
+    """One logical call as its error messages name it, with its attempts so far."""
 
     method: str
     shown: str  # the URL, redacted
-    scrub: Redactor
+    redactor: Redactor  # the client's, which learns tokens obtained during the call
+    secrets: set[str]  # this call's own: secret-named headers and body fields
     history: list[Attempt]
+
+    def scrub(self, text: str) -> str:
+        """`text` without any secret known now (a token renewed mid-call included)."""
+        return self.redactor.child(*self.secrets)(text)
 
     def error(
         self,

@@ -121,6 +121,7 @@ class TokenSession(ABC):
         self._lock = threading.Lock()
         self._token: Token | None = None
         self._generation = 0  # never reset, so a stale generation is never confused with a new one
+        self._replaced: list[tuple[Token, Token]] = []  # (old, new) waiting for `_retired`
 
     def __repr__(self) -> str:
         shown = self.http.redactor(self.http.base_url)
@@ -156,7 +157,12 @@ class TokenSession(ABC):
         """The error a 403 becomes for this vendor (no item can succeed, so the run stops)."""
 
     def _retired(self, old: Token, new: Token) -> None:
-        """Called outside the lock after `new` replaced `old` (e.g. drop a rotated credential)."""
+        """Called after `new` replaced `old` (e.g. to drop a rotated credential).
+
+        It runs after the call that replaced the token was sent, never between obtaining a
+        token and sending with it: a slow clean-up (waiting out 429s) must not let a
+        short-lived token lapse before its first use.
+        """
         return None
 
     def _logout(self, token: Token) -> None:
@@ -222,10 +228,16 @@ class TokenSession(ABC):
             self._generation += 1
             fresh = self._obtain(current, self._generation)
             self._token = fresh
+            if current is not None:
+                self._replaced.append((current, fresh))
         _log.debug("%s: token generation %d", self.name, fresh.generation)
-        if current is not None:
-            self._retired(current, fresh)
         return fresh
+
+    def _retire_replaced(self) -> None:
+        with self._lock:
+            replaced, self._replaced = self._replaced, []
+        for old, new in replaced:
+            self._retired(old, new)
 
     def _usable(self, token: Token | None, stale: int | None) -> bool:
         return token is not None and token.generation != stale and self._clock() < token.renew_at
@@ -263,6 +275,22 @@ class TokenSession(ABC):
             UncertainOutcome, VendorUnavailable, VendorRejected, ConfigError: as
                 `HttpClient.request`; and what obtaining a token raises.
         """
+        try:
+            return self._call(method, path, json, body, headers, mutating, expected)
+        finally:
+            if self._replaced:
+                self._retire_replaced()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        json: JsonBody,
+        body: Callable[[], JsonBody] | None,
+        headers: Mapping[str, str] | None,
+        mutating: bool,
+        expected: Collection[int],
+    ) -> HttpResponse:
         carried = _Carried(self, None)
         renewals = 0
         while True:
@@ -306,7 +334,7 @@ class TokenSession(ABC):
 
     def finish(self) -> None:
         """Log out and close connections; never raises."""
-        for step in (self.logout, self._release, self.http.close):
+        for step in (self._retire_replaced, self.logout, self._release, self.http.close):
             try:
                 step()
             except Exception as exc:  # finish() must never raise (VendorClient contract)

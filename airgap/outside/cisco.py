@@ -1,14 +1,15 @@
 """Client of Cisco's Smart Software Licensing API (swapi) for the six `cisco.*` actions.
 
-Implements `airgap.outside.vendor.VendorClient` (DESIGN §6, §7, §10): an OAuth client-credentials
-token kept fresh for every thread, smart and virtual account resolution, SLUP reservations and
-returns through `v2/devices/authrequest` + `v2/accounts/poll`, RUM usage reports, SLR
-reservations, usage by tag and the device list, and reconciliation by poll id or device look-up
-after a crash or an uncertain submit.
+Implements `airgap.outside.vendor.VendorClient`: an OAuth client-credentials token kept fresh
+for every thread (`CiscoSession`, a `TokenSession`), smart and virtual account resolution, SLUP
+reservations and returns through `v2/devices/authrequest` + `v2/accounts/poll`, RUM usage
+reports, SLR reservations, usage by tag and the device list, and reconciliation by poll id or
+device look-up after a crash or an uncertain submit.
 
 It leaves out the journal, the thread pool, deadlines and the response bundle (the processor,
-`airgap.outside.process`) and transport retries (`airgap.outside.http`). Secrets (client id and
-secret, tokens) never reach a message, a log line, a result or a repr.
+`airgap.outside.process`), transport retries (`airgap.outside.http`) and the token rules
+(`airgap.outside.session`). Secrets (client id and secret, tokens) never reach a message, a log
+line, a result or a repr.
 """
 
 from __future__ import annotations
@@ -1065,7 +1066,11 @@ def _ack_outcome(
 
 
 def _envelope(**fields: Any) -> dict[str, Any]:
-    """`{"data": {"timestamp", "nonce", ...}}` with a fresh random nonce (DESIGN §10)."""
+    """`{"data": {"timestamp", "nonce", ...}}` with a fresh random nonce.
+
+    Cisco's published examples send a fixed nonce and the service accepts that; a fresh one per
+    send keeps a strict service from refusing a resend as a replay.
+    """
     nonce = "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(_NONCE_LENGTH))
     return {"data": {"timestamp": int(time.time() * 1000), "nonce": nonce, **fields}}
 

@@ -23,6 +23,14 @@ class Assignments:
         self.session = session
 
     def query(self, item: WorkItem) -> Outcome:
+        """Every assignment (of the item's pool, if it names one) as `result.json`.
+
+        Raises:
+            NetworkError, AuthError, VendorError: as `BigIqSession.get`.
+
+        Returns:
+            `ok` with the count in the result and the rows in the file.
+        """
         pool = item.params.get("pool")
         rows: list[dict[str, Any]] = []
         skip = 0

@@ -54,6 +54,16 @@ class Members:
         self.poll_interval = poll_interval
 
     def submit(self, item: WorkItem) -> Outcome:
+        """POST the item's assign or revoke task (the one mutating call), then read the task.
+
+        Raises:
+            _BadItem: the item lacks its MAC, pool or hypervisor.
+            UncertainOutcome: (E_NETWORK) BIG-IQ may have made the task; reconcile.
+            NetworkError, AuthError: as `BigIqSession.call`.
+
+        Returns:
+            `pending` on the task, its final outcome, or BIG-IQ's refusal as `failed`.
+        """
         command = "assign" if item.action == ASSIGN else "revoke"
         mac = _item_mac(item)
         pool = _param(item, "pool")
@@ -86,6 +96,14 @@ class Members:
         return self._task_outcome(item, task, task_id)
 
     def poll(self, item: WorkItem, task_id: str) -> Outcome:
+        """Read the item's task once (never changes BIG-IQ's state).
+
+        Raises:
+            NetworkError, AuthError, VendorError: as `BigIqSession.get`.
+
+        Returns:
+            The task's outcome, or `needs_attention` when BIG-IQ no longer has it.
+        """
         task = self.session.get_or_none(f"{_TASKS}/{quote(task_id, safe='')}")
         if task is None:
             return Outcome.needs_attention(
@@ -130,6 +148,14 @@ class Members:
         return Outcome.pending(ref, retry_after=self.poll_interval)
 
     def reconcile(self, item: WorkItem) -> Reconciled:
+        """Decide from the MAC's tasks and assignments what a submit whose answer was lost did.
+
+        Raises:
+            NetworkError, AuthError, VendorError: as `BigIqSession.get`.
+
+        Returns:
+            An outcome, `NOT_SUBMITTED`, or `needs_attention` (see `BigIqClient.reconcile`).
+        """
         command = "assign" if item.action == ASSIGN else "revoke"
         mac = _item_mac(item)
         pool = _param(item, "pool")

@@ -136,6 +136,16 @@ class RegKeys:
         self._retried: set[tuple[str, str]] = set()
 
     def submit(self, item: WorkItem) -> Outcome:
+        """Add the key to its RegKey pool (the one mutating call), or continue a waiting one.
+
+        Raises:
+            _BadItem: the item lacks its pool, key, mode or (manual) dossier.
+            UncertainOutcome: (E_NETWORK) BIG-IQ may have added the key; reconcile.
+            NetworkError, AuthError: as `BigIqSession.call`.
+
+        Returns:
+            `pending` on the offering, or `failed` when BIG-IQ or this site refuses the item.
+        """
         pool = _param(item, "pool")
         reg_key = _param(item, "regkey").strip().upper()
         mode = _mode(item)
@@ -185,6 +195,14 @@ class RegKeys:
         return None
 
     def poll(self, item: WorkItem, ref: Mapping[str, str]) -> Outcome:
+        """Read the offering and take the step BIG-IQ waits for, if the item allows it.
+
+        Raises:
+            NetworkError, AuthError, VendorError: as `BigIqSession.get`.
+
+        Returns:
+            The offering's outcome now.
+        """
         pool_id, reg_key = ref.get("pool_id"), ref.get("regkey")
         if not pool_id or not reg_key:
             return Outcome.needs_attention(
@@ -339,6 +357,12 @@ class RegKeys:
         return result
 
     def reconcile(self, item: WorkItem) -> Reconciled:
+        """`pending` on an offering this item made (its description names it), else
+        `NOT_SUBMITTED`.
+
+        Raises:
+            NetworkError, AuthError, VendorError: as `BigIqSession.get`.
+        """
         pool = _param(item, "pool")
         reg_key = _param(item, "regkey").strip().upper()
         pool_id = self._pool_id(pool)

@@ -85,8 +85,9 @@ class TokenSession(ABC):
     replaced first (by whichever thread gets there first), unless the 401 cannot be explained
     by an expired or forgotten token:
 
-    * the token that drew it was obtained while that very attempt asked for it: the vendor
-      refuses a token it has just issued, and renewing again cannot help; or
+    * the token that drew it was obtained while that very attempt asked for it (its generation
+      is newer than the latest one when the attempt asked): the vendor refuses a token it has
+      just issued, and renewing again cannot help; or
     * the call was already sent again `max_renewals` times after a 401, each time with a newer
       generation than the one refused.
 
@@ -94,6 +95,8 @@ class TokenSession(ABC):
     short-lived token renewed for it can lapse before the resend goes out; the attempt then
     carries an older token than the vendor accepts, and a second 401 must not stop the run.
     Each resend after a 401 is a whole new call to `HttpClient.request`, with its own attempts.
+    For the same reason nothing slow runs between obtaining a token and sending with it: a
+    replaced token is handed to `_retired` only after the call that replaced it was sent.
     """
 
     name: ClassVar[str] = "vendor"  # for log lines

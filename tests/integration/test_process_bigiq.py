@@ -239,9 +239,16 @@ def test_tokens_expiring_during_429_backoff_do_not_stop_the_run(
     point_outside_at(outside, cisco=cisco.url, bigiq=bigiq.url)
     items = [reserve_item(n) for n in range(1, 13)] + [assign(n) for n in range(12)]
     request = make_request(inside, tmp_path / "req.airgap", items=items, files={}).path
-    for _ in range(6):  # an item can run out of attempts on 429s: pending, retried later
+    for _ in range(8):  # an item can run out of attempts on 429s: pending, retried later
         code, document = process(outside, request, tmp_path / "resp.airgap", "--concurrency", "8")
-        assert code in (0, 4), document  # never E_AUTH (exit 1)
+        if code == 1:
+            # A call at start (token, login, account or version) met five 429s in a row
+            # (0.3**5 a call): the vendor was unavailable and the run stopped before touching
+            # an item, honestly. Never E_AUTH.
+            assert document["error"]["code"] == "E_NETWORK", document
+            assert "HTTP 429" in document["error"]["message"], document
+            continue
+        assert code in (0, 4), document
         if code == 0:
             break
     assert document["counts"] == {"ok": 24}

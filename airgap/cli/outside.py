@@ -77,18 +77,15 @@ def process_cmd(
     with mapped_errors(st):
         from airgap.bundle.parts import parse_split
         from airgap.outside.process import ProcessOptions, process_request
-        from airgap.units import parse_duration
 
         part_size = parse_split(split) if split else None
         home = st.open_home()
-        limits = home.config
-        options = ProcessOptions(
+        options = ProcessOptions.from_config(
+            home.config,
             output=output,
-            max_wait=parse_duration(
-                max_wait or str(limits.get("limits.max_wait")), what="--max-wait"
-            ),
-            concurrency=concurrency or int(limits.get("limits.concurrency")),
-            rate=float(rate if rate is not None else limits.get("limits.rate")),
+            max_wait=max_wait,
+            concurrency=concurrency,
+            rate=rate,
             dry_run=dry_run,
             resubmit=frozenset(resubmit or ()),
             license_dir=license_dir,

@@ -69,13 +69,11 @@ def outside_watch_cmd(
         if outbox.resolve() == inbox.resolve():
             raise ConfigError("the outbox must not be the inbox")
         home = app_state.open_home()
-        config = home.config
-        options = ProcessOptions(
-            max_wait=parse_duration(
-                max_wait or str(config.get("limits.max_wait")), what="--max-wait"
-            ),
-            concurrency=concurrency or int(config.get("limits.concurrency")),
-            rate=float(rate if rate is not None else config.get("limits.rate")),
+        options = ProcessOptions.from_config(
+            home.config,
+            max_wait=max_wait,
+            concurrency=concurrency,
+            rate=rate,
             split=parse_split(split) if split else None,
         )
         station = OutsideStation(home, outbox, options)

@@ -1,14 +1,15 @@
 """Client of Cisco's Smart Software Licensing API (swapi) for the six `cisco.*` actions.
 
-Implements `airgap.outside.vendor.VendorClient` (DESIGN §6, §7, §10): an OAuth client-credentials
-token kept fresh for every thread, smart and virtual account resolution, SLUP reservations and
-returns through `v2/devices/authrequest` + `v2/accounts/poll`, RUM usage reports, SLR
-reservations, usage by tag and the device list, and reconciliation by poll id or device look-up
-after a crash or an uncertain submit.
+Implements `airgap.outside.vendor.VendorClient`: an OAuth client-credentials token kept fresh
+for every thread (`CiscoSession`, a `TokenSession`), smart and virtual account resolution, SLUP
+reservations and returns through `v2/devices/authrequest` + `v2/accounts/poll`, RUM usage
+reports, SLR reservations, usage by tag and the device list, and reconciliation by poll id or
+device look-up after a crash or an uncertain submit.
 
 It leaves out the journal, the thread pool, deadlines and the response bundle (the processor,
-`airgap.outside.process`) and transport retries (`airgap.outside.http`). Secrets (client id and
-secret, tokens) never reach a message, a log line, a result or a repr.
+`airgap.outside.process`), transport retries (`airgap.outside.http`) and the token rules
+(`airgap.outside.session`). Secrets (client id and secret, tokens) never reach a message, a log
+line, a result or a repr.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from urllib.parse import quote
 import requests
 
 from airgap.config import Config
-from airgap.errors import AuthError, ConfigError, InputError, VendorError
+from airgap.errors import AirgapError, AuthError, ConfigError, InputError, VendorError
 from airgap.formats.rum import parse_rum_file
 from airgap.model import action, actions_of
 from airgap.outside.http import (
@@ -40,14 +41,16 @@ from airgap.outside.http import (
     JsonBody,
     RateLimiter,
     RetryPolicy,
+    TlsSettings,
     Unauthorized,
     UncertainOutcome,
     VendorRejected,
     vendor_message,
 )
-from airgap.outside.vendor import NOT_SUBMITTED, Outcome, Reconciled, WorkItem
+from airgap.outside.session import Token, TokenSession
+from airgap.outside.vendor import NOT_SUBMITTED, ClientOptions, Outcome, Reconciled, WorkItem
 
-__all__ = ["CiscoClient", "CiscoSettings"]
+__all__ = ["CiscoClient", "CiscoSession", "CiscoSettings"]
 
 _log = logging.getLogger(__name__)
 
@@ -129,12 +132,6 @@ class CiscoSettings:
                 hint="Set them with `airgap config set` or AIRGAP_CISCO_TOKEN_URL / "
                 "AIRGAP_CISCO_API_BASE.",
             )
-        verify: bool | str = True
-        ca_bundle = config.get("cisco.ca_bundle")
-        if config.get("cisco.verify_tls") is False:
-            verify = False
-        elif ca_bundle:
-            verify = str(ca_bundle)
         smart_account = config.get("cisco.smart_account")
         return cls(
             token_url=str(token_url),
@@ -143,7 +140,7 @@ class CiscoSettings:
             client_secret=str(config.secret("cisco.client_secret")),
             smart_account=str(smart_account) if smart_account else None,
             virtual_account=str(config.get("cisco.virtual_account") or "Default"),
-            verify_tls=verify,
+            verify_tls=TlsSettings.from_config(config, "cisco").verify,
         )
 
 
@@ -159,13 +156,6 @@ class _Account:
     virtual_accounts: Mapping[str, str]  # name -> virtual_account_id (as text)
 
 
-@dataclass(frozen=True)
-class _Token:
-    value: str = field(repr=False)
-    refresh_at: float  # time.monotonic() after which the token is replaced before use
-    generation: int  # bumps on every new token, so concurrent refreshes collapse into one
-
-
 class _Refused(VendorError):
     """Cisco refused one call as a whole with a 4xx answer (it did not act on it)."""
 
@@ -174,6 +164,84 @@ class _Refused(VendorError):
         self.status = status
         self.cisco_code = cisco_code
         self.vendor_text = message  # Cisco's message, verbatim (redacted)
+
+
+class CiscoSession(TokenSession):
+    """Cisco's OAuth client-credentials token on every call (`Authorization: Bearer …`).
+
+    A token comes from one POST of the client id and secret to `token_url`; Cisco's tokens
+    live about an hour (`expires_in`), and one is replaced a tenth of its lifetime (at most a
+    minute) before it expires. A 403 means the API client may not use the account.
+    """
+
+    name: ClassVar[str] = "cisco"
+    margin_max: ClassVar[float] = _TOKEN_MARGIN_MAX
+    margin_share: ClassVar[float] = _TOKEN_MARGIN_SHARE
+
+    def __init__(
+        self,
+        settings: CiscoSettings,
+        http: HttpClient,
+        *,
+        owned: requests.Session | None = None,
+    ) -> None:
+        """Create the session; no token is fetched before the first call.
+
+        Args:
+            settings: the token URL and the credentials.
+            http: the HTTP client of the API.
+            owned: a `requests.Session` the HTTP client shares, closed by `finish()`.
+        """
+        super().__init__(http, secrets=(settings.client_id, settings.client_secret))
+        self.settings = settings
+        self._owned = owned
+
+    def _obtain(self, current: Token | None, generation: int) -> Token:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self.settings.client_id,
+            "client_secret": self.settings.client_secret,
+        }
+        try:
+            response = self.http.request(
+                "POST",
+                self.settings.token_url,
+                data=form,
+                headers={"Accept": "application/json"},
+                mutating=False,  # a token request changes nothing worth protecting
+                expected=(200,),
+            )
+        except Unauthorized as exc:
+            raise AuthError(
+                f"Cisco refused the API client credentials: {exc.vendor_message}",
+                hint=_CREDENTIALS_HINT,
+            ) from exc
+        except VendorRejected as exc:
+            raise AuthError(
+                f"Cisco's token endpoint refused the request: HTTP {exc.status}: "
+                f"{exc.vendor_message}",
+                hint="Check cisco.token_url and the API client's credentials.",
+            ) from exc
+        answer = _obj(response.json())
+        value = answer.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise AuthError("Cisco's token endpoint answered without an access_token")
+        lifetime = _seconds(answer.get("expires_in")) or _DEFAULT_EXPIRES_IN
+        return self._issued(value, lifetime=lifetime, answer=response, generation=generation)
+
+    def _headers(self, token: Token) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token.value}"}
+
+    def _forbidden(self, exc: VendorRejected, method: str, path: str) -> AirgapError:
+        return ConfigError(
+            f"Cisco refused access: {exc.vendor_message or exc.message}",
+            hint="Check cisco.smart_account / cisco.virtual_account and that the API client "
+            "may use that account.",
+        )
+
+    def _release(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
 
 
 # --- the client --------------------------------------------------------------------------------
@@ -219,25 +287,37 @@ class CiscoClient:
                 hint="Fix it with `airgap config set cisco.token_url URL`.",
             )
         self.settings = settings
-        self._session = session_factory() if session_factory is not None else None
-        # A CA bundle path is passed with every request, and requests lets a per-request
-        # `verify` win over REQUESTS_CA_BUNDLE (Session.merge_environment_settings only
-        # replaces True/None), so psf/requests#3829 does not bite and proxies from the
-        # environment keep working: no trust_env change is needed here.
-        self._http = HttpClient(
+        shared = session_factory() if session_factory is not None else None
+        http = HttpClient(
             settings.api_base,
             retry=retry,
             limiter=limiter,
             timeout=timeout,
-            verify=settings.verify_tls,
-            session=self._session,
+            tls=TlsSettings(settings.verify_tls),
+            session=shared,
         )
-        self._http.redactor.add(settings.client_id, settings.client_secret)
-        self._token_lock = threading.Lock()
-        self._token: _Token | None = None
+        self._session = CiscoSession(settings, http, owned=shared)
+        self._http = http
         self._start_lock = threading.Lock()
         self._account: _Account | None = None
         self._default_va: tuple[str, str] | None = None
+
+    @classmethod
+    def from_config(cls, config: Config, options: ClientOptions) -> CiscoClient:
+        """Build the client of a run from the home's config and the run's options.
+
+        Args:
+            config: the outside home's merged configuration, with the environment secrets.
+            options: the retry policy and rate limiter of the run.
+
+        Raises:
+            ConfigError: (E_CONFIG) a URL or a credential is missing, or the CA bundle does not
+                exist.
+
+        Returns:
+            The client; nothing is sent yet.
+        """
+        return cls(CiscoSettings.from_config(config), retry=options.retry, limiter=options.limiter)
 
     def __repr__(self) -> str:
         return (
@@ -295,12 +375,7 @@ class CiscoClient:
 
     def finish(self) -> None:
         """Close the HTTP sessions; never raises."""
-        try:
-            self._http.close()
-            if self._session is not None:
-                self._session.close()
-        except Exception:  # finish() must never raise (VendorClient contract)
-            _log.debug("cisco: closing sessions failed", exc_info=True)
+        self._session.finish()
 
     def submit(self, item: WorkItem) -> Outcome:
         """Make the action's one Cisco call.
@@ -810,49 +885,24 @@ class CiscoClient:
         headers: Mapping[str, str] | None = None,
         mutating: bool,
     ) -> HttpResponse:
-        """One API call with the bearer token; a 401 refreshes the token and retries once.
+        """One API call with the bearer token (see `TokenSession.call` for 401 and 403).
 
         `body` is sent as it is; `envelope` fields go inside `{"data": {timestamp, nonce, ...}}`,
-        built anew for each try so the second one carries a fresh nonce. A 401 means Cisco did
-        not act, so even a mutating call may be sent again (http.py).
+        built anew for each send after a 401, so the resend carries a fresh nonce. Cisco's
+        refusal of the call itself (`_REFUSED_STATUSES`) raises `_Refused`.
         """
-        used: list[int] = []  # token generation of each HTTP attempt, the last one counts
-
-        def bearer() -> dict[str, str]:
-            token, generation = self._bearer()
-            used.append(generation)
-            return {"Authorization": f"Bearer {token}"}
-
-        merged = {"Accept": "application/json", **(headers or {})}
-        for attempt in (1, 2):
-            try:
-                response = self._http.request(
-                    method,
-                    path,
-                    json=_envelope(**envelope) if envelope is not None else body,
-                    headers=merged,
-                    auth=bearer,
-                    mutating=mutating,
-                    expected=(200, 201, 202, *_REFUSED_STATUSES),
-                )
-            except Unauthorized:
-                if attempt == 2:
-                    raise
-                _log.debug("cisco: %s %s answered 401; refreshing the token", method, path)
-                self._refresh(stale=used[-1])
-                continue
-            except VendorRejected as exc:
-                if exc.status == 403:
-                    raise ConfigError(
-                        f"Cisco refused access: {exc.vendor_message or exc.message}",
-                        hint="Check cisco.smart_account / cisco.virtual_account and that the "
-                        "API client may use that account.",
-                    ) from exc
-                raise
-            if response.status in _REFUSED_STATUSES:
-                raise self._refusal(response)
-            return response
-        raise AssertionError("unreachable")  # pragma: no cover
+        response = self._session.call(
+            method,
+            path,
+            json=body,
+            body=(lambda: _envelope(**envelope)) if envelope is not None else None,
+            headers={"Accept": "application/json", **(headers or {})},
+            mutating=mutating,
+            expected=(200, 201, 202, *_REFUSED_STATUSES),
+        )
+        if response.status in _REFUSED_STATUSES:
+            raise self._refusal(response)
+        return response
 
     def _refusal(self, response: HttpResponse) -> _Refused:
         try:
@@ -867,60 +917,6 @@ class CiscoClient:
                     break
         message = self._http.redactor(vendor_message(response))
         return _Refused(response.status, str(code or f"HTTP_{response.status}"), message)
-
-    def _bearer(self) -> tuple[str, int]:
-        with self._token_lock:
-            token = self._token
-            if token is None or time.monotonic() >= token.refresh_at:
-                token = self._new_token()
-            return token.value, token.generation
-
-    def _refresh(self, *, stale: int) -> None:
-        with self._token_lock:
-            # Another thread that met the same 401 may have replaced the token already.
-            if self._token is not None and self._token.generation != stale:
-                return
-            self._new_token()
-
-    def _new_token(self) -> _Token:
-        """Fetch a token (caller holds `_token_lock`, so N threads fetch one between them)."""
-        started = time.monotonic()
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": self.settings.client_id,
-            "client_secret": self.settings.client_secret,
-        }
-        try:
-            response = self._http.request(
-                "POST",
-                self.settings.token_url,
-                data=form,
-                headers={"Accept": "application/json"},
-                mutating=False,  # a token request changes nothing worth protecting
-                expected=(200,),
-            )
-        except Unauthorized as exc:
-            raise AuthError(
-                f"Cisco refused the API client credentials: {exc.vendor_message}",
-                hint=_CREDENTIALS_HINT,
-            ) from exc
-        except VendorRejected as exc:
-            raise AuthError(
-                f"Cisco's token endpoint refused the request: HTTP {exc.status}: "
-                f"{exc.vendor_message}",
-                hint="Check cisco.token_url and the API client's credentials.",
-            ) from exc
-        answer = _obj(response.json())
-        value = answer.get("access_token")
-        if not isinstance(value, str) or not value:
-            raise AuthError("Cisco's token endpoint answered without an access_token")
-        self._http.redactor.add(value)
-        lifetime = _seconds(answer.get("expires_in")) or _DEFAULT_EXPIRES_IN
-        margin = min(_TOKEN_MARGIN_MAX, lifetime * _TOKEN_MARGIN_SHARE)
-        generation = self._token.generation + 1 if self._token is not None else 1
-        self._token = _Token(value, started + lifetime - margin, generation)
-        _log.debug("cisco: new token (generation %d, %.0f s)", generation, lifetime)
-        return self._token
 
     def _choose_account(self, raw: Any) -> _Account:
         accounts: list[_Account] = []
@@ -1060,7 +1056,11 @@ def _ack_outcome(
 
 
 def _envelope(**fields: Any) -> dict[str, Any]:
-    """`{"data": {"timestamp", "nonce", ...}}` with a fresh random nonce (DESIGN §10)."""
+    """`{"data": {"timestamp", "nonce", ...}}` with a fresh random nonce.
+
+    Cisco's published examples send a fixed nonce and the service accepts that; a fresh one per
+    send keeps a strict service from refusing a resend as a replay.
+    """
     nonce = "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(_NONCE_LENGTH))
     return {"data": {"timestamp": int(time.time() * 1000), "nonce": nonce, **fields}}
 

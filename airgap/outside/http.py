@@ -1,9 +1,13 @@
 """HTTP for the vendor clients: a retry policy as data, a rate limiter and an at-most-once client.
 
-The client knows HTTP, not vendors: tokens, polling and request bodies live in `cisco.py` and
-`bigiq.py`. Its one job beyond transport is to keep two failures apart (STYLE §6): "the server
+The client knows HTTP, not vendors: tokens live in `session`, request bodies and polling in the
+vendor clients. Its one job beyond transport is to keep two failures apart: "the server
 certainly did not act" (resend is safe) and "the server may have begun processing" (a mutating
 call is never resent; the caller gets `UncertainOutcome` and reconciles with a vendor query).
+`RetryPolicy.decide` makes that call for each failed attempt, without sockets or sleeps.
+
+`TlsSettings` is the one place that decides how certificates are checked, and how the
+environment (`REQUESTS_CA_BUNDLE`, proxies) is taken into account.
 
 Nothing above this module sees a `requests` or `urllib3` exception: every one is wrapped into an
 `airgap.errors` subclass and chained. Error messages and debug logs go through a `Redactor`, so
@@ -23,8 +27,9 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias
 
 import requests
 import urllib3.exceptions
@@ -32,6 +37,9 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from airgap.errors import AirgapError, AuthError, ConfigError, NetworkError, VendorError
+
+if TYPE_CHECKING:
+    from airgap.config import Config
 
 _log = logging.getLogger(__name__)
 
@@ -50,11 +58,82 @@ _VENDOR_MESSAGE_MAX: Final = 200  # characters of a non-JSON error body kept in 
 
 
 @dataclass(frozen=True)
+class Failure:
+    """One failed attempt, as the retry decision sees it: an unwanted status or no answer.
+
+    Build it with `Failure.answer(...)` (the server answered with a status the caller did not
+    expect) or `Failure.transport(...)` (no complete answer came).
+    """
+
+    status: int | None  # the HTTP status, or None when no answer came
+    kind: str | None = None  # transport failure ("connect_refused", "read_timeout", ...) or None
+    may_have_seen: bool = True  # the request may have reached the server's handler
+    permanent: bool = False  # retrying cannot help (TLS verification, a redirect loop)
+    retry_after: float | None = None  # seconds the server asked for (Retry-After), if any
+
+    @classmethod
+    def answer(cls, status: int, *, retry_after: float | None = None) -> Failure:
+        """An answer with `status`; only a 429 proves the server did not begin processing.
+
+        Args:
+            status: the HTTP status.
+            retry_after: the server's Retry-After in seconds, if it sent one.
+
+        Returns:
+            The failure.
+        """
+        return cls(status, None, status not in _NOT_PROCESSED_STATUSES, False, retry_after)
+
+    @classmethod
+    def transport(cls, kind: str, *, may_have_seen: bool, permanent: bool = False) -> Failure:
+        """No complete answer: the connection failed, timed out or broke.
+
+        Args:
+            kind: a short name kept in the history ("dns", "reset", ...).
+            may_have_seen: False only when the request certainly never reached the server
+                (refused, DNS, connect timeout, TLS handshake).
+            permanent: retrying cannot help.
+
+        Returns:
+            The failure.
+        """
+        return cls(None, kind, may_have_seen, permanent, None)
+
+
+Verdict = Literal["uncertain", "unavailable", "unauthorized", "rejected"]
+"""How a call that will not be sent again ended:
+
+- `uncertain`: a mutating call the server may have acted on (reconcile before sending again);
+- `unavailable`: the server certainly did not act (nothing reached it, or it refused unprocessed)
+  and attempts ran out, or retrying cannot help;
+- `unauthorized`: HTTP 401, the token or credentials were refused (the server did not act);
+- `rejected`: any other error status, which retrying will not change.
+"""
+
+
+@dataclass(frozen=True)
+class Resend:
+    """The decision to send the call again after `delay` seconds."""
+
+    delay: float
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """The decision to stop, and how the call ended."""
+
+    verdict: Verdict
+
+
+Decision: TypeAlias = Resend | GiveUp
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """How one vendor call is retried. A value: built from Config, passed to the client.
 
-    The policy only computes; `HttpClient` sleeps. Whether a failure may be resent at all is the
-    at-most-once rule in `may_resend`, not a count.
+    The policy only computes; `HttpClient` sleeps. `decide` is the whole rule for one failed
+    attempt, the way urllib3's `Retry.increment` decides whether and when to try again.
     """
 
     attempts: int = 5  # tries in all, the first included
@@ -96,7 +175,7 @@ class RetryPolicy:
             server_may_have_seen: whether the failed attempt may have reached the server's handler
                 (a 5xx, a read timeout or a reset after sending), as opposed to "certainly never
                 arrived or was refused unprocessed" (connection refused, DNS, connect timeout, 429).
-            effect_checked: whether repeating the call is known to be harmless; `HttpClient`
+            effect_checked: whether repeating the call is known to be harmless; `decide`
                 passes `not mutating` (a query, or a poll, has no effect to repeat).
 
         Returns:
@@ -105,6 +184,48 @@ class RetryPolicy:
         return (
             not server_may_have_seen or method.upper() in self.idempotent_methods or effect_checked
         )
+
+    def decide(
+        self, failure: Failure, *, method: str, mutating: bool, attempt: int, draw: float = 0.0
+    ) -> Decision:
+        """What to do after one failed attempt. Pure: never sleeps, never raises.
+
+        The rules, in order:
+
+        1. 401 gives up as `unauthorized` (a token session may renew and call again).
+        2. No answer, or a status in `retry_statuses`: when the server may have seen the
+           request and resending it is not harmless (`may_resend`), give up as `uncertain`;
+           else when retrying cannot help or this was the last attempt, give up as
+           `unavailable`; else resend after `delay(attempt)`, or after the server's
+           Retry-After on 413/429/503.
+        3. Any other status: a mutating call answered with a non-error status it did not expect
+           may have been acted on (`uncertain`); everything else is `rejected`.
+
+        Args:
+            failure: the failed attempt.
+            method: the HTTP method.
+            mutating: whether the call changes vendor state.
+            attempt: the number of this attempt, 1 for the first.
+            draw: a uniform random number in [0, 1) for jitter (0 in tests).
+
+        Returns:
+            `Resend(delay)` or `GiveUp(verdict)`.
+        """
+        status = failure.status
+        if status == 401:
+            return GiveUp("unauthorized")
+        if status is None or status in self.retry_statuses:
+            if failure.may_have_seen and not self.may_resend(
+                method, server_may_have_seen=True, effect_checked=not mutating
+            ):
+                return GiveUp("uncertain")
+            if failure.permanent or attempt >= self.attempts:
+                return GiveUp("unavailable")
+            honoured = failure.retry_after if status in _RETRY_AFTER_STATUSES else None
+            return Resend(self.delay(attempt, retry_after=honoured, draw=draw))
+        if mutating and status < 400:
+            return GiveUp("uncertain")
+        return GiveUp("rejected")
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -374,7 +495,8 @@ class VendorRejected(HttpFailure, VendorError):
 
 class Unauthorized(HttpFailure, AuthError):
     """HTTP 401: the token or credentials were refused. The server did not act, so a client may
-    refresh its token and retry the call once, even a mutating one; a second 401 is final."""
+    renew its token and send the call again, even a mutating one; when a 401 is final is
+    `airgap.outside.session.TokenSession`'s rule."""
 
 
 class UnparseableResponse(VendorError):
@@ -398,6 +520,7 @@ class HttpResponse:
     text: str
     raw: bytes
     url: str = ""
+    elapsed: float = 0.0  # seconds from sending the answered attempt to its response headers
 
     def json(self) -> Any:
         """Parse the body as JSON. Integers stay exact however large (Cisco's 18-digit poll_id).
@@ -434,7 +557,12 @@ class HttpResponse:
         headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(response.headers)
         response.close()
         return cls(
-            status=response.status_code, headers=headers, text=text, raw=raw, url=response.url
+            status=response.status_code,
+            headers=headers,
+            text=text,
+            raw=raw,
+            url=response.url,
+            elapsed=response.elapsed.total_seconds() if response.elapsed else 0.0,
         )
 
 
@@ -484,14 +612,7 @@ def _find_message(node: object) -> str | None:
 # --- transport failure classification ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Transport:
-    kind: str  # short name kept in the history
-    may_have_seen: bool  # the request may have reached the server's handler
-    permanent: bool = False  # retrying cannot help (TLS verification, redirect loops)
-
-
-def _classify(exc: requests.RequestException) -> _Transport:
+def _classify(exc: requests.RequestException) -> Failure:
     """Split transport failures as urllib3 does (`_is_connection_error` vs `_is_read_error`).
 
     Only failures in the connect phase prove the request never left: the TCP/TLS connection did
@@ -500,33 +621,33 @@ def _classify(exc: requests.RequestException) -> _Transport:
     if isinstance(exc, requests.exceptions.SSLError):
         # The handshake fails before the request is written, but retrying will not fix a
         # certificate the client refuses.
-        return _Transport("tls", may_have_seen=False, permanent=True)
+        return Failure.transport("tls", may_have_seen=False, permanent=True)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return _Transport("connect_timeout", may_have_seen=False)
+        return Failure.transport("connect_timeout", may_have_seen=False)
     if isinstance(exc, requests.exceptions.ReadTimeout):
-        return _Transport("read_timeout", may_have_seen=True)
+        return Failure.transport("read_timeout", may_have_seen=True)
     if isinstance(exc, requests.exceptions.TooManyRedirects):
-        return _Transport("redirect_loop", may_have_seen=True, permanent=True)
+        return Failure.transport("redirect_loop", may_have_seen=True, permanent=True)
     if isinstance(exc, requests.exceptions.ConnectionError):
         reason: object = exc.args[0] if exc.args else None
         if isinstance(reason, urllib3.exceptions.MaxRetryError):
             reason = reason.reason
         # NameResolutionError < NewConnectionError < ConnectTimeoutError in urllib3 2.x.
         if isinstance(reason, urllib3.exceptions.NameResolutionError):
-            return _Transport("dns", may_have_seen=False)
+            return Failure.transport("dns", may_have_seen=False)
         if isinstance(reason, urllib3.exceptions.NewConnectionError):
-            return _Transport("connect_refused", may_have_seen=False)
+            return Failure.transport("connect_refused", may_have_seen=False)
         if isinstance(reason, urllib3.exceptions.ConnectTimeoutError):
-            return _Transport("connect_timeout", may_have_seen=False)
+            return Failure.transport("connect_timeout", may_have_seen=False)
         # "Connection aborted.", RemoteDisconnected, ConnectionResetError: the request (or part
         # of it) was written. A stale keep-alive connection also lands here; reporting that as
         # uncertain is safe (the caller reconciles), resending it would not be.
-        return _Transport("reset", may_have_seen=True)
+        return Failure.transport("reset", may_have_seen=True)
     if isinstance(
         exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError
     ):
-        return _Transport("broken_response", may_have_seen=True)
-    return _Transport(type(exc).__name__, may_have_seen=True)
+        return Failure.transport("broken_response", may_have_seen=True)
+    return Failure.transport(type(exc).__name__, may_have_seen=True)
 
 
 _CONFIG_EXCEPTIONS: Final = (
@@ -538,26 +659,76 @@ _CONFIG_EXCEPTIONS: Final = (
 )
 
 
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """How a client checks a vendor's certificate. The one place that decides it.
+
+    `verify` is what requests understands: True (the default trust store, or the bundle that
+    `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE` names), False (no verification) or the path of a CA
+    bundle (PEM).
+
+    `HttpClient` passes it with every request and never sets it on a session. requests lets a
+    per-request `verify` of False or a path win over `REQUESTS_CA_BUNDLE`
+    (`Session.merge_environment_settings` replaces it only when it is True or None), so a
+    configured CA bundle is used whatever the environment says, and sessions keep `trust_env`
+    on: proxies from the environment (`HTTPS_PROXY`, `NO_PROXY`) keep working, and with
+    verification left at True an operator's `REQUESTS_CA_BUNDLE` is honoured.
+    See: <https://github.com/psf/requests/issues/3829>
+    """
+
+    verify: bool | str = True
+
+    trust_env: ClassVar[bool] = True
+    """Sessions read proxies and, for `verify=True`, the CA bundle from the environment."""
+
+    @classmethod
+    def from_config(cls, config: Config, section: str) -> TlsSettings:
+        """Read `<section>.verify_tls` and `<section>.ca_bundle` (e.g. `bigiq.ca_bundle`).
+
+        `verify_tls = false` turns verification off and wins over a CA bundle; otherwise a CA
+        bundle, when set, is the only trust anchor (`~` is expanded).
+
+        Args:
+            config: the home's merged configuration.
+            section: the vendor's config section, `cisco` or `bigiq`.
+
+        Returns:
+            The settings (the bundle is checked when a client is made, not here).
+        """
+        if config.get(f"{section}.verify_tls") is False:
+            return cls(False)
+        ca_bundle = config.get(f"{section}.ca_bundle")
+        if ca_bundle:
+            return cls(str(Path(str(ca_bundle)).expanduser()))
+        return cls(True)
+
+    def check(self) -> None:
+        """Refuse a CA bundle path that does not exist, before anything is sent.
+
+        Raises:
+            ConfigError: (E_CONFIG) the CA bundle does not exist.
+        """
+        if isinstance(self.verify, str) and not os.path.exists(self.verify):
+            raise ConfigError(
+                f"CA bundle {self.verify} does not exist",
+                hint="Point the ca_bundle setting at a PEM file, or remove it.",
+            )
+
+
 # --- the client --------------------------------------------------------------------------------
 
 
 class HttpClient:
     """A small HTTP client for vendor APIs with retries, a rate limit and at-most-once rules.
 
-    Rules per attempt (STYLE §6):
-      * a status in `expected` is returned;
-      * 429: wait Retry-After (capped) or the backoff and resend: the server did not act;
-      * other statuses in `retry_statuses` (500/502/503/504): resend when the call is not
-        mutating; a mutating call raises `UncertainOutcome` at once, because the server may have
-        begun processing it;
-      * connection refused, DNS failure, connect timeout: resend, even when mutating (the request
-        never reached the server);
-      * read timeout, reset or abort after sending: resend when not mutating, else
-        `UncertainOutcome`;
-      * 401: `Unauthorized` (refresh the token, retry once); other errors: `VendorRejected`;
-      * attempts used up: `VendorUnavailable` carrying the last reason, chained.
-
-    Every attempt first takes a token from the rate limiter. Safe to share between the threads
+    Each attempt takes a token from the rate limiter, is sent, and if its answer is not in
+    `expected` the failure goes to `RetryPolicy.decide`: resend after a delay, or give up as
+    uncertain (`UncertainOutcome`), unavailable (`VendorUnavailable`), unauthorized
+    (`Unauthorized`) or rejected (`VendorRejected`). The failure of the last attempt is chained
+    to the error, and every attempt is kept in its `history`. Safe to share between the threads
     of a pool.
 
     Threading: requests does not promise that a `Session` is thread-safe (its cookie jar and
@@ -575,7 +746,7 @@ class HttpClient:
         retry: RetryPolicy,
         limiter: RateLimiter | None,
         timeout: float = 30,
-        verify: bool | str = True,
+        tls: TlsSettings = TlsSettings(),
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
@@ -587,7 +758,7 @@ class HttpClient:
             retry: the retry policy.
             limiter: the vendor's rate limiter (shared by every client of that vendor), or None.
             timeout: seconds for the connect and for each read.
-            verify: TLS verification: True, False, or the path of a CA bundle (PEM).
+            tls: how the server's certificate is checked.
             session: a session to share between threads instead of one per thread.
             sleep: how to wait between attempts (injectable for tests).
             rng: uniform [0, 1) draws for jitter (injectable for tests).
@@ -600,16 +771,12 @@ class HttpClient:
                 f"API URL {redact(base_url)!r} is not an http:// or https:// URL",
                 hint="Fix the URL with `airgap config set` or its AIRGAP_* environment override.",
             )
-        if isinstance(verify, str) and not os.path.exists(verify):
-            raise ConfigError(
-                f"CA bundle {verify} does not exist",
-                hint="Point the ca_bundle setting at a PEM file, or remove it.",
-            )
+        tls.check()
         self.base_url = base_url
         self.retry = retry
         self.limiter = limiter
         self.timeout = timeout
-        self.verify = verify
+        self.tls = tls
         self.redactor = Redactor()
         """Register tokens and credentials here (`client.redactor.add(token)`) to scrub them."""
         self._shared = session
@@ -627,6 +794,7 @@ class HttpClient:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            session.trust_env = TlsSettings.trust_env
             # max_retries=0: urllib3 must not retry behind our back, or a "read error" resend
             # of a POST could slip past the at-most-once rules above.
             adapter = HTTPAdapter(pool_connections=2, pool_maxsize=2, max_retries=0)
@@ -713,149 +881,142 @@ class HttpClient:
         """
         method = method.upper()
         url = self.url_for(path_or_url)
-        scrub = self.redactor.child(*_secret_values(headers, json, data))
-        shown = scrub(url)
-        history: list[Attempt] = []
-        failures = 0
+        secrets = set(_secret_values(headers, json, data))
+        call = _Call(method, self.redactor.child(*secrets)(url), self.redactor, secrets, [])
+        send = {"json": json, "data": data, "allow_redirects": not mutating}
         number = 0
-
         while True:
             number += 1
             if self.limiter is not None:
                 self.limiter.acquire()
-            started = time.monotonic()
-            try:
-                sent = {**(headers or {}), **(auth() if auth is not None else {})}
-                raw = self._session().request(
-                    method,
-                    url,
-                    json=json,
-                    data=data,
-                    headers=sent or None,
-                    timeout=(self.timeout, self.timeout),
-                    verify=self.verify,
-                    allow_redirects=not mutating,
-                )
-            except _CONFIG_EXCEPTIONS as exc:
-                raise ConfigError(
-                    f"{method} {shown}: {scrub(str(exc))}",
-                    hint="Check the vendor URL setting.",
-                ) from exc
-            except requests.exceptions.InvalidJSONError as exc:
-                raise AirgapError(f"{method} {shown}: request body is not JSON") from exc
-            except requests.RequestException as exc:
-                details: dict[str, Any] = {"method": method, "url": shown, "history": history}
-                failure = _classify(exc)
-                reason = f"{failure.kind}: {scrub(str(exc))}"
-                _log.debug(
-                    "%s %s attempt %d: %s (%.3fs)",
-                    method,
-                    shown,
-                    number,
-                    failure.kind,
-                    time.monotonic() - started,
-                )
-                if failure.may_have_seen and not self.retry.may_resend(
-                    method, server_may_have_seen=True, effect_checked=not mutating
-                ):
-                    history.append(Attempt(number, None, failure.kind, 0.0))
-                    raise UncertainOutcome(
-                        f"{method} {shown}: no complete answer after the request was sent "
-                        f"({reason}); the vendor may have acted on it",
-                        hint="Reconcile with a vendor query before sending it again.",
-                        **details,
-                    ) from exc
-                if failure.permanent or number >= self.retry.attempts:
-                    history.append(Attempt(number, None, failure.kind, 0.0))
-                    tries = f"after {number} attempt{'s' if number > 1 else ''}"
-                    raise VendorUnavailable(
-                        f"{method} {shown}: {reason} ({tries})",
-                        hint=_transport_hint(failure.kind),
-                        **details,
-                    ) from exc
-                failures += 1
-                wait = self.retry.delay(failures, draw=self._rng())
-                history.append(Attempt(number, None, failure.kind, wait))
-                self._sleep(wait)
-                continue
-            except OSError as exc:
-                # requests raises a bare OSError before connecting when the CA bundle or a
-                # client certificate cannot be loaded (HTTPAdapter.cert_verify).
-                raise ConfigError(
-                    f"{method} {shown}: TLS settings unusable: {scrub(str(exc))}",
-                    hint="Check the verify_tls / ca_bundle settings.",
-                ) from exc
-
-            response = HttpResponse.from_requests(raw)
-            status = response.status
-            _log.debug(
-                "%s %s attempt %d: HTTP %d (%.3fs)",
-                method,
-                shown,
-                number,
-                status,
-                time.monotonic() - started,
+            sent = {**(headers or {}), **(auth() if auth is not None else {})}
+            call.secrets.update(_secret_values(sent))
+            answer, cause = self._attempt(call, url, number, headers=sent or None, **send)
+            if answer is not None and answer.status in expected:
+                return answer
+            if answer is not None:
+                retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+                failure = Failure.answer(answer.status, retry_after=retry_after)
+            else:
+                assert cause is not None  # no answer means a transport failure
+                failure = _classify(cause)
+            decision = self.retry.decide(
+                failure, method=method, mutating=mutating, attempt=number, draw=self._rng()
             )
-            if status in expected:
-                return response
+            delay = decision.delay if isinstance(decision, Resend) else 0.0
+            call.history.append(Attempt(number, failure.status, failure.kind, delay))
+            if isinstance(decision, GiveUp):
+                raise call.error(decision.verdict, failure, answer, cause) from cause
+            self._sleep(delay)
 
-            message = scrub(vendor_message(response))
-            details = {
-                "method": method,
-                "url": shown,
-                "status": status,
-                "vendor_message": message,
-                "history": history,
-            }
-            if status in self.retry.retry_statuses:
-                seen = status not in _NOT_PROCESSED_STATUSES
-                if seen and not self.retry.may_resend(
-                    method, server_may_have_seen=True, effect_checked=not mutating
-                ):
-                    history.append(Attempt(number, status, None, 0.0))
-                    raise UncertainOutcome(
-                        f"{method} {shown}: HTTP {status}: {message}; the vendor may have acted "
-                        "on the request",
-                        hint="Reconcile with a vendor query before sending it again.",
-                        **details,
-                    )
-                if number >= self.retry.attempts:
-                    history.append(Attempt(number, status, None, 0.0))
-                    raise VendorUnavailable(
-                        f"{method} {shown}: HTTP {status}: {message} (after {number} attempts)",
-                        hint="The vendor is busy or failing; try again later.",
-                        **details,
-                    )
-                failures += 1
-                retry_after = (
-                    parse_retry_after(response.headers.get("Retry-After"))
-                    if status in _RETRY_AFTER_STATUSES
-                    else None
-                )
-                wait = self.retry.delay(failures, retry_after=retry_after, draw=self._rng())
-                history.append(Attempt(number, status, None, wait))
-                self._sleep(wait)
-                continue
+    def _attempt(
+        self, call: _Call, url: str, number: int, **kwargs: Any
+    ) -> tuple[HttpResponse | None, requests.RequestException | None]:
+        """Send once: the answer, or the transport failure; unusable settings raise at once."""
+        started = time.monotonic()
+        answer: HttpResponse | None = None
+        cause: requests.RequestException | None = None
+        try:
+            raw = self._session().request(
+                call.method,
+                url,
+                timeout=(self.timeout, self.timeout),
+                verify=self.tls.verify,
+                **kwargs,
+            )
+        except _CONFIG_EXCEPTIONS as exc:
+            raise ConfigError(
+                f"{call.method} {call.shown}: {call.scrub(str(exc))}",
+                hint="Check the vendor URL setting.",
+            ) from exc
+        except requests.exceptions.InvalidJSONError as exc:
+            raise AirgapError(f"{call.method} {call.shown}: request body is not JSON") from exc
+        except requests.RequestException as exc:
+            outcome, cause = type(exc).__name__, exc
+        except OSError as exc:
+            # requests raises a bare OSError before connecting when the CA bundle or a
+            # client certificate cannot be loaded (HTTPAdapter.cert_verify).
+            raise ConfigError(
+                f"{call.method} {call.shown}: TLS settings unusable: {call.scrub(str(exc))}",
+                hint="Check the verify_tls / ca_bundle settings.",
+            ) from exc
+        else:
+            answer, cause = HttpResponse.from_requests(raw), None
+            outcome = f"HTTP {answer.status}"
+        elapsed = time.monotonic() - started
+        _log.debug(
+            "%s %s attempt %d: %s (%.3fs)", call.method, call.shown, number, outcome, elapsed
+        )
+        return answer, cause
 
-            history.append(Attempt(number, status, None, 0.0))
-            if status == 401:
-                raise Unauthorized(
-                    f"{method} {shown}: HTTP 401: {message}",
-                    hint="The vendor refused the credentials or token; check the AIRGAP_* "
-                    "credential environment variables.",
-                    **details,
-                )
-            if mutating and status < 400:
-                raise UncertainOutcome(
-                    f"{method} {shown}: unexpected HTTP {status}: {message}; the vendor may have "
-                    "acted on the request",
-                    hint="Reconcile with a vendor query before sending it again.",
-                    **details,
-                )
-            raise VendorRejected(
-                f"{method} {shown}: HTTP {status}: {message}",
+
+@dataclass
+class _Call:
+    """One logical call as its error messages name it, with its attempts so far."""
+
+    method: str
+    shown: str  # the URL, redacted
+    redactor: Redactor  # the client's, which learns tokens obtained during the call
+    secrets: set[str]  # this call's own: secret-named headers and body fields
+    history: list[Attempt]
+
+    def scrub(self, text: str) -> str:
+        """`text` without any secret known now (a token renewed mid-call included)."""
+        return self.redactor.child(*self.secrets)(text)
+
+    def error(
+        self,
+        verdict: Verdict,
+        failure: Failure,
+        answer: HttpResponse | None,
+        cause: BaseException | None,
+    ) -> HttpFailure:
+        """The one error a call ends with: which class, message and hint follow from `verdict`.
+
+        Args:
+            verdict: how the retry policy ended the call.
+            failure: the last attempt's failure.
+            answer: the last attempt's response, None when no answer came.
+            cause: the transport exception of the last attempt (the caller chains it).
+
+        Returns:
+            The error, carrying status, vendor message and history.
+        """
+        where = f"{self.method} {self.shown}"
+        details: dict[str, Any] = {"method": self.method, "url": self.shown}
+        if answer is not None:
+            message = self.scrub(vendor_message(answer))
+            details.update(status=answer.status, vendor_message=message)
+            what = f"HTTP {answer.status}: {message}"
+        else:
+            what = f"{failure.kind}: {self.scrub(str(cause))}"
+        details["history"] = tuple(self.history)
+        if verdict == "uncertain":
+            if answer is None:
+                what = f"no complete answer after the request was sent ({what})"
+            elif answer.status < 400:
+                what = f"unexpected {what}"
+            return UncertainOutcome(
+                f"{where}: {what}; the vendor may have acted on the request",
+                hint="Reconcile with a vendor query before sending it again.",
                 **details,
             )
+        if verdict == "unavailable":
+            count = len(self.history)
+            hint = "The vendor is busy or failing; try again later."
+            return VendorUnavailable(
+                f"{where}: {what} (after {count} attempt{'s' if count > 1 else ''})",
+                hint=_transport_hint(failure.kind) if failure.kind is not None else hint,
+                **details,
+            )
+        if verdict == "unauthorized":
+            return Unauthorized(
+                f"{where}: {what}",
+                hint="The vendor refused the credentials or token; check the AIRGAP_* "
+                "credential environment variables.",
+                **details,
+            )
+        return VendorRejected(f"{where}: {what}", **details)
 
 
 def _transport_hint(kind: str) -> str:

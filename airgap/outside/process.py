@@ -29,14 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from airgap.bundle import OpenedBundle, PayloadFile, build_bundle, open_bundle
+from airgap.config import Config
 from airgap.errors import AuthError, ConfigError, ItemCode, NetworkError, VendorError
 from airgap.home import Home
 from airgap.model import action, device_key
 from airgap.outside.http import RateLimiter, RetryPolicy, UncertainOutcome
 from airgap.outside.journal import ItemState, Journal, JournalItem
-from airgap.outside.vendor import NOT_SUBMITTED, Outcome, VendorClient, WorkItem
+from airgap.outside.vendor import NOT_SUBMITTED, ClientOptions, Outcome, VendorClient, WorkItem
 from airgap.review import audited_refusal, identity_for, require_home_role
-from airgap.units import format_timestamp, utc_now
+from airgap.units import format_timestamp, parse_duration, utc_now
 
 _log = logging.getLogger(__name__)
 
@@ -59,6 +60,33 @@ class ProcessOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     split: int | None = None  # bytes per part: write the response as NAME.001, NAME.002, …
     license_dir: Path | None = None  # F5 license text for manual RegKey activations
+
+    @classmethod
+    def from_config(cls, config: Config, **overrides: Any) -> ProcessOptions:
+        """Options for a run: `limits.max_wait`, `limits.concurrency` and `limits.rate` from the
+        config, then `overrides` (command-line options; a None value means "not given").
+
+        Args:
+            config: the home's merged configuration (config.toml and `AIRGAP_*` overrides).
+            overrides: any `ProcessOptions` field; `max_wait` may also be a duration text
+                such as `30m` or `2h`.
+
+        Raises:
+            ConfigError: (E_CONFIG) a duration does not parse.
+
+        Returns:
+            The options.
+        """
+        given = {key: value for key, value in overrides.items() if value is not None}
+        max_wait = given.pop("max_wait", None) or str(config.get("limits.max_wait"))
+        if isinstance(max_wait, str):
+            max_wait = parse_duration(max_wait, what="--max-wait")
+        return cls(
+            max_wait=max_wait,
+            concurrency=int(given.pop("concurrency", None) or config.get("limits.concurrency")),
+            rate=float(given.pop("rate", config.get("limits.rate"))),
+            **given,
+        )
 
 
 @dataclass
@@ -84,28 +112,16 @@ class ProcessResult:
 
 
 def default_client(vendor: str, home: Home, options: ProcessOptions) -> VendorClient:
-    """Build the real client of a vendor from the home's config and environment secrets.
+    """Build the real client of a vendor (see `airgap.outside.registry`) for a run.
 
     Raises:
-        ConfigError: a URL or a secret is missing.
+        ConfigError: no client for the vendor, or a URL or a secret is missing.
     """
+    from airgap.outside.registry import build_client
+
     limiter = RateLimiter(options.rate, burst=max(1.0, options.rate)) if options.rate > 0 else None
-    if vendor == "cisco":
-        from airgap.outside.cisco import CiscoClient, CiscoSettings
-
-        return CiscoClient(
-            CiscoSettings.from_config(home.config), retry=options.retry, limiter=limiter
-        )
-    if vendor == "bigiq":
-        from airgap.outside.bigiq import BigIqClient, BigIqSettings, LicenseDirectory
-
-        return BigIqClient(
-            BigIqSettings.from_config(home.config),
-            retry=options.retry,
-            limiter=limiter,
-            license_source=LicenseDirectory(options.license_dir) if options.license_dir else None,
-        )
-    raise ConfigError(f"no client for vendor {vendor!r}")
+    extras = ClientOptions(retry=options.retry, limiter=limiter, license_dir=options.license_dir)
+    return build_client(vendor, home.config, extras)
 
 
 def vendor_of(action_name: str) -> str:

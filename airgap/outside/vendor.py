@@ -2,10 +2,11 @@
 
 The processor owns the journal, the thread pool, scheduling, deadlines and the response
 bundle; a vendor client owns only the vendor's protocol. Each client implements
-`VendorClient` for the actions it serves, and the processor picks the client by action prefix,
-so adding a vendor is adding a class, not an if-chain.
+`VendorClient` for the actions it serves and builds itself with `from_config`; the processor
+picks the client by action prefix through `airgap.outside.registry`, so adding a vendor is
+adding a class and one registry line, not an if-chain.
 
-At-most-once contract (DESIGN §7):
+At-most-once contract:
 - `submit` makes the one non-idempotent call of an action. The processor has durably committed
   the item as SUBMITTING before calling it.
 - `submit` raises `airgap.outside.http.UncertainOutcome` when the vendor may have acted without
@@ -23,9 +24,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 
 from airgap.errors import ItemCode
+
+if TYPE_CHECKING:
+    from airgap.config import Config
+    from airgap.outside.http import RateLimiter, RetryPolicy
 
 Status = Literal["ok", "failed", "pending", "needs_attention"]
 
@@ -126,6 +131,15 @@ NOT_SUBMITTED: Final = _NotSubmitted()
 Reconciled = Outcome | _NotSubmitted
 
 
+@dataclass(frozen=True)
+class ClientOptions:
+    """What a run hands every vendor client it builds, besides the home's config."""
+
+    retry: RetryPolicy
+    limiter: RateLimiter | None = None  # shared by every client of one vendor
+    license_dir: Path | None = None  # F5 license text for manual RegKey activations (BIG-IQ)
+
+
 class VendorClient(Protocol):
     """One vendor's API, as the processor uses it. Implementations must be thread-safe."""
 
@@ -174,5 +188,19 @@ class VendorClient(Protocol):
 
         Raises:
             NetworkError: the vendor could not be asked this time; the processor asks again.
+        """
+        ...
+
+
+class VendorClientClass(Protocol):
+    """A client class as the registry knows it: it names its vendor and builds itself."""
+
+    vendor: str
+
+    def from_config(self, config: Config, options: ClientOptions) -> VendorClient:
+        """Build a client from the home's config (URLs, secrets, TLS) and the run's options.
+
+        Raises:
+            ConfigError: a setting or secret is missing or unusable.
         """
         ...

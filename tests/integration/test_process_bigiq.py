@@ -218,7 +218,11 @@ def test_tokens_expiring_during_429_backoff_do_not_stop_the_run(
     sites, start_emulator, tmp_path
 ) -> None:
     # Regression: the token was attached once per call, so retries after 429s that outlived
-    # it got two 401s in a row and the whole run stopped with E_AUTH.
+    # it got two 401s in a row and the whole run stopped with E_AUTH. And again, now and then:
+    # the one resend after a 401 could itself meet a 401 (the renewed token lapsed while the
+    # renewing thread deleted the rotated refresh token through 429s, or while the resend
+    # waited out Retry-After). TokenSession's 401 rule and its retiring of replaced tokens after
+    # the send fix it; tests/unit/outside/test_session.py pins both without timing.
     inside, outside = sites
     faults = ("--faults", "429=0.3", "--token-ttl", "1.5")
     cisco = start_emulator("cisco", "--poll-delay", "0.2", *faults)
@@ -226,9 +230,16 @@ def test_tokens_expiring_during_429_backoff_do_not_stop_the_run(
     point_outside_at(outside, cisco=cisco.url, bigiq=bigiq.url)
     items = [reserve_item(n) for n in range(1, 13)] + [assign(n) for n in range(12)]
     request = make_request(inside, tmp_path / "req.airgap", items=items, files={}).path
-    for _ in range(6):  # an item can run out of attempts on 429s: pending, retried later
+    for _ in range(8):  # an item can run out of attempts on 429s: pending, retried later
         code, document = process(outside, request, tmp_path / "resp.airgap", "--concurrency", "8")
-        assert code in (0, 4), document  # never E_AUTH (exit 1)
+        if code == 1:
+            # A call at start (token, login, account or version) met five 429s in a row
+            # (0.3**5 a call): the vendor was unavailable and the run stopped before touching
+            # an item, honestly. Never E_AUTH.
+            assert document["error"]["code"] == "E_NETWORK", document
+            assert "HTTP 429" in document["error"]["message"], document
+            continue
+        assert code in (0, 4), document
         if code == 0:
             break
     assert document["counts"] == {"ok": 24}

@@ -15,12 +15,16 @@ import urllib3.exceptions
 
 from airgap.errors import AirgapError, AuthError, ConfigError, NetworkError, VendorError
 from airgap.outside.http import (
+    Failure,
+    GiveUp,
     HttpClient,
     HttpFailure,
     HttpResponse,
     RateLimiter,
     Redactor,
+    Resend,
     RetryPolicy,
+    TlsSettings,
     Unauthorized,
     UncertainOutcome,
     UnparseableResponse,
@@ -92,6 +96,152 @@ def test_may_resend_is_the_at_most_once_rule(
         RetryPolicy().may_resend(method, server_may_have_seen=seen, effect_checked=checked)
         is allowed
     )
+
+
+# --- RetryPolicy.decide: the whole decision table, without sockets -----------------------------
+
+POLICY = RetryPolicy(attempts=3, backoff_factor=0.5, backoff_max=60, jitter=0.25)
+NOT_SEEN = ("connect_refused", "dns", "connect_timeout")  # the request never left
+SEEN = ("read_timeout", "reset", "broken_response")  # the server may have begun processing
+
+
+def decide(failure: Failure, method: str = "POST", *, mutating: bool, attempt: int = 1) -> Any:
+    return POLICY.decide(failure, method=method, mutating=mutating, attempt=attempt)
+
+
+@pytest.mark.parametrize(
+    ("failure", "method", "mutating", "attempt", "expected"),
+    [
+        # 429: refused unprocessed, so even a mutation is resent; Retry-After wins, capped
+        (Failure.answer(429), "POST", True, 1, Resend(0.5)),
+        (Failure.answer(429, retry_after=7), "POST", True, 2, Resend(7.0)),
+        (Failure.answer(429, retry_after=9999), "POST", True, 1, Resend(300.0)),
+        (Failure.answer(429), "POST", True, 3, GiveUp("unavailable")),
+        # 5xx: the server may have acted; only what is harmless to repeat is resent
+        (Failure.answer(500), "POST", True, 1, GiveUp("uncertain")),
+        (Failure.answer(503, retry_after=1), "POST", True, 1, GiveUp("uncertain")),
+        (Failure.answer(502), "POST", False, 1, Resend(0.5)),
+        (Failure.answer(503, retry_after=4), "GET", False, 2, Resend(4.0)),
+        (Failure.answer(500, retry_after=4), "GET", False, 2, Resend(1.0)),  # no Retry-After
+        (Failure.answer(504), "GET", False, 3, GiveUp("unavailable")),
+        (Failure.answer(504), "GET", True, 1, Resend(0.5)),  # GET is idempotent by HTTP
+        # 401 ends the call at once; a token session decides whether to renew
+        (Failure.answer(401), "POST", True, 1, GiveUp("unauthorized")),
+        (Failure.answer(401), "GET", False, 3, GiveUp("unauthorized")),
+        # other statuses
+        (Failure.answer(400), "POST", True, 1, GiveUp("rejected")),
+        (Failure.answer(403), "GET", False, 1, GiveUp("rejected")),
+        (Failure.answer(404), "POST", False, 1, GiveUp("rejected")),
+        (Failure.answer(413, retry_after=5), "POST", False, 1, GiveUp("rejected")),
+        (Failure.answer(204), "POST", True, 1, GiveUp("uncertain")),
+        (Failure.answer(302), "POST", True, 1, GiveUp("uncertain")),
+        (Failure.answer(204), "GET", False, 1, GiveUp("rejected")),
+        # no answer
+        (Failure.transport("connect_refused", may_have_seen=False), "POST", True, 1, Resend(0.5)),
+        (Failure.transport("dns", may_have_seen=False), "POST", True, 2, Resend(1.0)),
+        (
+            Failure.transport("connect_timeout", may_have_seen=False),
+            "POST",
+            True,
+            3,
+            GiveUp("unavailable"),
+        ),
+        (
+            Failure.transport("read_timeout", may_have_seen=True),
+            "POST",
+            True,
+            1,
+            GiveUp("uncertain"),
+        ),
+        (Failure.transport("reset", may_have_seen=True), "POST", False, 1, Resend(0.5)),
+        (Failure.transport("reset", may_have_seen=True), "GET", False, 3, GiveUp("unavailable")),
+        (
+            Failure.transport("tls", may_have_seen=False, permanent=True),
+            "POST",
+            True,
+            1,
+            GiveUp("unavailable"),
+        ),
+        (
+            Failure.transport("redirect_loop", may_have_seen=True, permanent=True),
+            "GET",
+            False,
+            1,
+            GiveUp("unavailable"),
+        ),
+    ],
+)
+def test_decide_follows_the_table(
+    failure: Failure, method: str, mutating: bool, attempt: int, expected: Any
+) -> None:
+    assert decide(failure, method, mutating=mutating, attempt=attempt) == expected
+
+
+def _expected_verdict(failure: Failure, method: str, mutating: bool, last: bool) -> str:
+    """The rule written as its cases, independent of RetryPolicy's code."""
+    status = failure.status
+    if status == 401:
+        return "unauthorized"
+    transient = status is None or status in (429, 500, 502, 503, 504)
+    if not transient:
+        return "uncertain" if mutating and status is not None and status < 400 else "rejected"
+    harmless = not mutating or method == "GET"
+    if failure.may_have_seen and not harmless:
+        return "uncertain"
+    return "unavailable" if last or failure.permanent else "resend"
+
+
+def _every_failure() -> list[Failure]:
+    answers = [Failure.answer(status, retry_after=2.0) for status in range(100, 600)]
+    transports = [Failure.transport(kind, may_have_seen=False) for kind in NOT_SEEN]
+    transports += [Failure.transport(kind, may_have_seen=True) for kind in SEEN]
+    transports += [Failure.transport("tls", may_have_seen=False, permanent=True)]
+    return answers + transports
+
+
+def test_decide_over_every_status_and_transport_failure() -> None:
+    checked = 0
+    for failure in _every_failure():
+        for method in ("GET", "POST", "PATCH"):
+            for mutating in (False, True):
+                for attempt in (1, 2, 3):
+                    got = decide(failure, method, mutating=mutating, attempt=attempt)
+                    want = _expected_verdict(failure, method, mutating, last=attempt == 3)
+                    verdict = "resend" if isinstance(got, Resend) else got.verdict
+                    assert verdict == want, (failure, method, mutating, attempt)
+                    checked += 1
+    assert checked == len(_every_failure()) * 18
+
+
+def test_decide_never_resends_a_mutation_the_server_may_have_seen() -> None:
+    for failure in _every_failure():
+        for attempt in (1, 2):
+            got = decide(failure, "POST", mutating=True, attempt=attempt)
+            if failure.may_have_seen:
+                assert not isinstance(got, Resend), failure
+            else:
+                assert isinstance(got, Resend) or failure.permanent, failure
+
+
+def test_decide_waits_retry_after_only_where_it_is_honoured() -> None:
+    for status in (429, 503):
+        assert decide(Failure.answer(status, retry_after=3), "GET", mutating=False) == Resend(3.0)
+    for status in (500, 502, 504):
+        assert decide(Failure.answer(status, retry_after=3), "GET", mutating=False) == Resend(0.5)
+
+
+def test_decide_adds_jitter_to_backoff_but_not_to_retry_after() -> None:
+    refused = Failure.transport("connect_refused", may_have_seen=False)
+    assert POLICY.decide(refused, method="POST", mutating=True, attempt=2, draw=0.5) == Resend(
+        1.125
+    )
+    busy = Failure.answer(429, retry_after=2)
+    assert POLICY.decide(busy, method="POST", mutating=True, attempt=1, draw=0.9) == Resend(2.0)
+
+
+def test_a_429_is_refused_unprocessed_and_a_5xx_may_have_been_seen() -> None:
+    assert Failure.answer(429).may_have_seen is False
+    assert all(Failure.answer(status).may_have_seen for status in (500, 502, 503, 504, 400))
 
 
 # --- Retry-After -------------------------------------------------------------------------------
@@ -422,7 +572,12 @@ def test_constructor_checks_the_base_url_and_ca_bundle(tmp_path: Any) -> None:
     with pytest.raises(ConfigError):
         HttpClient("ftp://x", retry=RetryPolicy(), limiter=None)
     with pytest.raises(ConfigError):
-        HttpClient("https://x", retry=RetryPolicy(), limiter=None, verify=str(tmp_path / "no.pem"))
+        HttpClient(
+            "https://x",
+            retry=RetryPolicy(),
+            limiter=None,
+            tls=TlsSettings(str(tmp_path / "no.pem")),
+        )
 
 
 def test_url_for_joins_paths_and_keeps_absolute_urls() -> None:

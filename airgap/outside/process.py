@@ -212,7 +212,7 @@ def _admit(home: Home, journal: Journal, opened: OpenedBundle, request: Path) ->
 class _Due:
     at: float
     seq: int
-    kind: str = field(compare=False)  # "submit" | "poll" | "reconcile"
+    kind: str = field(compare=False)  # "submit" | "resubmit" | "poll" | "reconcile"
     item_id: str = field(compare=False)
 
 
@@ -343,12 +343,18 @@ class _Run:
         running: dict[Future[tuple[str, float] | None], str] = {}
         while self._heap or running:
             now = time.monotonic()
+            ready: list[_Due] = []
             while (
-                self._heap and self._heap[0].at <= now and len(running) < self.options.concurrency
+                self._heap
+                and self._heap[0].at <= now
+                and len(running) + len(ready) < self.options.concurrency
             ):
-                due = heapq.heappop(self._heap)
-                future = pool.submit(self._step, due.kind, due.item_id)
-                running[future] = due.item_id
+                ready.append(heapq.heappop(self._heap))
+            self._mark_submitting([due.item_id for due in ready if due.kind == "submit"])
+            for due in ready:
+                # A submit's SUBMITTING row is durable now: its worker only makes the call.
+                kind = "submitting" if due.kind == "submit" else due.kind
+                running[pool.submit(self._step, kind, due.item_id)] = due.item_id
             if self._heap and self._heap[0].at > deadline:
                 # Nothing due before the deadline can be started; the rest stays pending.
                 parked = [d for d in self._heap if d.at > deadline]
@@ -385,6 +391,16 @@ class _Run:
                     kind, delay = follow_up
                     self.schedule(kind, item_id, delay)
 
+    def _mark_submitting(self, item_ids: list[str]) -> None:
+        """Make the SUBMITTING rows of items about to be sent durable, in one commit.
+
+        One fsync for every submit starting now rather than one per item; the calls go out
+        only once it has returned, so at-most-once holds as with one commit per item.
+        """
+        if item_ids:
+            for entry in self.journal.mark_submitting_many(self.bundle_id, item_ids):
+                self._note(entry)
+
     def _report(self, total: int) -> None:
         if self.progress is not None:
             self.progress(min(self._settled, total), total)
@@ -402,8 +418,8 @@ class _Run:
         item = self.work[item_id]
         client = self.clients[vendor_of(item.action)]
         try:
-            if kind in ("submit", "resubmit"):
-                return self._submit(client, item, already_submitting=kind == "resubmit")
+            if kind in ("submitting", "resubmit"):
+                return self._submit(client, item)
             ref = dict(self.entries[item_id].vendor_ref or {})
             if kind == "poll":
                 return self._apply(item, client.poll(item, ref))
@@ -427,11 +443,8 @@ class _Run:
             failures = self.resubmits[f"wait:{item_id}"]
         return self.options.retry.delay(min(failures, 8))
 
-    def _submit(
-        self, client: VendorClient, item: WorkItem, *, already_submitting: bool = False
-    ) -> tuple[str, float] | None:
-        if not already_submitting:
-            self._note(self.journal.mark_submitting(self.bundle_id, item.id))
+    def _submit(self, client: VendorClient, item: WorkItem) -> tuple[str, float] | None:
+        """Make the item's vendor call; its SUBMITTING row is already durable."""
         try:
             outcome = client.submit(item)
         except UncertainOutcome as exc:

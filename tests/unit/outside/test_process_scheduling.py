@@ -245,7 +245,7 @@ def test_each_item_step_makes_one_journal_change_and_no_read(
     inside, outside = sites
     request = request_of(inside, tmp_path, 5)
     calls = count_journal_calls(monkeypatch)
-    result = run(outside, request, SimVendor(pending_polls=1), concurrency=2)
+    result = run(outside, request, SimVendor(pending_polls=1), concurrency=1)
     assert result.counts == {"ok": 5}
     # Per item: submit (SUBMITTING, then SUBMITTED), a poll still pending (nothing to record),
     # a poll that finishes (DONE). The run reads the items once, after taking its claim, and
@@ -254,7 +254,7 @@ def test_each_item_step_makes_one_journal_change_and_no_read(
         "admit_request": 1,
         "claim": 1,
         "items": 1,
-        "mark_submitting": 5,
+        "mark_submitting_many": 5,  # one item at a time: one call in flight at once
         "record_outcome": 10,
         "next_response_sequence": 1,
         "record_response": 1,
@@ -279,3 +279,30 @@ def test_a_failed_item_answers_with_its_result_beside_its_error(sites, tmp_path:
         (entry,) = journal.items(result.request_id)
     assert entry.error == {"code": "E_VENDOR", "message": "taken"}
     assert entry.result == {"status": "FAILED"}
+
+
+def test_submits_that_start_together_are_made_durable_in_one_commit(
+    sites, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside, outside = sites
+    request = request_of(inside, tmp_path, 5)
+    marked: list[list[str]] = []
+    real = Journal.mark_submitting_many
+
+    class Watching(SimVendor):
+        def submit(self, item: WorkItem) -> Outcome:
+            # The group's commit came before any of its calls.
+            assert any(item.id in group for group in marked)
+            return super().submit(item)
+
+    def spy(self: Journal, bundle_id: str, item_ids: list[str]) -> Any:
+        if item_ids:
+            marked.append(list(item_ids))
+        return real(self, bundle_id, item_ids)
+
+    monkeypatch.setattr(Journal, "mark_submitting_many", spy)
+    vendor = Watching()
+    result = run(outside, request, vendor, concurrency=8)
+    assert result.counts == {"ok": 5}
+    assert marked == [[f"item-{n:04d}" for n in range(1, 6)]]
+    assert set(vendor.reserved.values()) == {1}

@@ -14,16 +14,17 @@ This module knows no table: the inside state (`airgap.inside.state`) and the out
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final, TypeAlias
+from typing import Any, Final, Self, TypeAlias, TypeVar
 
 from airgap.errors import AirgapError, Busy, StateDbError
 
@@ -33,6 +34,8 @@ BUSY_TIMEOUT: Final = 30.0  # seconds another process may hold the write lock be
 
 Migration: TypeAlias = Callable[[sqlite3.Connection], None]
 """One schema step, run inside the migration's write transaction."""
+
+_Record = TypeVar("_Record")
 
 # SQLITE_BUSY and SQLITE_LOCKED (primary result codes; extended codes keep them in the low byte).
 _LOCK_CODES: Final = frozenset({5, 6})
@@ -87,6 +90,33 @@ def db_error(path: Path, exc: sqlite3.Error) -> AirgapError:
     )
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:  # once per record class; a race only computes it twice
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+    return names
+
+
+def row_record(cls: type[_Record], row: sqlite3.Row | Mapping[str, Any], **values: Any) -> _Record:
+    """Build a record dataclass from a row: each field from the column of its name.
+
+    Args:
+        cls: the dataclass.
+        row: the row (`sqlite3.Row` or a mapping of column names).
+        values: fields whose stored form needs converting (JSON, an enum), or that no column
+            holds, given as they should be.
+
+    Returns:
+        The record.
+    """
+    return cls(
+        **{name: values[name] if name in values else row[name] for name in _field_names(cls)}
+    )
+
+
 def _create_private(path: Path) -> None:
     """Create `path` empty with mode 0600 unless it exists (O_EXCL: never opens another's file)."""
     if not path.parent.is_dir():
@@ -107,7 +137,26 @@ def _user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-class StateDb:
+class Closable:
+    """`with` for what has a `close()`: the block's end closes it."""
+
+    def close(self) -> None:
+        """Release what the object holds."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class StateDb(Closable):
     """One open `state.db`: a connection shared by the threads of a process under a lock.
 
     SQLite lets one writer in at a time anyway, so a connection per thread would buy nothing for
@@ -178,17 +227,6 @@ class StateDb:
                 self._closed = True
                 self.conn.close()
 
-    def __enter__(self) -> StateDb:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: BEGIN IMMEDIATE … COMMIT, durable when the block ends.
@@ -204,23 +242,8 @@ class StateDb:
             StateDbError: (E_CONFIG) SQLite failed (disk full, damaged file, a constraint the
                 block did not handle).
         """
-        with self.lock:
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise db_error(self.path, exc) from exc
-            try:
-                yield self.conn
-            except BaseException as exc:
-                self._rollback()
-                if isinstance(exc, sqlite3.Error):
-                    raise db_error(self.path, exc) from exc
-                raise
-            try:
-                self.conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise db_error(self.path, exc) from exc
+        with self.lock, self._transaction("BEGIN IMMEDIATE") as conn:
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -237,28 +260,34 @@ class StateDb:
             Busy: (E_BUSY) the database stayed locked (only while it is being recovered).
         """
         with self.lock:
-            if self.conn.in_transaction:
-                try:
-                    yield self.conn
-                except sqlite3.Error as exc:
-                    raise db_error(self.path, exc) from exc
+            if not self.conn.in_transaction:
+                with self._transaction("BEGIN DEFERRED") as conn:
+                    yield conn
                 return
             try:
-                self.conn.execute("BEGIN DEFERRED")
-            except sqlite3.Error as exc:
-                raise db_error(self.path, exc) from exc
-            try:
                 yield self.conn
-            except BaseException as exc:
-                self._rollback()
-                if isinstance(exc, sqlite3.Error):
-                    raise db_error(self.path, exc) from exc
-                raise
-            try:
-                self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._rollback()
                 raise db_error(self.path, exc) from exc
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        """`begin` … COMMIT around the block, rolled back on any error (the lock is held)."""
+        try:
+            self.conn.execute(begin)
+        except sqlite3.Error as exc:
+            raise db_error(self.path, exc) from exc
+        try:
+            yield self.conn
+        except BaseException as exc:
+            self._rollback()
+            if isinstance(exc, sqlite3.Error):
+                raise db_error(self.path, exc) from exc
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise db_error(self.path, exc) from exc
 
     def query(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
         """Run one SELECT and return every row.
@@ -276,6 +305,16 @@ class StateDb:
             self.conn.execute("ROLLBACK")
         except sqlite3.Error:
             _log.warning("rollback failed on %s", self.path, exc_info=True)
+
+
+class StateStore(Closable):
+    """Base of a home's store kept in one `StateDb` (the inside state, the outside journal)."""
+
+    _db: StateDb
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        self._db.close()
 
 
 def _refuse_newer(path: Path, schema: Schema, version: int) -> None:
@@ -310,4 +349,14 @@ def _migrate(conn: sqlite3.Connection, path: Path, schema: Schema) -> None:
         raise
 
 
-__all__ = ["BUSY_TIMEOUT", "Migration", "Schema", "StateDb", "db_error", "is_locked"]
+__all__ = [
+    "BUSY_TIMEOUT",
+    "Closable",
+    "Migration",
+    "Schema",
+    "StateDb",
+    "StateStore",
+    "db_error",
+    "is_locked",
+    "row_record",
+]

@@ -15,12 +15,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 from airgap.errors import StateDbError
 from airgap.fastjson import dumps_sorted
-from airgap.statedb import BUSY_TIMEOUT, Migration, Schema, StateDb
+from airgap.statedb import BUSY_TIMEOUT, Migration, Schema, StateDb, StateStore, row_record
 
 ITEM_STATUSES: Final = ("outstanding", "ok", "failed", "pending", "needs_attention")
 FINAL_STATUSES: Final = frozenset({"ok", "failed"})
@@ -186,49 +185,27 @@ def _stored_items(text: str) -> list[dict[str, Any]]:
 
 
 def _row_request(row: sqlite3.Row) -> RequestRecord:
-    return RequestRecord(
-        bundle_id=row["bundle_id"],
-        manifest_sha256=row["manifest_sha256"],
-        sequence=row["sequence"],
-        created=row["created"],
-        expires=row["expires"],
-        path=row["path"],
-        items=_stored_items(row["items"]),
-        status=row["status"],
-    )
+    return row_record(RequestRecord, row, items=_stored_items(row["items"]))
 
 
 def _row_item(row: sqlite3.Row) -> ItemRecord:
-    return ItemRecord(
-        request_id=row["request_id"],
-        item_id=row["item_id"],
-        action=row["action"],
-        device_key=row["device_key"],
-        status=row["status"],
+    return row_record(
+        ItemRecord,
+        row,
         result=_load(row["result"]),
         error=_load(row["error"]),
         outputs=_load(row["outputs"]),
-        out_dir=row["out_dir"],
-        response_id=row["response_id"],
-        updated=row["updated"],
     )
 
 
 def _row_response(row: sqlite3.Row) -> ResponseRecord:
-    return ResponseRecord(
-        bundle_id=row["bundle_id"],
-        manifest_sha256=row["manifest_sha256"],
-        request_id=row["request_id"],
-        imported_at=row["imported_at"],
-        out_dir=row["out_dir"],
-        counts=json.loads(row["counts"]),
-    )
+    return row_record(ResponseRecord, row, counts=json.loads(row["counts"]))
 
 
 # --- the store -----------------------------------------------------------------------------------
 
 
-class InsideState:
+class InsideState(StateStore):
     """The inside home's state.db. Use as a context manager, or call `close()`.
 
     One `InsideState` may be shared by the threads of one process (a lock serializes its use);
@@ -248,21 +225,6 @@ class InsideState:
         """
         self.path = path
         self._db = StateDb.open(path, SCHEMA, busy_timeout=busy_timeout)
-
-    def close(self) -> None:
-        """Close the connection."""
-        self._db.close()
-
-    def __enter__(self) -> InsideState:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --- sequence and requests -----------------------------------------------------------------
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, TypeAlias
 
 from airgap.errors import (
@@ -44,7 +43,7 @@ from airgap.errors import (
     VendorError,
 )
 from airgap.outside.vendor import Outcome
-from airgap.statedb import BUSY_TIMEOUT, Migration, Schema, StateDb
+from airgap.statedb import BUSY_TIMEOUT, Migration, Schema, StateDb, StateStore, row_record
 
 _log = logging.getLogger(__name__)
 
@@ -447,18 +446,16 @@ def _pid_alive(pid: int, proc_start: str | None) -> bool:
     return True
 
 
-def _row_item(row: Mapping[str, Any], files: Mapping[str, bytes] | None = None) -> JournalItem:
-    return JournalItem(
-        bundle_id=row["bundle_id"],
-        item_id=row["item_id"],
-        action=row["action"],
-        device_key=row["device_key"],
+def _row_item(
+    row: sqlite3.Row | Mapping[str, Any], files: Mapping[str, bytes] | None = None
+) -> JournalItem:
+    return row_record(
+        JournalItem,
+        row,
         state=ItemState(row["state"]),
         vendor_ref=_load(row["vendor_ref"]),
         result=_load(row["result"]),
         error=_load(row["error"]),
-        attempts=row["attempts"],
-        updated_at=row["updated_at"],
         outcome_refs=_load(row["outcome_refs"]),
         files=dict(files or {}),
     )
@@ -481,33 +478,17 @@ def _item_rows(
 
 
 def _row_request(row: sqlite3.Row) -> RequestRecord:
-    return RequestRecord(
-        bundle_id=row["bundle_id"],
-        producer_fingerprint=row["producer_fingerprint"],
-        sequence=row["sequence"],
-        manifest_sha256=row["manifest_sha256"],
-        kind=row["kind"],
-        received_at=row["received_at"],
-        expires=row["expires"],
-        status=row["status"],
-    )
+    return row_record(RequestRecord, row)
 
 
 def _row_response(row: sqlite3.Row) -> ResponseRecord:
-    return ResponseRecord(
-        bundle_id=row["bundle_id"],
-        request_bundle_id=row["request_bundle_id"],
-        manifest_sha256=row["manifest_sha256"],
-        created=row["created"],
-        path=row["path"],
-        items_digest=row["items_digest"],
-    )
+    return row_record(ResponseRecord, row)
 
 
 # --- the journal -------------------------------------------------------------------------------
 
 
-class Journal:
+class Journal(StateStore):
     """The outside home's `state.db`. Create with `Journal.open(path)`; use as a context manager.
 
     Threads share one connection (see `airgap.statedb.StateDb`); each transition is a
@@ -549,21 +530,6 @@ class Journal:
         """
         db = StateDb.open(Path(path), SCHEMA, busy_timeout=busy_timeout)
         return cls(db, clock or (lambda: datetime.now(UTC)))
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        self._db.close()
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _now(self) -> str:
         return _iso(self._clock())

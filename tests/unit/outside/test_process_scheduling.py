@@ -233,7 +233,8 @@ def count_journal_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
         return wrapper
 
-    for name, method in list(vars(Journal).items()):
+    for name in dir(Journal):
+        method = getattr(Journal, name)
         if callable(method) and not name.startswith("_") and name != "open":
             monkeypatch.setattr(journal_module.Journal, name, counted(name, method))
     return calls

@@ -1,12 +1,9 @@
-"""The inside `state.db` (DESIGN §7): own sequence, outstanding requests, item states, imports.
+"""The inside `state.db`: own sequence, outstanding requests, item states, imports.
 
-One SQLite file per inside home, in WAL mode. Commits that matter (a request recorded with its
-sequence, an import) run with `synchronous=FULL`, so after a crash a sequence number is either
-used and recorded or was never handed out. Schema versions live in `PRAGMA user_version`.
-
-This module stores and reads rows only: it does not read bundles, verify anything or write
-output files. One `InsideState` may be shared by the threads of one process (a lock serializes
-its use); other processes wait on SQLite's own lock.
+The file is opened, migrated and written through `airgap.statedb` (WAL, `synchronous=FULL`,
+one lock per process), so after a crash a sequence number is either used and recorded or was
+never handed out. This module owns the inside schema and its rows only: it does not read
+bundles, verify anything or write output files.
 """
 
 from __future__ import annotations
@@ -14,25 +11,22 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
 from airgap.errors import StateDbError
 from airgap.fastjson import dumps_sorted
+from airgap.statedb import BUSY_TIMEOUT, Migration, Schema, StateDb, StateStore, row_record
 
 ITEM_STATUSES: Final = ("outstanding", "ok", "failed", "pending", "needs_attention")
 FINAL_STATUSES: Final = frozenset({"ok", "failed"})
 REQUEST_STATUSES: Final = ("outstanding", "complete")
 APPLY_STATES: Final = ("APPLYING", "APPLIED", "FAILED")
-BUSY_TIMEOUT = 30.0  # seconds another process may hold the write lock before we give up
 
-
-StateError = StateDbError  # the inside's name for the one state.db error family
+StateError = StateDbError  # the name callers of this module (and their tests) know it by
 
 
 # --- records -----------------------------------------------------------------------------------
@@ -103,8 +97,6 @@ class ResponseRecord:
 
 
 # --- schema --------------------------------------------------------------------------------------
-
-Migration: TypeAlias = Callable[[sqlite3.Connection], None]
 
 
 def _v1(conn: sqlite3.Connection) -> None:
@@ -209,7 +201,8 @@ def _v3(conn: sqlite3.Connection) -> None:
 # Entry i takes the schema from version i to i + 1. Append for every change; never edit one
 # that has shipped.
 MIGRATIONS: Final[tuple[Migration, ...]] = (_v1, _v2, _v3)
-SCHEMA_VERSION: Final = len(MIGRATIONS)
+SCHEMA: Final = Schema("the inside state", MIGRATIONS)
+SCHEMA_VERSION: Final = SCHEMA.version
 
 
 _INSERT_ITEMS_FROM_JSON = (
@@ -242,166 +235,52 @@ def _stored_items(text: str) -> list[dict[str, Any]]:
 
 
 def _row_request(row: sqlite3.Row) -> RequestRecord:
-    return RequestRecord(
-        bundle_id=row["bundle_id"],
-        manifest_sha256=row["manifest_sha256"],
-        sequence=row["sequence"],
-        created=row["created"],
-        expires=row["expires"],
-        path=row["path"],
-        items=_stored_items(row["items"]),
-        status=row["status"],
-    )
+    return row_record(RequestRecord, row, items=_stored_items(row["items"]))
 
 
 def _row_item(row: sqlite3.Row) -> ItemRecord:
-    return ItemRecord(
-        request_id=row["request_id"],
-        item_id=row["item_id"],
-        action=row["action"],
-        device_key=row["device_key"],
-        status=row["status"],
+    return row_record(
+        ItemRecord,
+        row,
         result=_load(row["result"]),
         error=_load(row["error"]),
         outputs=_load(row["outputs"]),
-        out_dir=row["out_dir"],
-        response_id=row["response_id"],
-        updated=row["updated"],
     )
 
 
 def _row_response(row: sqlite3.Row) -> ResponseRecord:
-    return ResponseRecord(
-        bundle_id=row["bundle_id"],
-        manifest_sha256=row["manifest_sha256"],
-        request_id=row["request_id"],
-        imported_at=row["imported_at"],
-        out_dir=row["out_dir"],
-        counts=json.loads(row["counts"]),
-    )
-
-
-def _db_error(path: Path, exc: sqlite3.Error) -> StateError:
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
-        return StateError(
-            f"{path} is locked by another airgap process",
-            hint="Wait for the other command to finish and run this one again.",
-        )
-    return StateError(
-        f"{path}: {text}",
-        hint="Check the home (disk space, permissions); restore state.db from a backup if it "
-        "is damaged.",
-    )
+    return row_record(ResponseRecord, row, counts=json.loads(row["counts"]))
 
 
 # --- the store -----------------------------------------------------------------------------------
 
 
-class InsideState:
-    """The inside home's state.db. Use as a context manager, or call `close()`."""
+class InsideState(StateStore):
+    """The inside home's state.db. Use as a context manager, or call `close()`.
 
-    def __init__(self, path: Path) -> None:
+    One `InsideState` may be shared by the threads of one process (a lock serializes its use);
+    other processes wait on SQLite's own lock.
+    """
+
+    def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
         """Open (creating or migrating if needed) the database at `path`.
 
+        Args:
+            path: the database file; its directory must exist (the home).
+            busy_timeout: seconds to wait for another process's write lock.
+
         Raises:
-            StateError: the file cannot be opened, is damaged, or has a newer schema.
+            StateError: (E_CONFIG) the file cannot be opened, is damaged, or has a newer schema.
+            Busy: (E_BUSY) another process kept it locked while it had to be migrated.
         """
         self.path = path
-        self._lock = threading.RLock()
-        created = not path.exists()
-        try:
-            self._conn = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise _db_error(path, exc) from exc
-        if created:
-            path.chmod(0o600)
-        self._conn.row_factory = sqlite3.Row
-        try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except sqlite3.Error as exc:
-            self._conn.close()
-            raise _db_error(path, exc) from exc
-        except BaseException:
-            self._conn.close()
-            raise
-
-    def _migrate(self) -> None:
-        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise StateError(
-                f"{self.path} has schema version {version}; this airgap knows {SCHEMA_VERSION}",
-                hint="Upgrade airgap; an older one must not change this file.",
-            )
-        if version == SCHEMA_VERSION:
-            return
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Re-read under the write lock: another process may have migrated meanwhile.
-            version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-            for step in MIGRATIONS[version:]:
-                step(self._conn)
-            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-
-    def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> InsideState:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE … COMMIT), rolled back on any error."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _db_error(self.path, exc) from exc
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise _db_error(self.path, exc) from exc
-            except BaseException:
-                self._rollback()
-                raise
-
-    def _rollback(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self._conn.execute("ROLLBACK")
-
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            try:
-                return list(self._conn.execute(sql, args))
-            except sqlite3.Error as exc:
-                raise _db_error(self.path, exc) from exc
+        self._db = StateDb.open(path, SCHEMA, busy_timeout=busy_timeout)
 
     # --- sequence and requests -----------------------------------------------------------------
 
     def last_sequence(self) -> int:
         """The last sequence number used by a recorded request (0 before the first)."""
-        return int(self._read("SELECT value FROM inside_sequence WHERE id = 1")[0][0])
+        return int(self._db.query("SELECT value FROM inside_sequence WHERE id = 1")[0][0])
 
     @contextlib.contextmanager
     def reserve_sequence(self) -> Iterator[SequenceReservation]:
@@ -412,9 +291,10 @@ class InsideState:
         lock while the bundle is built keeps two concurrent packs from sharing a number.
 
         Raises:
-            StateError: the database is locked or broken.
+            Busy: (E_BUSY) another process kept the database locked.
+            StateError: (E_CONFIG) the database is broken.
         """
-        with self._write() as conn:
+        with self._db.write() as conn:
             row = conn.execute("SELECT value FROM inside_sequence WHERE id = 1").fetchone()
             value = int(row[0])
             reservation = SequenceReservation(conn, value + 1)
@@ -424,18 +304,18 @@ class InsideState:
 
     def request(self, bundle_id: str) -> RequestRecord | None:
         """The recorded request with this bundle id, or None."""
-        rows = self._read("SELECT * FROM inside_requests WHERE bundle_id = ?", (bundle_id,))
+        rows = self._db.query("SELECT * FROM inside_requests WHERE bundle_id = ?", (bundle_id,))
         return _row_request(rows[0]) if rows else None
 
     def requests(self, *, include_complete: bool = False) -> list[RequestRecord]:
         """Recorded requests, newest (highest sequence) first."""
         where = "" if include_complete else "WHERE status = 'outstanding'"
-        rows = self._read(f"SELECT * FROM inside_requests {where} ORDER BY sequence DESC")
+        rows = self._db.query(f"SELECT * FROM inside_requests {where} ORDER BY sequence DESC")
         return [_row_request(row) for row in rows]
 
     def items(self, request_id: str) -> list[ItemRecord]:
         """The item states of a request, in item order."""
-        rows = self._read(
+        rows = self._db.query(
             "SELECT * FROM inside_items WHERE request_id = ? ORDER BY rowid", (request_id,)
         )
         return [_row_item(row) for row in rows]
@@ -443,7 +323,7 @@ class InsideState:
     def item_counts(self, request_id: str) -> dict[str, int]:
         """How many items of a request are in each status (every status, zeros included)."""
         counts = dict.fromkeys(ITEM_STATUSES, 0)
-        for row in self._read(
+        for row in self._db.query(
             "SELECT status, COUNT(*) FROM inside_items WHERE request_id = ? GROUP BY status",
             (request_id,),
         ):
@@ -454,12 +334,12 @@ class InsideState:
 
     def response(self, bundle_id: str) -> ResponseRecord | None:
         """The imported response with this bundle id, or None."""
-        rows = self._read("SELECT * FROM inside_responses WHERE bundle_id = ?", (bundle_id,))
+        rows = self._db.query("SELECT * FROM inside_responses WHERE bundle_id = ?", (bundle_id,))
         return _row_response(rows[0]) if rows else None
 
     def responses(self, request_id: str) -> list[ResponseRecord]:
         """The responses imported for a request, oldest first."""
-        rows = self._read(
+        rows = self._db.query(
             "SELECT * FROM inside_responses WHERE request_id = ? ORDER BY imported_at, rowid",
             (request_id,),
         )
@@ -467,22 +347,25 @@ class InsideState:
 
     def output_sha256(self, path: Path) -> str | None:
         """The SHA-256 of what import last wrote at `path` (absolute), or None."""
-        rows = self._read("SELECT sha256 FROM inside_outputs WHERE path = ?", (str(path),))
+        rows = self._db.query("SELECT sha256 FROM inside_outputs WHERE path = ?", (str(path),))
         return str(rows[0][0]) if rows else None
 
     def pending_output_sha256(self, path: Path) -> set[str]:
         """SHA-256 of what imports not yet recorded were about to write at `path` (absolute)."""
-        rows = self._read("SELECT sha256 FROM inside_pending_outputs WHERE path = ?", (str(path),))
+        rows = self._db.query(
+            "SELECT sha256 FROM inside_pending_outputs WHERE path = ?", (str(path),)
+        )
         return {str(row[0]) for row in rows}
 
     def note_pending_outputs(self, response_id: str, outputs: Mapping[Path, str]) -> None:
         """Note, durably and before writing them, the files an import is about to write.
 
         Raises:
-            StateError: the database is locked or broken.
+            Busy: (E_BUSY) another process kept the database locked.
+            StateError: (E_CONFIG) the database is broken.
         """
         stamp = now_text()
-        with self._write() as conn:
+        with self._db.write() as conn:
             conn.executemany(
                 "INSERT OR IGNORE INTO inside_pending_outputs (path, sha256, response_id, noted) "
                 "VALUES (?, ?, ?, ?)",
@@ -500,9 +383,10 @@ class InsideState:
         The request becomes `complete` when none of its items is left outside ok/failed.
 
         Raises:
-            StateError: the database is locked or broken, or the response is already recorded.
+            Busy: (E_BUSY) another process kept the database locked.
+            StateError: (E_CONFIG) the database is broken, or the response is already recorded.
         """
-        with self._write() as conn:
+        with self._db.write() as conn:
             conn.execute(
                 "INSERT INTO inside_responses (bundle_id, manifest_sha256, request_id, "
                 "imported_at, out_dir, counts) VALUES (?, ?, ?, ?, ?, ?)",
@@ -567,7 +451,7 @@ class InsideState:
             StateError: the database is locked or broken.
         """
         stamp = now_text()
-        with self._write() as conn:
+        with self._db.write() as conn:
             conn.executemany(
                 "INSERT INTO inside_outputs (path, sha256, request_id, response_id, written) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET sha256 = excluded.sha256, "
@@ -590,7 +474,7 @@ class InsideState:
         Raises:
             StateError: the database is locked or broken.
         """
-        with self._write() as conn:
+        with self._db.write() as conn:
             conn.executemany(
                 "INSERT INTO inside_collects (run_id, hostname, host, port, transport, kind, "
                 "path, sha256, detail, collected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -599,7 +483,7 @@ class InsideState:
 
     def last_collects(self, hostname: str) -> list[dict[str, Any]]:
         """The records of the latest collect run that reached a device, newest first."""
-        rows = self._read(
+        rows = self._db.query(
             "SELECT * FROM inside_collects WHERE hostname = ? AND run_id = (SELECT run_id FROM "
             "inside_collects WHERE hostname = ? ORDER BY collected DESC, rowid DESC LIMIT 1)",
             (hostname, hostname),
@@ -608,7 +492,7 @@ class InsideState:
 
     def collected_udis(self) -> dict[str, str]:
         """`PID:SN` → hostname of every device unit a collect has read (the latest read wins)."""
-        rows = self._read(
+        rows = self._db.query(
             "SELECT hostname, detail FROM inside_collects WHERE kind = 'udi' "
             "ORDER BY collected, rowid"
         )
@@ -620,7 +504,7 @@ class InsideState:
 
     def collected_macs(self) -> dict[str, str]:
         """Base MAC → hostname of every BIG-IP a collect has read (the latest read wins)."""
-        rows = self._read(
+        rows = self._db.query(
             "SELECT hostname, detail FROM inside_collects WHERE kind = 'mac' "
             "ORDER BY collected, rowid"
         )
@@ -635,11 +519,11 @@ class InsideState:
     def applies(self, request_id: str, item_ids: Sequence[str] | None = None) -> list[ApplyRecord]:
         """The apply records of a request (of some of its items only, if given)."""
         if item_ids is None:
-            rows = self._read(
+            rows = self._db.query(
                 "SELECT * FROM inside_applies WHERE request_id = ? ORDER BY rowid", (request_id,)
             )
         else:
-            rows = self._read(
+            rows = self._db.query(
                 "SELECT * FROM inside_applies WHERE request_id = ? AND item_id IN "
                 "(SELECT value FROM json_each(?)) ORDER BY rowid",
                 (request_id, json.dumps(list(item_ids))),
@@ -702,7 +586,7 @@ class InsideState:
         bump: bool = False,
     ) -> ApplyRecord:
         stamp = now_text()
-        with self._write() as conn:
+        with self._db.write() as conn:
             conn.execute(
                 "INSERT INTO inside_applies (request_id, item_id, file, sha256, device_key, "
                 "hostname, state, detail, attempts, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -732,18 +616,7 @@ class InsideState:
 
 
 def _row_apply(row: sqlite3.Row) -> ApplyRecord:
-    return ApplyRecord(
-        request_id=row["request_id"],
-        item_id=row["item_id"],
-        file=row["file"],
-        sha256=row["sha256"],
-        device_key=row["device_key"],
-        hostname=row["hostname"],
-        state=row["state"],
-        detail=_load(row["detail"]),
-        attempts=row["attempts"],
-        updated=row["updated"],
-    )
+    return row_record(ApplyRecord, row, detail=_load(row["detail"]))
 
 
 class SequenceReservation:

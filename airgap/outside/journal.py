@@ -1,10 +1,15 @@
-"""The outside item journal in `state.db` (DESIGN §7): requests seen, item states, responses.
+"""The outside item journal in `state.db`: requests seen, item states and outcomes, responses.
 
 The journal is what makes vendor calls at-most-once across crashes: the processor commits an
 item's SUBMITTING row (durably, `synchronous=FULL`) before every non-idempotent vendor call, so
 after `kill -9` an item is either still NEW (never sent) or SUBMITTING or later (maybe sent:
 reconcile, never resend). It also enforces the replay rules for request bundles and the
-one-process-per-request lease.
+one-process-per-request lease. The file is opened, migrated and written through
+`airgap.statedb`.
+
+An item's outcome is stored as it came from the vendor client (`Outcome`): the result, the
+error, the vendor's references and the files' bytes each in their own column or table, and
+every change hands back the item as now stored, so the processor never reads it again.
 
 It does not call vendors, read bundles or build responses; it stores no secrets (fields named
 like tokens, secrets or passwords are refused).
@@ -12,23 +17,33 @@ like tokens, secrets or passwords are refused).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import os
 import socket
 import sqlite3
-import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, TypeAlias
 
-from airgap.errors import AirgapError, Busy, InternalError, ItemCode, Replay, StateDbError
+from airgap.errors import (
+    AirgapError,
+    Busy,
+    InternalError,
+    ItemCode,
+    Replay,
+    StateDbError,
+    VendorError,
+)
+from airgap.outside.vendor import Outcome
+from airgap.statedb import BUSY_TIMEOUT, Migration, Schema, StateDb, StateStore, row_record
 
 _log = logging.getLogger(__name__)
 
@@ -95,7 +110,13 @@ class UnknownItem(JournalError):
 
 @dataclass(frozen=True)
 class JournalItem:
-    """One request item as journaled."""
+    """One request item as journaled.
+
+    `vendor_ref` finds the vendor's work again (kept from SUBMITTED on); `result`, `error`,
+    `outcome_refs` and `files` are what the item's final outcome said: the vendor's result, the
+    `{"code", "message"}` of a failure or of NEEDS_ATTENTION, the references the outcome carried
+    (strings), and the files (name → bytes) a DONE item answers with.
+    """
 
     bundle_id: str
     item_id: str
@@ -107,6 +128,8 @@ class JournalItem:
     error: dict[str, Any] | None
     attempts: int  # times it went to SUBMITTING
     updated_at: str
+    outcome_refs: dict[str, str] | None = None
+    files: Mapping[str, bytes] = field(default_factory=dict)
 
     @property
     def final(self) -> bool:
@@ -217,8 +240,6 @@ class JournalSummary:
 
 # --- schema and migrations ---------------------------------------------------------------------
 
-Migration: TypeAlias = Callable[[sqlite3.Connection], None]
-
 
 def _v1(conn: sqlite3.Connection) -> None:
     states = ", ".join(f"'{s.value}'" for s in ItemState)
@@ -266,10 +287,73 @@ def _v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-# Migration hook: entry i takes the schema from version i to i + 1 (PRAGMA user_version). Append
-# a function for every schema change and never edit one that has shipped.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_v1,)
-SCHEMA_VERSION: Final = len(MIGRATIONS)
+def _v2(conn: sqlite3.Connection) -> None:
+    # Outcomes in their own places: `result` holds the vendor's result alone, `outcome_refs` the
+    # references the final outcome carried, `item_files` the files' bytes. Version 1 stored a
+    # DONE item's outcome as one JSON document `{"result", "files" (base64), "vendor_refs"}` in
+    # `result` and folded a failed item's result into its error as `error.result`; those rows
+    # are converted as the version 1 response writer read them, so a re-emitted response stays
+    # byte-identical.
+    conn.execute("ALTER TABLE items ADD COLUMN outcome_refs TEXT")
+    conn.execute(
+        """CREATE TABLE item_files (
+            bundle_id TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (bundle_id, item_id, name),
+            FOREIGN KEY (bundle_id, item_id) REFERENCES items (bundle_id, item_id))"""
+    )
+    done = conn.execute(
+        "SELECT bundle_id, item_id, result FROM items WHERE state = 'DONE' AND result IS NOT NULL"
+    ).fetchall()
+    for bundle_id, item_id, text in done:
+        stored = json.loads(text)
+        if not isinstance(stored, dict):
+            continue  # not written by the version 1 processor: nothing to take apart
+        files = stored.get("files") or {}
+        conn.execute(
+            "UPDATE items SET result = ?, outcome_refs = ? WHERE bundle_id = ? AND item_id = ?",
+            (
+                _json(dict(stored.get("result") or {})),
+                _json(dict(stored.get("vendor_refs") or {})),
+                bundle_id,
+                item_id,
+            ),
+        )
+        try:
+            conn.executemany(
+                "INSERT INTO item_files (bundle_id, item_id, name, data) VALUES (?, ?, ?, ?)",
+                [
+                    (bundle_id, item_id, name, base64.b64decode(encoded, validate=True))
+                    for name, encoded in files.items()
+                ],
+            )
+        except (binascii.Error, TypeError) as exc:
+            raise StateDbError(
+                f"item {item_id} of request {bundle_id}: a stored file is not base64 ({exc})",
+                hint="state.db was changed by hand; restore it from a backup.",
+            ) from exc
+    failed = conn.execute(
+        "SELECT bundle_id, item_id, error FROM items WHERE state = 'FAILED' AND error IS NOT NULL"
+    ).fetchall()
+    for bundle_id, item_id, text in failed:
+        error = json.loads(text)
+        if not isinstance(error, dict) or "result" not in error:
+            continue
+        # Version 1 answered a failed item with `error.result` and nothing else as its result.
+        result = error.pop("result")
+        conn.execute(
+            "UPDATE items SET result = ?, error = ? WHERE bundle_id = ? AND item_id = ?",
+            (_json(dict(result)) if result else None, _json(error), bundle_id, item_id),
+        )
+
+
+# Entry i takes the schema from version i to i + 1 (PRAGMA user_version). Append a function for
+# every schema change and never edit one that has shipped.
+MIGRATIONS: Final[tuple[Migration, ...]] = (_v1, _v2)
+SCHEMA: Final = Schema("the outside journal", MIGRATIONS)
+SCHEMA_VERSION: Final = SCHEMA.version
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -311,12 +395,16 @@ def _refuse_secrets(value: object, where: str, depth: int = 0) -> None:
         raise JournalError(f"refusing to store a credential in the journal ({where})")
 
 
+def _json(value: object) -> str:
+    # Sorted and compact so that re-emitting an unchanged state gives identical bytes.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _dump(value: object, where: str) -> str | None:
     if value is None:
         return None
     _refuse_secrets(value, where)
-    # Sorted and compact so that re-emitting an unchanged state gives identical bytes.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _json(value)
 
 
 def _load(text: str | None) -> Any:
@@ -358,85 +446,62 @@ def _pid_alive(pid: int, proc_start: str | None) -> bool:
     return True
 
 
-def _row_item(row: sqlite3.Row) -> JournalItem:
-    return JournalItem(
-        bundle_id=row["bundle_id"],
-        item_id=row["item_id"],
-        action=row["action"],
-        device_key=row["device_key"],
+def _row_item(
+    row: sqlite3.Row | Mapping[str, Any], files: Mapping[str, bytes] | None = None
+) -> JournalItem:
+    return row_record(
+        JournalItem,
+        row,
         state=ItemState(row["state"]),
         vendor_ref=_load(row["vendor_ref"]),
         result=_load(row["result"]),
         error=_load(row["error"]),
-        attempts=row["attempts"],
-        updated_at=row["updated_at"],
+        outcome_refs=_load(row["outcome_refs"]),
+        files=dict(files or {}),
     )
+
+
+def _item_rows(
+    conn: sqlite3.Connection, bundle_id: str, where: str = "", args: Sequence[object] = ()
+) -> list[JournalItem]:
+    """The items of a request (narrowed by `where`) with their files, in request order."""
+    rows = conn.execute(
+        f"SELECT * FROM items WHERE bundle_id = ? {where} ORDER BY rowid", (bundle_id, *args)
+    ).fetchall()
+    files: dict[str, dict[str, bytes]] = {}
+    if any(row["state"] == ItemState.DONE.value for row in rows):
+        for item_id, name, data in conn.execute(
+            "SELECT item_id, name, data FROM item_files WHERE bundle_id = ?", (bundle_id,)
+        ):
+            files.setdefault(item_id, {})[name] = bytes(data)
+    return [_row_item(row, files.get(row["item_id"])) for row in rows]
 
 
 def _row_request(row: sqlite3.Row) -> RequestRecord:
-    return RequestRecord(
-        bundle_id=row["bundle_id"],
-        producer_fingerprint=row["producer_fingerprint"],
-        sequence=row["sequence"],
-        manifest_sha256=row["manifest_sha256"],
-        kind=row["kind"],
-        received_at=row["received_at"],
-        expires=row["expires"],
-        status=row["status"],
-    )
+    return row_record(RequestRecord, row)
 
 
 def _row_response(row: sqlite3.Row) -> ResponseRecord:
-    return ResponseRecord(
-        bundle_id=row["bundle_id"],
-        request_bundle_id=row["request_bundle_id"],
-        manifest_sha256=row["manifest_sha256"],
-        created=row["created"],
-        path=row["path"],
-        items_digest=row["items_digest"],
-    )
-
-
-def _db_error(path: Path, exc: sqlite3.Error) -> AirgapError:
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
-        return Busy(
-            f"{path} is locked by another process",
-            hint="Another airgap process is using this home; wait for it and try again.",
-        )
-    return StateDbError(
-        f"{path}: {text}",
-        hint="Check the home directory (disk space, permissions); restore state.db from a "
-        "backup if it is damaged.",
-    )
+    return row_record(ResponseRecord, row)
 
 
 # --- the journal -------------------------------------------------------------------------------
 
 
-class Journal:
+class Journal(StateStore):
     """The outside home's `state.db`. Create with `Journal.open(path)`; use as a context manager.
 
-    Threads: one sqlite3 connection guarded by a lock. SQLite lets only one writer in at a time
-    anyway, so per-thread connections would buy nothing for the writes that matter and would
-    make threads of one process fight over the file lock through `busy_timeout`; each
-    transition is a sub-millisecond transaction plus one fsync, small beside the vendor call it
-    guards. Processes: every write is `BEGIN IMMEDIATE`, so a check-then-update (the state
-    machine, the replay rules, the lease) is atomic against other processes too.
+    Threads share one connection (see `airgap.statedb.StateDb`); each transition is a
+    sub-millisecond transaction plus one fsync, small beside the vendor call it guards.
+    Processes: every write is `BEGIN IMMEDIATE`, so a check-then-update (the state machine, the
+    replay rules, the lease) is atomic against other processes too.
     """
 
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        path: Path,
-        clock: Callable[[], datetime],
-    ) -> None:
-        """Wrap an open connection; use `Journal.open` instead."""
-        self._conn = conn
-        self.path = path
+    def __init__(self, db: StateDb, clock: Callable[[], datetime]) -> None:
+        """Wrap an open database; use `Journal.open` instead."""
+        self._db = db
+        self.path = db.path
         self._clock = clock
-        self._lock = threading.RLock()
-        self._closed = False
 
     # --- lifecycle
 
@@ -445,7 +510,7 @@ class Journal:
         cls,
         path: Path,
         *,
-        busy_timeout: float = 10.0,
+        busy_timeout: float = BUSY_TIMEOUT,
         clock: Callable[[], datetime] | None = None,
     ) -> Journal:
         """Open (creating with mode 0600 if needed) and migrate `state.db`.
@@ -463,122 +528,11 @@ class Journal:
                 database, or its schema is newer than this airgap understands.
             Busy: (E_BUSY) another process kept the database locked past `busy_timeout`.
         """
-        path = Path(path)
-        if not path.parent.is_dir():
-            raise StateDbError(
-                f"cannot open {path}: directory {path.parent} does not exist",
-                hint="Run `airgap init --role outside` first, or pass the right --home.",
-            )
-        try:
-            # Create the file ourselves so that it is born 0600; SQLite gives the -wal and
-            # -shm files the same mode as the database.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            os.close(fd)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise StateDbError(f"cannot create {path}: {exc.strerror}") from exc
-        conn: sqlite3.Connection | None = None
-        try:
-            # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE.
-            conn = sqlite3.connect(
-                str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StateDbError(f"{path}: cannot switch to WAL journal mode (got {mode})")
-            # FULL: a COMMIT is on disk before it returns. The SUBMITTING row must survive a
-            # power cut that follows the vendor call it guards; NORMAL could lose it in WAL mode.
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            cls._migrate(conn, path)
-        except sqlite3.Error as exc:
-            if conn is not None:
-                conn.close()
-            raise _db_error(path, exc) from exc
-        except AirgapError:
-            if conn is not None:
-                conn.close()
-            raise
-        return cls(conn, path, clock or (lambda: datetime.now(UTC)))
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-        conn.execute("BEGIN IMMEDIATE")  # two processes opening a fresh file migrate once
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StateDbError(
-                    f"{path} has schema version {version}; this airgap understands up to "
-                    f"{SCHEMA_VERSION}",
-                    hint="Upgrade airgap; the state was written by a newer version.",
-                )
-            for number in range(version, SCHEMA_VERSION):
-                MIGRATIONS[number](conn)
-                conn.execute(f"PRAGMA user_version = {number + 1}")
-                _log.debug("migrated %s to schema %d", path, number + 1)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # --- plumbing
+        db = StateDb.open(Path(path), SCHEMA, busy_timeout=busy_timeout)
+        return cls(db, clock or (lambda: datetime.now(UTC)))
 
     def _now(self) -> str:
         return _iso(self._clock())
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: BEGIN IMMEDIATE ... COMMIT, durable when it returns."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _db_error(self.path, exc) from exc
-            try:
-                yield self._conn
-            except BaseException as exc:
-                try:
-                    self._conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    _log.warning("rollback failed on %s", self.path, exc_info=True)
-                if isinstance(exc, sqlite3.Error):
-                    raise _db_error(self.path, exc) from exc
-                raise
-            try:
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                raise _db_error(self.path, exc) from exc
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                yield self._conn
-            except sqlite3.Error as exc:
-                raise _db_error(self.path, exc) from exc
 
     # --- requests
 
@@ -620,7 +574,7 @@ class Journal:
         ids = [spec[0] for spec in items]
         if len(set(ids)) != len(ids):
             raise JournalError(f"request {bundle_id} lists an item id more than once")
-        with self._write() as conn:
+        with self._db.write() as conn:
             row = conn.execute(
                 "SELECT * FROM requests WHERE bundle_id = ?", (bundle_id,)
             ).fetchone()
@@ -632,10 +586,8 @@ class Journal:
                         hint="A bundle id was reused for different content; ask the inside site "
                         "for a fresh request.",
                     )
-                found = conn.execute(
-                    "SELECT * FROM items WHERE bundle_id = ? ORDER BY rowid", (bundle_id,)
-                ).fetchall()
-                return Admission(_row_request(row), False, tuple(_row_item(r) for r in found))
+                found = _item_rows(conn, bundle_id)
+                return Admission(_row_request(row), False, tuple(found))
             highest = conn.execute(
                 "SELECT MAX(sequence) FROM requests WHERE producer_fingerprint = ? AND kind = ?",
                 (producer_fp, kind),
@@ -670,10 +622,8 @@ class Journal:
             request = conn.execute(
                 "SELECT * FROM requests WHERE bundle_id = ?", (bundle_id,)
             ).fetchone()
-            fresh = conn.execute(
-                "SELECT * FROM items WHERE bundle_id = ? ORDER BY rowid", (bundle_id,)
-            ).fetchall()
-            return Admission(_row_request(request), True, tuple(_row_item(r) for r in fresh))
+            fresh = _item_rows(conn, bundle_id)
+            return Admission(_row_request(request), True, tuple(fresh))
 
     def request(self, bundle_id: str) -> RequestRecord | None:
         """The journaled request, or None.
@@ -687,7 +637,7 @@ class Journal:
         Raises:
             StateDbError: (E_CONFIG) the database failed.
         """
-        with self._read() as conn:
+        with self._db.read() as conn:
             row = conn.execute(
                 "SELECT * FROM requests WHERE bundle_id = ?", (bundle_id,)
             ).fetchone()
@@ -709,13 +659,11 @@ class Journal:
             UnknownItem: (E_INTERNAL) no such item.
             StateDbError: (E_CONFIG) the database failed.
         """
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT * FROM items WHERE bundle_id = ? AND item_id = ?", (bundle_id, item_id)
-            ).fetchone()
-        if row is None:
+        with self._db.read() as conn:
+            found = _item_rows(conn, bundle_id, "AND item_id = ?", (item_id,))
+        if not found:
             raise UnknownItem(f"request {bundle_id} has no item {item_id} in the journal")
-        return _row_item(row)
+        return found[0]
 
     def items(self, bundle_id: str) -> list[JournalItem]:
         """Every item of a request, in request order.
@@ -729,11 +677,8 @@ class Journal:
         Raises:
             StateDbError: (E_CONFIG) the database failed.
         """
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT * FROM items WHERE bundle_id = ? ORDER BY rowid", (bundle_id,)
-            ).fetchall()
-        return [_row_item(r) for r in rows]
+        with self._db.read() as conn:
+            return _item_rows(conn, bundle_id)
 
     def items_in(self, bundle_id: str, states: Collection[ItemState | str]) -> list[JournalItem]:
         """The items of a request in any of `states`, in request order.
@@ -753,64 +698,80 @@ class Journal:
         if not wanted:
             return []
         marks = ", ".join("?" for _ in wanted)
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT * FROM items WHERE bundle_id = ? AND state IN ({marks}) ORDER BY rowid",
-                (bundle_id, *wanted),
-            ).fetchall()
-        return [_row_item(r) for r in rows]
+        with self._db.read() as conn:
+            return _item_rows(conn, bundle_id, f"AND state IN ({marks})", wanted)
 
     def _transition(
         self,
         bundle_id: str,
-        item_id: str,
+        item_ids: Sequence[str],
         target: ItemState,
         sources: frozenset[ItemState],
         *,
         vendor_ref: object = None,
         result: object = None,
         error: object = None,
+        outcome_refs: object = None,
+        files: Mapping[str, bytes] | None = None,
         clear: bool = False,
         bump: bool = False,
-    ) -> JournalItem:
-        """Move one item to `target` if its current state is in `sources`; durable on return."""
-        ref_text = _dump(vendor_ref, f"{item_id} vendor_ref")
-        result_text = _dump(result, f"{item_id} result")
-        error_text = _dump(error, f"{item_id} error")
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT state FROM items WHERE bundle_id = ? AND item_id = ?",
-                (bundle_id, item_id),
-            ).fetchone()
-            if row is None:
-                raise UnknownItem(f"request {bundle_id} has no item {item_id} in the journal")
-            current = ItemState(row["state"])
-            if current not in sources:
-                raise IllegalTransition(bundle_id, item_id, current, target)
-            # COALESCE keeps what earlier states recorded (e.g. the vendor_ref of SUBMITTED
-            # stays beside DONE's result); `clear` is the operator's fresh start.
-            conn.execute(
-                "UPDATE items SET state = ?, "
-                "vendor_ref = CASE WHEN ? THEN ? ELSE COALESCE(?, vendor_ref) END, "
-                "result = COALESCE(?, result), "
-                "error = CASE WHEN ? THEN ? ELSE COALESCE(?, error) END, "
-                "attempts = attempts + ?, updated_at = ? "
-                "WHERE bundle_id = ? AND item_id = ?",
-                (
-                    target.value,
-                    clear,
-                    ref_text,
-                    ref_text,
-                    result_text,
-                    clear,
-                    error_text,
-                    error_text,
-                    1 if bump else 0,
-                    self._now(),
-                    bundle_id,
-                    item_id,
-                ),
+    ) -> list[JournalItem]:
+        """Move items to `target` if each one's state is in `sources`, in one commit.
+
+        All or nothing: one item that may not move refuses them all. Durable on return. The
+        items handed back are built from the rows read under the write lock and the values
+        written, exactly as a read would give them.
+        """
+        if len(set(item_ids)) != len(item_ids):
+            raise JournalError(f"request {bundle_id}: an item is named twice in one change")
+        where = ", ".join(item_ids)
+        ref_text = _dump(vendor_ref, f"{where} vendor_ref")
+        result_text = _dump(result, f"{where} result")
+        error_text = _dump(error, f"{where} error")
+        refs_text = _dump(outcome_refs, f"{where} vendor refs")
+        if files:
+            _refuse_secrets(dict.fromkeys(files), f"{where} files")
+        now = self._now()
+        updated: list[dict[str, Any]] = []
+        with self._db.write() as conn:
+            for item_id in item_ids:
+                row = conn.execute(
+                    "SELECT * FROM items WHERE bundle_id = ? AND item_id = ?",
+                    (bundle_id, item_id),
+                ).fetchone()
+                if row is None:
+                    raise UnknownItem(f"request {bundle_id} has no item {item_id} in the journal")
+                current = ItemState(row["state"])
+                if current not in sources:
+                    raise IllegalTransition(bundle_id, item_id, current, target)
+                new = dict(zip(row.keys(), row, strict=True))
+                # What earlier states recorded stays unless replaced (the vendor_ref of SUBMITTED
+                # stays beside DONE's result); `clear` is a fresh start (resubmit, release).
+                new.update(
+                    state=target.value,
+                    vendor_ref=ref_text if clear or ref_text is not None else row["vendor_ref"],
+                    result=result_text if result_text is not None else row["result"],
+                    error=error_text if clear or error_text is not None else row["error"],
+                    outcome_refs=refs_text if refs_text is not None else row["outcome_refs"],
+                    attempts=row["attempts"] + (1 if bump else 0),
+                    updated_at=now,
+                )
+                updated.append(new)
+            conn.executemany(
+                "UPDATE items SET state = :state, vendor_ref = :vendor_ref, result = :result, "
+                "error = :error, outcome_refs = :outcome_refs, attempts = :attempts, "
+                "updated_at = :updated_at WHERE bundle_id = :bundle_id AND item_id = :item_id",
+                updated,
             )
+            if files:
+                conn.executemany(
+                    "INSERT INTO item_files (bundle_id, item_id, name, data) VALUES (?, ?, ?, ?)",
+                    [
+                        (bundle_id, item_id, name, bytes(data))
+                        for item_id in item_ids
+                        for name, data in sorted(files.items())
+                    ],
+                )
             if target in FINAL_STATES:
                 open_left = conn.execute(
                     "SELECT COUNT(*) FROM items WHERE bundle_id = ? AND state NOT IN (?, ?)",
@@ -820,11 +781,22 @@ class Journal:
                     conn.execute(
                         "UPDATE requests SET status = 'complete' WHERE bundle_id = ?", (bundle_id,)
                     )
-            updated = conn.execute(
-                "SELECT * FROM items WHERE bundle_id = ? AND item_id = ?", (bundle_id, item_id)
-            ).fetchone()
-        _log.debug("item %s/%s: %s -> %s", bundle_id, item_id, current.value, target.value)
-        return _row_item(updated)
+        _log.debug("request %s: %s -> %s", bundle_id, where, target.value)
+        # Only a DONE item has files, and a DONE item never changes again.
+        return [_row_item(row, files if target is ItemState.DONE else None) for row in updated]
+
+    def _transition_one(
+        self,
+        bundle_id: str,
+        item_id: str,
+        target: ItemState,
+        *,
+        sources: frozenset[ItemState] | None = None,
+        **changes: Any,
+    ) -> JournalItem:
+        """`_transition` of one item, from the sources the state machine allows by default."""
+        allowed = _SOURCES[target] if sources is None else sources
+        return self._transition(bundle_id, [item_id], target, allowed, **changes)[0]
 
     def mark_submitting(self, bundle_id: str, item_id: str) -> JournalItem:
         """NEW → SUBMITTING. Commit this before every non-idempotent vendor call.
@@ -843,8 +815,31 @@ class Journal:
             Busy: (E_BUSY) the database stayed locked.
             StateDbError: (E_CONFIG) the database failed.
         """
+        return self._transition_one(bundle_id, item_id, ItemState.SUBMITTING, bump=True)
+
+    def mark_submitting_many(self, bundle_id: str, item_ids: Sequence[str]) -> list[JournalItem]:
+        """NEW → SUBMITTING for several items in one durable commit (a group commit).
+
+        The items' vendor calls may go out once this returns; one fsync covers them all.
+
+        Args:
+            bundle_id: the request.
+            item_ids: the items, each named once.
+
+        Returns:
+            The updated items, in the order asked.
+
+        Raises:
+            IllegalTransition: (E_INTERNAL) an item is not NEW; then none has changed.
+            UnknownItem: (E_INTERNAL) no such item; then none has changed.
+            JournalError: (E_INTERNAL) an item is named twice.
+            Busy: (E_BUSY) the database stayed locked.
+            StateDbError: (E_CONFIG) the database failed.
+        """
+        if not item_ids:
+            return []
         return self._transition(
-            bundle_id, item_id, ItemState.SUBMITTING, _SOURCES[ItemState.SUBMITTING], bump=True
+            bundle_id, item_ids, ItemState.SUBMITTING, _SOURCES[ItemState.SUBMITTING], bump=True
         )
 
     def mark_submitted(
@@ -867,21 +862,27 @@ class Journal:
             Busy: (E_BUSY) the database stayed locked.
             StateDbError: (E_CONFIG) the database failed.
         """
-        return self._transition(
-            bundle_id,
-            item_id,
-            ItemState.SUBMITTED,
-            _SOURCES[ItemState.SUBMITTED],
-            vendor_ref=dict(vendor_ref),
+        return self._transition_one(
+            bundle_id, item_id, ItemState.SUBMITTED, vendor_ref=dict(vendor_ref)
         )
 
-    def mark_done(self, bundle_id: str, item_id: str, result: Any) -> JournalItem:
+    def mark_done(
+        self,
+        bundle_id: str,
+        item_id: str,
+        result: Any,
+        *,
+        files: Mapping[str, bytes] | None = None,
+        outcome_refs: Mapping[str, str] | None = None,
+    ) -> JournalItem:
         """SUBMITTING | SUBMITTED | NEEDS_ATTENTION → DONE (final).
 
         Args:
             bundle_id: the request.
             item_id: the item.
-            result: JSON-able result (e.g. `{"files": [...]}`); no secrets.
+            result: JSON-able result (e.g. `{"auth_status": "AUTHORIZED"}`); no secrets.
+            files: the files the item answers with, name → bytes.
+            outcome_refs: the vendor references the outcome carried (strings); no secrets.
 
         Returns:
             The updated item.
@@ -889,21 +890,34 @@ class Journal:
         Raises:
             IllegalTransition: (E_INTERNAL) the item is NEW or already final.
             UnknownItem: (E_INTERNAL) no such item.
-            JournalError: (E_INTERNAL) the result holds a secret-named field.
+            JournalError: (E_INTERNAL) the result or references hold a secret-named field.
             Busy: (E_BUSY) the database stayed locked.
             StateDbError: (E_CONFIG) the database failed.
         """
-        return self._transition(
-            bundle_id, item_id, ItemState.DONE, _SOURCES[ItemState.DONE], result=result
+        return self._transition_one(
+            bundle_id,
+            item_id,
+            ItemState.DONE,
+            result=result,
+            files=files,
+            outcome_refs=None if outcome_refs is None else dict(outcome_refs),
         )
 
-    def mark_failed(self, bundle_id: str, item_id: str, error: Mapping[str, Any]) -> JournalItem:
+    def mark_failed(
+        self,
+        bundle_id: str,
+        item_id: str,
+        error: Mapping[str, Any],
+        *,
+        result: Mapping[str, Any] | None = None,
+    ) -> JournalItem:
         """NEW | SUBMITTING | SUBMITTED | NEEDS_ATTENTION → FAILED (final).
 
         Args:
             bundle_id: the request.
             item_id: the item.
             error: `{"code": "E_…", "message": "…"}` (redacted by the caller's HTTP layer).
+            result: what the vendor said beside its refusal, if anything; no secrets.
 
         Returns:
             The updated item.
@@ -911,12 +925,16 @@ class Journal:
         Raises:
             IllegalTransition: (E_INTERNAL) the item is already final.
             UnknownItem: (E_INTERNAL) no such item.
-            JournalError: (E_INTERNAL) the error holds a secret-named field.
+            JournalError: (E_INTERNAL) the error or result holds a secret-named field.
             Busy: (E_BUSY) the database stayed locked.
             StateDbError: (E_CONFIG) the database failed.
         """
-        return self._transition(
-            bundle_id, item_id, ItemState.FAILED, _SOURCES[ItemState.FAILED], error=dict(error)
+        return self._transition_one(
+            bundle_id,
+            item_id,
+            ItemState.FAILED,
+            error=dict(error),
+            result=None if result is None else dict(result),
         )
 
     def mark_needs_attention(self, bundle_id: str, item_id: str, reason: str) -> JournalItem:
@@ -937,13 +955,52 @@ class Journal:
             Busy: (E_BUSY) the database stayed locked.
             StateDbError: (E_CONFIG) the database failed.
         """
-        return self._transition(
+        return self._transition_one(
             bundle_id,
             item_id,
             ItemState.NEEDS_ATTENTION,
-            _SOURCES[ItemState.NEEDS_ATTENTION],
             error={"code": ItemCode.NEEDS_ATTENTION, "message": reason},
         )
+
+    def record_outcome(self, bundle_id: str, item_id: str, outcome: Outcome) -> JournalItem:
+        """Journal what a vendor client said about an item.
+
+        `pending` is SUBMITTING → SUBMITTED with the outcome's vendor_ref; `ok` is DONE with the
+        result, files and references; `failed` is FAILED with the error (a generic E_VENDOR one
+        if the client gave none) and any result; `needs_attention` is NEEDS_ATTENTION with the
+        error's message.
+
+        Args:
+            bundle_id: the request.
+            item_id: the item.
+            outcome: the client's answer.
+
+        Returns:
+            The updated item.
+
+        Raises:
+            IllegalTransition: (E_INTERNAL) the state machine forbids it (e.g. `pending` for an
+                item already SUBMITTED: there is nothing to record).
+            UnknownItem: (E_INTERNAL) no such item.
+            JournalError: (E_INTERNAL) the outcome holds a secret-named field.
+            Busy: (E_BUSY) the database stayed locked.
+            StateDbError: (E_CONFIG) the database failed.
+        """
+        if outcome.status == "ok":
+            return self.mark_done(
+                bundle_id,
+                item_id,
+                dict(outcome.result),
+                files=outcome.files,
+                outcome_refs={key: str(value) for key, value in outcome.vendor_ref.items()},
+            )
+        if outcome.status == "failed":
+            error = dict(outcome.error or {"code": VendorError.code, "message": "failed"})
+            return self.mark_failed(bundle_id, item_id, error, result=outcome.result or None)
+        if outcome.status == "needs_attention":
+            reason = (outcome.error or {}).get("message", "needs an operator's decision")
+            return self.mark_needs_attention(bundle_id, item_id, reason)
+        return self.mark_submitted(bundle_id, item_id, outcome.vendor_ref)
 
     def resubmit(self, bundle_id: str, item_id: str) -> JournalItem:
         """NEEDS_ATTENTION → SUBMITTING: the operator's `--resubmit ITEM`, and the only way back.
@@ -963,9 +1020,30 @@ class Journal:
             Busy: (E_BUSY) the database stayed locked.
             StateDbError: (E_CONFIG) the database failed.
         """
+        return self.resubmit_many(bundle_id, [item_id])[0]
+
+    def resubmit_many(self, bundle_id: str, item_ids: Sequence[str]) -> list[JournalItem]:
+        """`resubmit` for several items in one commit: all of them, or none if one may not.
+
+        Args:
+            bundle_id: the request.
+            item_ids: the items, each named once.
+
+        Returns:
+            The updated items, in the order asked.
+
+        Raises:
+            IllegalTransition: (E_INTERNAL) an item is not NEEDS_ATTENTION; none has changed.
+            UnknownItem: (E_INTERNAL) no such item; none has changed.
+            JournalError: (E_INTERNAL) an item is named twice.
+            Busy: (E_BUSY) the database stayed locked.
+            StateDbError: (E_CONFIG) the database failed.
+        """
+        if not item_ids:
+            return []
         return self._transition(
             bundle_id,
-            item_id,
+            item_ids,
             ItemState.SUBMITTING,
             frozenset({ItemState.NEEDS_ATTENTION}),
             clear=True,
@@ -989,11 +1067,11 @@ class Journal:
             Busy: (E_BUSY) the database stayed locked.
             StateDbError: (E_CONFIG) the database failed.
         """
-        return self._transition(
+        return self._transition_one(
             bundle_id,
             item_id,
             ItemState.NEW,
-            frozenset({ItemState.SUBMITTING}),
+            sources=frozenset({ItemState.SUBMITTING}),
             clear=True,
         )
 
@@ -1027,7 +1105,7 @@ class Journal:
             Busy: (E_BUSY) the database stayed locked.
             StateDbError: (E_CONFIG) the database failed.
         """
-        with self._write() as conn:
+        with self._db.write() as conn:
             known = conn.execute(
                 "SELECT 1 FROM requests WHERE bundle_id = ?", (request_bundle_id,)
             ).fetchone()
@@ -1065,7 +1143,7 @@ class Journal:
         Raises:
             StateDbError: (E_CONFIG) the database failed.
         """
-        with self._read() as conn:
+        with self._db.read() as conn:
             rows = conn.execute(
                 "SELECT * FROM responses WHERE request_bundle_id = ? ORDER BY created, rowid",
                 (request_bundle_id,),
@@ -1078,7 +1156,7 @@ class Journal:
         Raises:
             StateDbError: (E_CONFIG) the database failed.
         """
-        with self._read() as conn:
+        with self._db.read() as conn:
             row = conn.execute("SELECT COUNT(*) FROM responses").fetchone()
         return int(row[0]) + 1
 
@@ -1094,7 +1172,7 @@ class Journal:
         Raises:
             StateDbError: (E_CONFIG) the database failed.
         """
-        with self._read() as conn:
+        with self._db.read() as conn:
             requests = conn.execute("SELECT * FROM requests ORDER BY received_at, rowid").fetchall()
             counts = conn.execute(
                 "SELECT bundle_id, state, COUNT(*) AS n FROM items GROUP BY bundle_id, state"
@@ -1158,7 +1236,7 @@ class Journal:
     def _take_lease(self, bundle_id: str, owner: str) -> Lease:
         pid, host = os.getpid(), socket.gethostname()
         stat = _proc_stat(pid)
-        with self._write() as conn:
+        with self._db.write() as conn:
             row = conn.execute("SELECT * FROM leases WHERE bundle_id = ?", (bundle_id,)).fetchone()
             if row is not None:
                 if row["host"] == host and not _pid_alive(row["pid"], row["proc_start"]):
@@ -1201,7 +1279,7 @@ class Journal:
 
     def _release_lease(self, lease: Lease) -> None:
         try:
-            with self._write() as conn:
+            with self._db.write() as conn:
                 # The token makes sure we never delete a lease someone else took over.
                 conn.execute(
                     "DELETE FROM leases WHERE bundle_id = ? AND token = ?",
@@ -1224,7 +1302,7 @@ class Journal:
             Busy: (E_BUSY) the database stayed locked.
             StateDbError: (E_CONFIG) the database failed.
         """
-        with self._write() as conn:
+        with self._db.write() as conn:
             row = conn.execute("SELECT * FROM leases WHERE bundle_id = ?", (bundle_id,)).fetchone()
             if row is None:
                 return None

@@ -10,7 +10,6 @@ next poll sit in a heap, so a slow vendor poll interval never holds a worker.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import heapq
 import itertools
@@ -207,7 +206,7 @@ def _admit(home: Home, journal: Journal, opened: OpenedBundle, request: Path) ->
 class _Due:
     at: float
     seq: int
-    kind: str = field(compare=False)  # "submit" | "poll" | "reconcile"
+    kind: str = field(compare=False)  # "submit" | "resubmit" | "poll" | "reconcile"
     item_id: str = field(compare=False)
 
 
@@ -239,6 +238,9 @@ class _Run:
             )
             for item in opened.items
         }
+        # Item id -> the item as journaled now, kept from what every journal change hands back:
+        # this run holds the claim on the request, so nothing else changes its items.
+        self.entries: dict[str, JournalItem] = {}
         self.clients: dict[str, VendorClient] = {}
         self.transient: dict[str, dict[str, str]] = {}  # item id -> why it is still pending
         self.resubmits: Counter[str] = Counter()
@@ -253,24 +255,62 @@ class _Run:
     def schedule(self, kind: str, item_id: str, delay: float = 0.0) -> None:
         heapq.heappush(self._heap, _Due(time.monotonic() + delay, next(self._seq), kind, item_id))
 
+    def _note(self, entry: JournalItem) -> JournalItem:
+        self.entries[entry.item_id] = entry
+        return entry
+
     def initial_work(self) -> list[tuple[str, str]]:
+        """Read the request's items once, apply the operator's resubmits, and list the steps.
+
+        Raises:
+            ConfigError: a `--resubmit` names an item not in the request or not in
+                NEEDS_ATTENTION; nothing has changed then.
+        """
+        self.entries = {entry.item_id: entry for entry in self.journal.items(self.bundle_id)}
+        resubmit = self._checked_resubmits()
+        if resubmit:
+            for entry in self.journal.resubmit_many(self.bundle_id, resubmit):
+                self._note(entry)
         todo: list[tuple[str, str]] = []
-        for entry in self.journal.items(self.bundle_id):
-            if entry.state == ItemState.NEW:
+        for entry in self.entries.values():
+            if entry.item_id in resubmit:
+                todo.append(("resubmit", entry.item_id))
+            elif entry.state == ItemState.NEW:
                 todo.append(("submit", entry.item_id))
             elif entry.state == ItemState.SUBMITTING:
                 todo.append(("reconcile", entry.item_id))
             elif entry.state == ItemState.SUBMITTED:
                 todo.append(("poll", entry.item_id))
-            elif (
-                entry.state == ItemState.NEEDS_ATTENTION and entry.item_id in self.options.resubmit
-            ):
-                self.journal.resubmit(self.bundle_id, entry.item_id)
-                todo.append(("resubmit", entry.item_id))
-        unknown = self.options.resubmit - set(self.work)
-        if unknown:
-            raise ConfigError(f"--resubmit names items not in this request: {sorted(unknown)}")
         return todo
+
+    def _checked_resubmits(self) -> list[str]:
+        """The `--resubmit` items in request order, once every one was found NEEDS_ATTENTION.
+
+        Every argument is checked before anything changes: a refused command leaves the journal
+        as it was.
+        """
+        wanted = self.options.resubmit
+        problems = []
+        unknown = sorted(wanted - set(self.entries))
+        if unknown:
+            problems.append(f"--resubmit names items not in this request: {unknown}")
+        states = {
+            item_id: self.entries[item_id].state.value
+            for item_id in sorted(wanted - set(unknown))
+            if self.entries[item_id].state != ItemState.NEEDS_ATTENTION
+        }
+        if states:
+            problems.append(
+                "--resubmit names items that are not in NEEDS_ATTENTION: "
+                + ", ".join(f"{item_id} is {state}" for item_id, state in states.items())
+            )
+        if problems:
+            raise ConfigError(
+                "; ".join(problems),
+                hint="Only an item left needing attention can be resubmitted (`airgap outside "
+                "status` lists them); nothing was changed.",
+            )
+        return [item_id for item_id in self.entries if item_id in wanted]
 
     def execute(self) -> None:
         """Run until every item is final or parked, or the deadline passes."""
@@ -297,12 +337,18 @@ class _Run:
         running: dict[Future[tuple[str, float] | None], str] = {}
         while self._heap or running:
             now = time.monotonic()
+            ready: list[_Due] = []
             while (
-                self._heap and self._heap[0].at <= now and len(running) < self.options.concurrency
+                self._heap
+                and self._heap[0].at <= now
+                and len(running) + len(ready) < self.options.concurrency
             ):
-                due = heapq.heappop(self._heap)
-                future = pool.submit(self._step, due.kind, due.item_id)
-                running[future] = due.item_id
+                ready.append(heapq.heappop(self._heap))
+            self._mark_submitting([due.item_id for due in ready if due.kind == "submit"])
+            for due in ready:
+                # A submit's SUBMITTING row is durable now: its worker only makes the call.
+                kind = "submitting" if due.kind == "submit" else due.kind
+                running[pool.submit(self._step, kind, due.item_id)] = due.item_id
             if self._heap and self._heap[0].at > deadline:
                 # Nothing due before the deadline can be started; the rest stays pending.
                 parked = [d for d in self._heap if d.at > deadline]
@@ -339,6 +385,16 @@ class _Run:
                     kind, delay = follow_up
                     self.schedule(kind, item_id, delay)
 
+    def _mark_submitting(self, item_ids: list[str]) -> None:
+        """Make the SUBMITTING rows of items about to be sent durable, in one commit.
+
+        One fsync for every submit starting now rather than one per item; the calls go out
+        only once it has returned, so at-most-once holds as with one commit per item.
+        """
+        if item_ids:
+            for entry in self.journal.mark_submitting_many(self.bundle_id, item_ids):
+                self._note(entry)
+
     def _report(self, total: int) -> None:
         if self.progress is not None:
             self.progress(min(self._settled, total), total)
@@ -356,25 +412,23 @@ class _Run:
         item = self.work[item_id]
         client = self.clients[vendor_of(item.action)]
         try:
-            if kind in ("submit", "resubmit"):
-                return self._submit(client, item, already_submitting=kind == "resubmit")
-            entry = self.journal.item(self.bundle_id, item_id)
-            ref = dict(entry.vendor_ref or {})
+            if kind in ("submitting", "resubmit"):
+                return self._submit(client, item)
+            ref = dict(self.entries[item_id].vendor_ref or {})
             if kind == "poll":
-                return self._apply(item, entry, client.poll(item, ref))
-            return self._reconcile(client, item, entry, ref)
+                return self._apply(item, client.poll(item, ref))
+            return self._reconcile(client, item, ref)
         except (AuthError, ConfigError):
             raise
         except NetworkError as exc:
             # The vendor could not be asked this time: try again later with whatever step the
             # journal now calls for (an uncertain submit is reconciled, never resent).
             self.transient[item_id] = {"code": exc.code, "message": exc.message}
-            state = self.journal.item(self.bundle_id, item_id).state
             follow = {
                 ItemState.NEW: "submit",
                 ItemState.SUBMITTING: "reconcile",
                 ItemState.SUBMITTED: "poll",
-            }.get(state)
+            }.get(self.entries[item_id].state)
             return (follow, self._retry_delay(item_id)) if follow else None
 
     def _retry_delay(self, item_id: str) -> float:
@@ -383,47 +437,44 @@ class _Run:
             failures = self.resubmits[f"wait:{item_id}"]
         return self.options.retry.delay(min(failures, 8))
 
-    def _submit(
-        self, client: VendorClient, item: WorkItem, *, already_submitting: bool = False
-    ) -> tuple[str, float] | None:
-        if not already_submitting:
-            self.journal.mark_submitting(self.bundle_id, item.id)
+    def _submit(self, client: VendorClient, item: WorkItem) -> tuple[str, float] | None:
+        """Make the item's vendor call; its SUBMITTING row is already durable."""
         try:
             outcome = client.submit(item)
         except UncertainOutcome as exc:
             _log.info("item %s: outcome uncertain (%s); reconciling", item.id, exc.code)
-            entry = self.journal.item(self.bundle_id, item.id)
-            return self._reconcile(client, item, entry, {})
+            return self._reconcile(client, item, {})
         except (AuthError, ConfigError):
-            self.journal.release(self.bundle_id, item.id)
+            self._note(self.journal.release(self.bundle_id, item.id))
             raise
         except NetworkError as exc:
             # Certainly not acted upon (http.py raises UncertainOutcome otherwise): back to NEW,
             # and tried again after a backoff while the deadline allows, a bounded number of
             # times; what is left is pending for a later run.
-            self.journal.release(self.bundle_id, item.id)
+            self._note(self.journal.release(self.bundle_id, item.id))
             self.transient[item.id] = {"code": exc.code, "message": exc.message}
             with self._lock:
                 self.resubmits[f"unreached:{item.id}"] += 1
                 tries = self.resubmits[f"unreached:{item.id}"]
             return ("submit", self._retry_delay(item.id)) if tries <= MAX_RESUBMITS else None
         except VendorError as exc:
-            self.journal.mark_failed(
-                self.bundle_id, item.id, {"code": exc.code, "message": exc.message}
+            self._note(
+                self.journal.mark_failed(
+                    self.bundle_id, item.id, {"code": exc.code, "message": exc.message}
+                )
             )
             return None
-        entry = self.journal.item(self.bundle_id, item.id)
-        return self._apply(item, entry, outcome)
+        return self._apply(item, outcome)
 
     def _reconcile(
-        self, client: VendorClient, item: WorkItem, entry: JournalItem, ref: Mapping[str, str]
+        self, client: VendorClient, item: WorkItem, ref: Mapping[str, str]
     ) -> tuple[str, float] | None:
         found = client.reconcile(item, ref)
         if found is NOT_SUBMITTED:
             with self._lock:
                 self.resubmits[item.id] += 1
                 tries = self.resubmits[item.id]
-            self.journal.release(self.bundle_id, item.id)
+            self._note(self.journal.release(self.bundle_id, item.id))
             if tries > MAX_RESUBMITS:
                 self.transient[item.id] = {
                     "code": ItemCode.PENDING,
@@ -432,41 +483,21 @@ class _Run:
                 return None
             return "submit", 0.0
         assert isinstance(found, Outcome)
-        return self._apply(item, entry, found)
+        return self._apply(item, found)
 
-    def _apply(
-        self, item: WorkItem, entry: JournalItem, outcome: Outcome
-    ) -> tuple[str, float] | None:
+    def _apply(self, item: WorkItem, outcome: Outcome) -> tuple[str, float] | None:
         """Journal an outcome; say what comes next for the item (None: settled for this run)."""
         self.transient.pop(item.id, None)
         if outcome.status == "pending":
-            if entry.state == ItemState.SUBMITTING:
-                self.journal.mark_submitted(self.bundle_id, item.id, dict(outcome.vendor_ref))
+            if self.entries[item.id].state == ItemState.SUBMITTING:
+                self._note(self.journal.record_outcome(self.bundle_id, item.id, outcome))
             delay = outcome.retry_after if outcome.retry_after is not None else DEFAULT_POLL
             return "poll", max(0.0, delay)
         if outcome.status == "ok":
-            stored = {
-                "result": dict(outcome.result),
-                "files": {
-                    name: base64.b64encode(data).decode("ascii")
-                    for name, data in sorted(outcome.files.items())
-                },
-                "vendor_refs": {k: str(v) for k, v in outcome.vendor_ref.items()},
-            }
             unknown = set(outcome.files) - action(item.action).response_files
             if unknown:
                 raise VendorError(f"client produced unexpected file names {sorted(unknown)}")
-            self.journal.mark_done(self.bundle_id, item.id, stored)
-        elif outcome.status == "failed":
-            error: dict[str, Any] = dict(
-                outcome.error or {"code": VendorError.code, "message": "failed"}
-            )
-            if outcome.result:
-                error["result"] = dict(outcome.result)
-            self.journal.mark_failed(self.bundle_id, item.id, error)
-        else:
-            message = (outcome.error or {}).get("message", "needs an operator's decision")
-            self.journal.mark_needs_attention(self.bundle_id, item.id, message)
+        self._note(self.journal.record_outcome(self.bundle_id, item.id, outcome))
         return None
 
 
@@ -488,17 +519,16 @@ def response_items(
         names: list[str] = []
         if entry.state == ItemState.DONE:
             status = "ok"
-            stored = entry.result or {}
-            result = dict(stored.get("result", {}))
-            refs.update(stored.get("vendor_refs", {}))
-            for name, encoded in sorted(stored.get("files", {}).items()):
+            result = dict(entry.result or {})
+            refs.update(entry.outcome_refs or {})
+            for name, data in sorted(entry.files.items()):
                 member = f"files/{item_id}/{name}"
-                files.append(PayloadFile(member, base64.b64decode(encoded)))
+                files.append(PayloadFile(member, data))
                 names.append(member)
         elif entry.state == ItemState.FAILED:
             status = "failed"
-            stored_error = dict(entry.error or {})
-            result = dict(stored_error.pop("result", {}) or {})
+            stored_error = entry.error or {}
+            result = dict(entry.result or {})
             error = {
                 "code": str(stored_error.get("code", VendorError.code)),
                 "message": str(stored_error.get("message", "")),
@@ -540,7 +570,8 @@ def _respond(
     request: Path,
 ) -> ProcessResult:
     manifest = opened.manifest
-    items, files = response_items(journal.items(manifest.bundle_id), opened.items, run.transient)
+    # What the run's journal changes handed back is the journal as it stands: no read needed.
+    items, files = response_items(list(run.entries.values()), opened.items, run.transient)
     now = utc_now()
     sequence = journal.next_response_sequence()
     output = options.output or Path(f"resp-{manifest.bundle_id[:8]}-{sequence}.airgap")

@@ -627,7 +627,7 @@ def test_inventory_rows_point_at_each_device(fleet: FleetFactory, tmp_path: Path
     assert [row["hostname"] for row in rows] == ["bigip-0001", "bigip-0002", "bigip-0003"]
     assert [f"https://{row['host']}:{row['port']}" for row in rows] == [b.url for b in boxes]
     assert {(r["platform"], r["transport"], r["credential"]) for r in rows} == {
-        ("bigip", "icontrol", "emulator")
+        ("bigip", "icontrol", "lab")
     }
     assert all(Path(row["ca_bundle"]).is_absolute() for row in rows)
     path = tmp_path / "inv" / "bigip.csv"

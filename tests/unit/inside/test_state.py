@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from airgap.errors import Busy
 from airgap.inside import state as state_module
 from airgap.inside.state import (
     SCHEMA_VERSION,
@@ -82,6 +83,21 @@ def test_a_db_from_a_newer_airgap_is_refused(tmp_path: Path) -> None:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(StateError, match="schema version"):
         InsideState(path)
+
+
+def test_a_locked_db_is_busy_and_nothing_is_recorded(inside_db: Path) -> None:
+    with InsideState(inside_db, busy_timeout=0.1) as state:
+        blocker = sqlite3.connect(inside_db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # as another pack holding the sequence would
+        try:
+            with pytest.raises(Busy) as info:
+                _record(state, "req-1")
+            assert info.value.code == "E_BUSY" and info.value.exit_code == 1
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert state.last_sequence() == 0
+        assert _record(state, "req-1") == 1
 
 
 def test_sequence_is_used_only_when_the_request_is_recorded(inside_db: Path) -> None:

@@ -3,6 +3,8 @@ real processes, and durability across SIGKILL."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import sqlite3
@@ -31,12 +33,15 @@ from airgap.outside.journal import (
     StateDbError,
     UnknownItem,
 )
+from airgap.outside.process import response_items
+from airgap.outside.vendor import Outcome
 
 PRODUCER = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32
 HASH_A = "a" * 64
 HASH_B = "b" * 64
 POLL_ID = 773126444402795033  # larger than 2**53: must come back exact
+DATA = Path(__file__).parent / "data"
 
 
 def specs(n: int, prefix: str = "item") -> list[ItemSpec]:
@@ -73,7 +78,7 @@ def test_open_creates_a_private_wal_database(db: Path, journal: Journal) -> None
     finally:
         conn.close()
     assert {"requests", "items", "responses", "leases"} <= tables
-    assert journal._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert journal._db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 def test_wal_side_files_are_private_too(db: Path, admitted: Journal) -> None:
@@ -207,6 +212,197 @@ def test_needs_attention_only_goes_back_through_resubmit(admitted: Journal) -> N
     assert admitted.mark_done("req-1", "item-0000", {"ok": 1}).state is ItemState.DONE
 
 
+# --- outcomes, stored in their own places --------------------------------------------------------
+
+
+def test_an_ok_outcome_keeps_result_files_and_references_apart(admitted: Journal) -> None:
+    admitted.mark_submitting("req-1", "item-0000")
+    admitted.record_outcome("req-1", "item-0000", Outcome.pending({"poll_id": str(POLL_ID)}))
+    lic = bytes(range(256))  # any bytes, not only text
+    done = admitted.record_outcome(
+        "req-1",
+        "item-0000",
+        Outcome.ok(
+            {"auth_status": "AUTHORIZED"},
+            files={"lic.txt": lic, "result.json": b"{}"},
+            vendor_ref={"correlation_id": "c-1"},
+        ),
+    )
+    assert done.state is ItemState.DONE
+    assert done.result == {"auth_status": "AUTHORIZED"}
+    assert done.files == {"lic.txt": lic, "result.json": b"{}"}
+    assert done.outcome_refs == {"correlation_id": "c-1"}
+    assert done.vendor_ref == {"poll_id": str(POLL_ID)}  # from SUBMITTED, kept
+    assert done.error is None
+    assert admitted.item("req-1", "item-0000") == done
+    stored = admitted._db.conn.execute(
+        "SELECT name, data FROM item_files WHERE item_id = 'item-0000' ORDER BY name"
+    ).fetchall()
+    assert [tuple(row) for row in stored] == [("lic.txt", lic), ("result.json", b"{}")]
+
+
+def test_a_failed_outcome_keeps_its_result_out_of_the_error(admitted: Journal) -> None:
+    admitted.mark_submitting("req-1", "item-0000")
+    failed = admitted.record_outcome(
+        "req-1", "item-0000", Outcome.failed("E_VENDOR", "taken", result={"status": "FAILED"})
+    )
+    assert failed.error == {"code": "E_VENDOR", "message": "taken"}
+    assert failed.result == {"status": "FAILED"}
+    assert failed.files == {} and failed.outcome_refs is None
+    admitted.mark_submitting("req-1", "item-0001")
+    bare = admitted.record_outcome("req-1", "item-0001", Outcome("failed"))
+    assert bare.error == {"code": "E_VENDOR", "message": "failed"} and bare.result is None
+    admitted.mark_submitting("req-1", "item-0002")
+    held = admitted.record_outcome("req-1", "item-0002", Outcome.needs_attention("cannot tell"))
+    assert held.state is ItemState.NEEDS_ATTENTION
+    assert held.error == {"code": "NEEDS_ATTENTION", "message": "cannot tell"}
+    assert admitted.items("req-1") == [failed, bare, held]
+
+
+def test_a_pending_outcome_is_only_recorded_once(admitted: Journal) -> None:
+    admitted.mark_submitting("req-1", "item-0000")
+    pending = Outcome.pending({"poll_id": "7"})
+    assert admitted.record_outcome("req-1", "item-0000", pending).state is ItemState.SUBMITTED
+    with pytest.raises(IllegalTransition):  # the caller polls: nothing new to record
+        admitted.record_outcome("req-1", "item-0000", pending)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ["submitting"],
+        ["submitting", "submitted"],
+        ["submitting", "submitted", "done"],
+        ["submitting", "failed"],
+        ["failed"],
+        ["submitting", "attention"],
+        ["submitting", "attention", "resubmit"],
+        ["submitting", "release"],
+        ["submitting", "ok-outcome"],
+    ],
+)
+def test_every_change_hands_back_the_item_exactly_as_a_read_gives_it(
+    admitted: Journal, path: list[str]
+) -> None:
+    for step in path:
+        returned = apply(admitted, step)
+        assert returned == admitted.item("req-1", "item-0000"), step
+
+
+def test_many_items_go_submitting_in_one_commit_or_none_does(db: Path, admitted: Journal) -> None:
+    commits: list[str] = []
+    admitted._db.conn.set_trace_callback(
+        lambda sql: commits.append(sql) if sql.startswith("COMMIT") else None
+    )
+    marked = admitted.mark_submitting_many("req-1", ["item-0002", "item-0000"])
+    admitted._db.conn.set_trace_callback(None)
+    assert len(commits) == 1
+    assert [(i.item_id, i.state, i.attempts) for i in marked] == [
+        ("item-0002", ItemState.SUBMITTING, 1),
+        ("item-0000", ItemState.SUBMITTING, 1),
+    ]
+    with Journal.open(db) as other:  # durable and visible once it returns
+        assert other.items("req-1") == [marked[1], admitted.item("req-1", "item-0001"), marked[0]]
+    before = admitted.items("req-1")
+    with pytest.raises(IllegalTransition):  # item-0000 is no longer NEW
+        admitted.mark_submitting_many("req-1", ["item-0001", "item-0000"])
+    with pytest.raises(UnknownItem):
+        admitted.mark_submitting_many("req-1", ["item-0001", "nope"])
+    with pytest.raises(JournalError):
+        admitted.mark_submitting_many("req-1", ["item-0001", "item-0001"])
+    assert admitted.items("req-1") == before
+    assert admitted.mark_submitting_many("req-1", []) == []
+
+
+def test_resubmitting_many_is_all_or_nothing(admitted: Journal) -> None:
+    for item in ("item-0000", "item-0001"):
+        apply(admitted, "submitting", item)
+        apply(admitted, "attention", item)
+    before = admitted.items("req-1")
+    with pytest.raises(IllegalTransition):  # item-0002 is NEW
+        admitted.resubmit_many("req-1", ["item-0000", "item-0002"])
+    assert admitted.items("req-1") == before
+    again = admitted.resubmit_many("req-1", ["item-0000", "item-0001"])
+    assert {(i.state, i.attempts, i.error) for i in again} == {(ItemState.SUBMITTING, 2, None)}
+
+
+def test_outcomes_holding_secrets_are_refused(admitted: Journal) -> None:
+    admitted.mark_submitting("req-1", "item-0000")
+    for outcome in (
+        Outcome.ok({"access_token": "abc"}),
+        Outcome.ok({}, vendor_ref={"Authorization": "x"}),
+        Outcome.ok({}, files={"token": b"abc"}),
+        Outcome.failed("E_VENDOR", "no", result={"client_secret": "abc"}),
+        Outcome.failed("E_VENDOR", "Bearer abc.def"),
+    ):
+        with pytest.raises(JournalError):
+            admitted.record_outcome("req-1", "item-0000", outcome)
+    assert admitted.item("req-1", "item-0000").state is ItemState.SUBMITTING
+
+
+# --- schema 1 journals --------------------------------------------------------------------------
+
+
+def _schema_1_journal(path: Path) -> dict[str, object]:
+    """The journal written by the schema 1 code (see the header of journal-v1.sql)."""
+    conn = sqlite3.connect(path)
+    conn.executescript((DATA / "journal-v1.sql").read_text())
+    conn.close()
+    expected: dict[str, object] = json.loads((DATA / "journal-v1-response.json").read_text())
+    return expected
+
+
+def test_a_schema_1_journal_is_migrated_and_answers_with_identical_response_items(
+    db: Path,
+) -> None:
+    expected = _schema_1_journal(db)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    with Journal.open(db) as journal:
+        items = journal.items("req-v1")
+        got, files = response_items(
+            items,
+            expected["request_items"],  # type: ignore[arg-type]
+            expected["transient"],  # type: ignore[arg-type]
+        )
+    assert json.dumps(got, sort_keys=True) == json.dumps(expected["items"], sort_keys=True)
+    assert {f.path: f.source for f in files} == {
+        name: base64.b64decode(data)
+        for name, data in expected["files"].items()  # type: ignore[attr-defined]
+    }
+    by_id = {item.item_id: item for item in items}
+    assert by_id["item-0001"].result == {"auth_status": "AUTHORIZED", "correlation_id": "c-1"}
+    assert by_id["item-0001"].outcome_refs == {
+        "correlation_id": "c-1",
+        "poll_id": "773126444402795033",
+    }
+    assert by_id["item-0002"].files["lic.txt"] == bytes(range(256))
+    assert by_id["item-0003"].error == {
+        "code": "E_VENDOR",
+        "message": "Device already reserved elsewhere",
+    }
+    assert by_id["item-0003"].result == {"correlation_id": "c-3", "status": "FAILED"}
+    assert by_id["item-0004"].result is None
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_a_migrated_journal_goes_on_where_it_stood(db: Path) -> None:
+    _schema_1_journal(db)
+    with Journal.open(db) as journal:
+        assert journal.admit_request("req-v1", PRODUCER, 7, HASH_A, []).new is False
+        with pytest.raises(Replay):  # the replay rules still know the old request's sequence
+            journal.admit_request("req-v2", PRODUCER, 7, HASH_B, specs(1))
+        done = journal.record_outcome("req-v1", "item-0006", Outcome.ok({"x": 1}))
+        assert done.vendor_ref == {"poll_id": "99"}
+        again = journal.resubmit("req-v1", "item-0005")
+        assert again.state is ItemState.SUBMITTING and again.attempts == 2
+        with pytest.raises(IllegalTransition):  # final stays final
+            journal.mark_submitting("req-v1", "item-0001")
+
+
 ILLEGAL: list[tuple[list[str], str]] = [
     ([], "submitted"),
     ([], "done"),
@@ -227,6 +423,10 @@ def apply(j: Journal, step: str, item: str = "item-0000") -> object:
         "failed": lambda: j.mark_failed("req-1", item, {"code": "E_VENDOR", "message": "x"}),
         "attention": lambda: j.mark_needs_attention("req-1", item, "why"),
         "resubmit": lambda: j.resubmit("req-1", item),
+        "release": lambda: j.release("req-1", item),
+        "ok-outcome": lambda: j.record_outcome(
+            "req-1", item, Outcome.ok({"a": 1}, files={"lic.txt": b"L"}, vendor_ref={"c": "1"})
+        ),
     }
     return actions[step]()
 
@@ -462,7 +662,7 @@ def test_a_claim_is_exclusive_within_a_process_too(admitted: Journal) -> None:
 
 
 def test_a_claim_from_another_host_is_respected_until_broken(admitted: Journal) -> None:
-    admitted._conn.execute(
+    admitted._db.conn.execute(
         "INSERT INTO leases VALUES ('req-1', 'outside process', 1, 'elsewhere', NULL, "
         "'2026-01-01T00:00:00Z', 'tok')"
     )

@@ -6,9 +6,10 @@ clients are exercised against the emulators in tests/integration.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +21,7 @@ from craft import reserve_item
 from airgap.bundle import TrustPolicy, verify_bundle
 from airgap.errors import AirgapError
 from airgap.home import Home
+from airgap.outside import journal as journal_module
 from airgap.outside.http import UncertainOutcome
 from airgap.outside.journal import Journal
 from airgap.outside.process import ProcessOptions, process_request
@@ -210,3 +212,98 @@ def test_response_reemit_gives_identical_items(sites, tmp_path: Path) -> None:
     run(outside, request, SimVendor())
     two = verify_bundle(tmp_path / "resp.airgap", policy).items
     assert one == two
+
+
+def count_journal_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count the processor's calls into `Journal` (calls the journal makes to itself are not)."""
+    calls: Counter[str] = Counter()
+    depth = threading.local()
+
+    def counted(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            level = getattr(depth, "level", 0)
+            if level == 0:
+                calls[name] += 1
+            depth.level = level + 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth.level = level
+
+        return wrapper
+
+    for name in dir(Journal):
+        method = getattr(Journal, name)
+        if callable(method) and not name.startswith("_") and name != "open":
+            monkeypatch.setattr(journal_module.Journal, name, counted(name, method))
+    return calls
+
+
+def test_each_item_step_makes_one_journal_change_and_no_read(
+    sites, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside, outside = sites
+    request = request_of(inside, tmp_path, 5)
+    calls = count_journal_calls(monkeypatch)
+    result = run(outside, request, SimVendor(pending_polls=1), concurrency=1)
+    assert result.counts == {"ok": 5}
+    # Per item: submit (SUBMITTING, then SUBMITTED), a poll still pending (nothing to record),
+    # a poll that finishes (DONE). The run reads the items once, after taking its claim, and
+    # answers from what the changes handed back.
+    assert dict(calls) == {
+        "admit_request": 1,
+        "claim": 1,
+        "items": 1,
+        "mark_submitting_many": 5,  # one item at a time: one call in flight at once
+        "record_outcome": 10,
+        "next_response_sequence": 1,
+        "record_response": 1,
+        "close": 1,
+    }
+
+
+def test_a_failed_item_answers_with_its_result_beside_its_error(sites, tmp_path: Path) -> None:
+    inside, outside = sites
+    request = request_of(inside, tmp_path, 1)
+
+    class Refusing(SimVendor):
+        def submit(self, item: WorkItem) -> Outcome:
+            return Outcome.failed("E_VENDOR", "taken", result={"status": "FAILED"})
+
+    result = run(outside, request, Refusing())
+    (item,) = result.items
+    assert item["status"] == "failed"
+    assert item["error"] == {"code": "E_VENDOR", "message": "taken"}
+    assert item["result"] == {"status": "FAILED"}
+    with Journal.open(outside / "state.db") as journal:
+        (entry,) = journal.items(result.request_id)
+    assert entry.error == {"code": "E_VENDOR", "message": "taken"}
+    assert entry.result == {"status": "FAILED"}
+
+
+def test_submits_that_start_together_are_made_durable_in_one_commit(
+    sites, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside, outside = sites
+    request = request_of(inside, tmp_path, 5)
+    marked: list[list[str]] = []
+    real = Journal.mark_submitting_many
+
+    class Watching(SimVendor):
+        def submit(self, item: WorkItem) -> Outcome:
+            # The group's commit came before any of its calls.
+            assert any(item.id in group for group in marked)
+            return super().submit(item)
+
+    def spy(self: Journal, bundle_id: str, item_ids: list[str]) -> Any:
+        if item_ids:
+            marked.append(list(item_ids))
+        return real(self, bundle_id, item_ids)
+
+    monkeypatch.setattr(Journal, "mark_submitting_many", spy)
+    vendor = Watching()
+    result = run(outside, request, vendor, concurrency=8)
+    assert result.counts == {"ok": 5}
+    assert marked == [[f"item-{n:04d}" for n in range(1, 6)]]
+    assert set(vendor.reserved.values()) == {1}

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airgap.bundle import BundleBuilder, PayloadFile, TrustPolicy, build_bundle, open_bundle
+from airgap.bundle import writer as writer_module
 from airgap.errors import AirgapError, InputError, SchemaError
 from airgap.keys import Signer, fp16
 from airgap.schema import load_schema, validate
@@ -352,6 +353,18 @@ def test_attachment_names_are_unique_whatever_their_case(tmp_path: Path) -> None
             builder.add_file("files/a/REPORT.xml", b"3")
         with pytest.raises(InputError, match="under files/"):
             builder.add_file("items.json", b"4")
+
+
+def test_a_hash_collision_of_two_names_is_not_taken_for_a_repeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The builder holds a hash per name and confirms a repeated hash against its spool.
+    monkeypatch.setattr(writer_module, "hash", lambda value: 0, raising=False)
+    with BundleBuilder("request", tempdir=tmp_path) as builder:
+        for n in range(5):
+            builder.add_file(f"files/a/{n}.xml", b"%d" % n)
+        with pytest.raises(InputError, match="given twice"):
+            builder.add_file("files/a/3.XML", b"again")
 
 
 def test_a_file_that_changed_after_it_was_hashed_is_refused_and_nothing_is_left(

@@ -29,17 +29,24 @@ _FRAME = struct.Struct("<Q")  # the length of the batch that follows
 class RecordSpool:
     """An append-only sequence of records on disk; iterate to read them back in order."""
 
-    def __init__(self, directory: Path | None = None) -> None:
-        """Create the (unlinked) spool file in `directory`, or the system's temporary folder."""
+    def __init__(self, directory: Path | None = None, *, batch: int | None = None) -> None:
+        """Create the (unlinked) spool file in `directory`, or the system's temporary folder.
+
+        Args:
+            directory: where the file goes.
+            batch: records held before they are written (default 4096); lower it for large
+                records.
+        """
         self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (see close())
         self._pending: list[tuple[Any, ...]] = []
+        self._batch = batch or _BATCH
         self.count = 0
 
     def append(self, record: tuple[Any, ...]) -> None:
         """Add one record at the end."""
         self._pending.append(record)
         self.count += 1
-        if len(self._pending) >= _BATCH:
+        if len(self._pending) >= self._batch:
             self._spill()
 
     def _spill(self) -> None:

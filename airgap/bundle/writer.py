@@ -629,10 +629,17 @@ class _Batched:
 
     def write(self, *pieces: bytes) -> None:
         """Queue `pieces` in order (a member's header, data and padding in one call)."""
-        self._pieces += pieces
         size = sum(map(len, pieces))
-        self._pending += size
         self.written += size
+        if size >= _COPY_CHUNK:
+            # Large already (the manifest of 100,000 members is 14 MB): written as it is,
+            # rather than joined into a copy.
+            self.flush()
+            for piece in pieces:
+                self._target.write(piece)
+            return
+        self._pieces += pieces
+        self._pending += size
         if self._pending >= _COPY_CHUNK:
             self.flush()
 

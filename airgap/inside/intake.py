@@ -449,7 +449,7 @@ def stream_sources(
         with `keep`).
     """
     wanted = reserve_entitlements(entitlements) if any(s.kind == "udi" for s in sources) else []
-    with RecordSpool() as listing:
+    with RecordSpool(batch=_LISTING_BATCH) as listing:
         counts, unlisted = _list_folders(sources, listing)
         workers = _workers(sum(counts.values()))
         size = _chunk_size(sum(counts.values()), workers)
@@ -483,6 +483,7 @@ def stream_sources(
 
 
 _SLICE = 256  # paths per listing record
+_LISTING_BATCH = 16  # listing records held before they are written: 4,096 paths
 
 
 def _list_folders(

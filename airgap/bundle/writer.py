@@ -22,6 +22,7 @@ from airgap.bundle.crypt import encrypt_stream
 from airgap.bundle.manifest import (
     ITEMS_NAME,
     KINDS,
+    MANIFEST_MAX,
     MANIFEST_NAME,
     ROLE_FOR_KIND,
     SUMS_NAME,
@@ -101,6 +102,20 @@ class _Signed:
 # A member's content as the tar writer takes it: bytes, a file to read by path (`str` or
 # `Path`), or an open temporary file read from its start.
 _Source = Path | str | bytes | BinaryIO
+
+
+def _check_listing_size(name: str, size: int, members: int) -> None:
+    """Refuse to write a bundle whose member listing no reader would accept.
+
+    Raises:
+        InputError: `name` (manifest.json or SHA256SUMS) is larger than MANIFEST_MAX.
+    """
+    if size > MANIFEST_MAX:
+        raise InputError(
+            f"a bundle of {members} members would need a {name} of {size / 2**20:.1f} MiB; "
+            f"readers accept at most {MANIFEST_MAX / 2**20:.0f} MiB",
+            hint="Pack the inputs in several bundles (fewer folders or plans in each).",
+        )
 
 
 def _append(target: BinaryIO, digest: Any, data: bytes) -> None:
@@ -396,6 +411,7 @@ class BundleBuilder:
                     lines.clear()
             _append(sums, digest, "".join(lines).encode("utf-8"))
             sums.flush()
+            _check_listing_size(SUMS_NAME, sums.tell(), self._files.count + 2)
             yield sums, MemberEntry(SUMS_NAME, digest.hexdigest(), sums.tell())
 
     def _manifest_bytes(
@@ -426,6 +442,7 @@ class BundleBuilder:
                 assembled.write(("," + ",".join(entries)).encode("utf-8"))
             assembled.write(b"]")
             assembled.write(after)
+            _check_listing_size(MANIFEST_NAME, assembled.tell(), self._files.count + 2)
             assembled.seek(0)
             return assembled.read()
 

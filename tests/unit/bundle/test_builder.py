@@ -397,6 +397,19 @@ def test_a_file_that_changed_after_it_was_hashed_is_refused_and_nothing_is_left(
     assert list(work.iterdir()) == []  # its temporary files are unlinked from the start
 
 
+def test_a_listing_no_reader_accepts_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items, members = request_items([(1, "sw-1")] * 40)
+    files = [(m, b"x", False) for m in members]
+    for limit, name in ((6_000, "SHA256SUMS"), (9_000, "manifest.json")):
+        monkeypatch.setattr(writer_module, "MANIFEST_MAX", limit)  # the readers' limit
+        with pytest.raises(InputError, match=f"need a {name} of") as caught:
+            write_with_builder(tmp_path / "big.airgap", items, files)
+        assert "several bundles" in (caught.value.hint or "")
+        assert list(tmp_path.iterdir()) == []
+
+
 def test_a_missing_file_is_an_input_error(tmp_path: Path) -> None:
     with (
         BundleBuilder("request", tempdir=tmp_path) as builder,

@@ -388,8 +388,9 @@ def test_pack_refuses_an_outside_home(sites: Any, make_plan: MakePlan, tmp_path:
         run(outside, tmp_path / "req.airgap", plans=[plan])
 
 
+@pytest.mark.parametrize("compress", [False, True])
 def test_packed_bundle_passes_the_conformance_check(
-    sites: Any, devices: dict[str, Path], tmp_path: Path
+    sites: Any, devices: dict[str, Path], tmp_path: Path, compress: bool
 ) -> None:
     inside, _ = sites
     if not CONFORMANCE.exists():
@@ -400,7 +401,7 @@ def test_packed_bundle_passes_the_conformance_check(
         udi_dir=devices["udi"],
         entitlements=[TAG],
         rum_dir=devices["rum"],
-        compress=True,
+        compress=compress,
     )
     check = subprocess.run(
         [

@@ -164,8 +164,8 @@ class BundleBuilder:
       memory are held, by reference, until then.
 
     What does exist whole is the manifest, in `write`: it lists every member, and Ed25519 signs
-    it in one piece (about 140 bytes a member). The bytes written are exactly those
-    `build_bundle` writes for the same items, files, keys and clock.
+    it in one piece (about 140 bytes a member). The bytes are those a plain in-memory writer
+    gives for the same items, files, keys and clock (tests/unit/bundle/test_builder.py).
 
     Use as a context manager, or call `close()`: that drops the temporary files.
     """
@@ -197,6 +197,7 @@ class BundleBuilder:
         # Hashes of the case-folded names taken, not the names: a hit is confirmed against the
         # spool before it counts, so a hash collision costs a scan, never a wrong refusal.
         self._taken = {hash(n.casefold()) for n in (ITEMS_NAME, SUMS_NAME, MANIFEST_NAME)}
+        self._sealed = False  # written: nothing more may be added
         self.items = 0
 
     # --- gathering ---------------------------------------------------------------------------
@@ -241,6 +242,8 @@ class BundleBuilder:
             UnsafeMember: the path breaks the member-name rules.
             InputError: not under `files/`, given twice, or a file that cannot be read.
         """
+        if self._sealed:
+            raise RuntimeError("the bundle is written; no file may be added")
         check_member_name(member)
         if not member.startswith("files/"):
             raise InputError(f"attachment {member!r} must live under files/")
@@ -319,7 +322,8 @@ class BundleBuilder:
         Raises:
             ConfigError: no signer, a signer's role does not fit the kind, no usable
                 recipient to encrypt to, or more than 999 parts.
-            InputError: an attached file cannot be read, or changed size since it was hashed.
+            InputError: an attached file cannot be read, or changed size since it was hashed;
+                or the manifest or SHA256SUMS would be larger than readers accept.
         """
         return self._write(
             output,
@@ -355,6 +359,7 @@ class BundleBuilder:
         _check_signers(self.kind, signers)
         producer = signers[0]
         items_entry = self._complete_items()
+        self._sealed = True
         self._taken = set()  # nothing more is added: the names' hashes are of no more use
         with self._sums(items_entry) as (sums, sums_entry):
             manifest = Manifest(
@@ -505,8 +510,10 @@ def build_bundle(
 
     Raises:
         ConfigError: no signer, a signer's role does not fit the kind, or more than 999 parts.
-        InputError: an attached file cannot be read or changed while being packed.
-        SchemaError: the items do not fit the schema of their kind.
+        InputError: an attached file cannot be read or changed while being packed, an
+            attachment path is given twice, or the manifest or SHA256SUMS would be larger
+            than readers accept.
+        SchemaError: an item does not fit the item schema of its kind (the first such item).
         UnsafeMember: an attachment path breaks the member-name rules.
     """
     if kind not in KINDS:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -70,8 +71,84 @@ def validate(name: str, document: Any, *, what: str) -> None:
     Raises:
         SchemaError: naming the first violation and where it is.
     """
+    _check(_fast(name), lambda: _explaining(name), document, what=what, at=())
+
+
+def validate_item(name: str, item: Any, *, index: int, what: str) -> None:
+    """Validate one entry of the `items` array of an items document (`request-items`,
+    `response-items`) against that array's item schema, as if it stood at `items/<index>`.
+
+    A writer checks items one at a time as it produces them rather than holding a whole
+    document. Those schemas constrain the document only through each item (a test holds their
+    top level to that shape), so checking every item is checking the document.
+
+    Raises:
+        SchemaError: naming the first violation and where it is (`items/<index>/…`).
+    """
+    item_validator(name, what=what)(item, index)
+
+
+def item_validator(name: str, *, what: str) -> Callable[[Any, int], None]:
+    """`validate_item` for many items: a function of (item, index), bound to the catalogue
+    as it is now, that skips the per-call look-ups (it runs once per device of a pack).
+
+    Raises (when called):
+        SchemaError: as `validate_item`.
+    """
+    generation = catalogue_generation()
+    fast = _fast_item(name, generation)
+    is_valid = fast.is_valid
+
+    def check(item: Any, index: int) -> None:
+        try:
+            if is_valid(item):
+                return
+        except (ValueError, OverflowError):
+            pass  # `_check` asks again and lets jsonschema decide
+        _check(
+            fast,
+            lambda: _explaining_item(name, generation),
+            item,
+            what=what,
+            at=("items", index),
+        )
+
+    return check
+
+
+def _item_schema(name: str, generation: int) -> dict[str, Any]:
+    schema = _load(name, generation)
+    entry: dict[str, Any] = {
+        "$schema": schema["$schema"],
+        **schema["properties"]["items"]["items"],
+    }
+    if "$defs" in schema:
+        entry["$defs"] = schema["$defs"]  # what `#/$defs/…` references resolve against
+    return entry
+
+
+@functools.cache
+def _fast_item(name: str, generation: int) -> Any:
+    return jsonschema_rs.Draft202012Validator(_item_schema(name, generation))
+
+
+@functools.cache
+def _explaining_item(name: str, generation: int) -> jsonschema.Draft202012Validator:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(_item_schema(name, generation))
+
+
+def _check(
+    fast: Any,
+    explaining: Callable[[], jsonschema.Draft202012Validator],
+    document: Any,
+    *,
+    what: str,
+    at: tuple[str | int, ...],
+) -> None:
     try:
-        fast_says_invalid = not _fast(name).is_valid(document)
+        fast_says_invalid = not fast.is_valid(document)
     except (ValueError, OverflowError):
         fast_says_invalid = False  # e.g. an integer beyond what it takes: jsonschema decides
     else:
@@ -79,9 +156,9 @@ def validate(name: str, document: Any, *, what: str) -> None:
             return
     from jsonschema.exceptions import best_match
 
-    error = best_match(_explaining(name).iter_errors(document))
+    error = best_match(explaining().iter_errors(document))
     if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top)"
+        where = "/".join(str(p) for p in (*at, *error.absolute_path)) or "(top)"
         raise SchemaError(f"{what}: {where}: {error.message[:300]}")
     if fast_says_invalid:
         # The validators can disagree at the edges (Python's `$` also matches before a final

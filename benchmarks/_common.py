@@ -82,11 +82,16 @@ def make_devices(root: Path, count: int) -> tuple[Path, Path]:
 
     Each device is a `show license udi` capture and a signed RUM report, in the format of
     `airgap.emulators.device.write_device`; packed with `--udi`, `--entitlement TAG` and
-    `--rum` they make two items and two attachments per device.
+    `--rum` they make two items and two attachments per device. Folders that hold exactly
+    `count` files each already (a `--keep` folder of an earlier run) are used as they are.
     """
     from airgap.emulators.device import render_rum_report, render_udi_capture
 
     udi, rum = root / "udi", root / "rum"
+    if udi.is_dir() and rum.is_dir():
+        if all(sum(1 for _ in folder.iterdir()) == count for folder in (udi, rum)):
+            return udi, rum
+        raise SystemExit(f"{root} holds devices of another run; give an empty --keep folder")
     udi.mkdir()
     rum.mkdir()
     now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

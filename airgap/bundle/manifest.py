@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from json.encoder import encode_basestring
@@ -92,21 +92,25 @@ def canonical_bytes(document: Any) -> bytes:
     return data
 
 
-def _members_json(members: Sequence[MemberEntry]) -> bytes | None:
-    """Canonical JSON of the member list, or None if an entry is out of the common case.
+def member_json(entry: MemberEntry) -> bytes:
+    """Canonical JSON of one member entry, as it appears in the manifest's `members` list.
 
-    The common case (ASCII path and hash, a size below 2**53) is every entry airgap writes;
-    for it `encode_basestring` writes the same string escapes as RFC 8785.
+    The common case (ASCII path and hash, a size below 2**53) is every entry airgap writes; for
+    it `encode_basestring` writes the same string escapes as RFC 8785. Canonical JSON is
+    compositional (an array is its canonical elements joined by commas), so a writer may build
+    the list one entry at a time.
     """
-    entries: list[str] = []
-    for m in members:
-        if not (m.path.isascii() and m.sha256.isascii() and 0 <= m.size < _SAFE_INT):
-            return None
-        entries.append(
-            f'{{"path":{encode_basestring(m.path)},"sha256":{encode_basestring(m.sha256)},'
-            f'"size":{m.size}}}'
-        )
-    return ("[" + ",".join(entries) + "]").encode("ascii")
+    if entry.path.isascii() and entry.sha256.isascii() and 0 <= entry.size < _SAFE_INT:
+        return (
+            f'{{"path":{encode_basestring(entry.path)},"sha256":{encode_basestring(entry.sha256)},'
+            f'"size":{entry.size}}}'
+        ).encode("ascii")
+    return canonical_bytes(entry.to_json())
+
+
+def members_json(members: Iterable[MemberEntry]) -> bytes:
+    """Canonical JSON of a member list."""
+    return b"[" + b",".join(map(member_json, members)) + b"]"
 
 
 @dataclass(frozen=True)
@@ -271,18 +275,29 @@ class Manifest:
 
     def to_canonical_bytes(self) -> bytes:
         """The exact bytes of `manifest.json`, the object every signature covers."""
-        members = _members_json(self.members)
-        if members is None:
-            return canonical_bytes(self.to_json())
+        before, after = self.canonical_around_members()
+        return b"".join((before, members_json(self.members), after))
+
+    def canonical_around_members(self) -> tuple[bytes, bytes]:
+        """The canonical bytes before and after the value of `members`.
+
+        `to_canonical_bytes()` is `before + members_json(self.members) + after`: a writer that
+        lists a hundred thousand members one at a time puts them between the two (`members`
+        itself is not used), without holding them as entries.
+        """
         # A canonical object is its members in key order (all keys here are ASCII), each value
         # canonical: the long `members` list is written directly, the rest goes through
         # canonical_bytes. Tests hold the result byte-equal to rfc8785.
         document: dict[str, Any] = {**self._head_json(), "members": None}
-        fields = [
-            b'"%s":%s' % (key.encode(), members if key == "members" else canonical_bytes(value))
-            for key, value in sorted(document.items())
-        ]
-        return b"{" + b",".join(fields) + b"}"
+        keys = sorted(document)
+        at = keys.index("members")
+
+        def fields(names: list[str]) -> bytes:
+            return b",".join(b'"%s":%s' % (k.encode(), canonical_bytes(document[k])) for k in names)
+
+        before = b"{" + fields(keys[:at]) + (b"," if at else b"") + b'"members":'
+        rest = keys[at + 1 :]
+        return before, (b"," + fields(rest) if rest else b"") + b"}"
 
     @classmethod
     def _from_strict_bytes(cls, data: bytes) -> Manifest | None:

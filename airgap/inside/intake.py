@@ -1,21 +1,29 @@
 """Load the inputs of a pack: plan files and folders of device captures, on every CPU.
 
 `--udi DIR`, `--rum DIR` and `--returns DIR` turn every capture found under a folder into plan
-items (`items_from_udi_dir` and friends). `load_sources` loads all the inputs of one pack: the
-files of every folder are listed first, cut into contiguous chunks and parsed by forked worker
-processes (parsing 20,000 captures is CPU-bound Python), then put back together in input order.
-Items come out numbered exactly as a one-process load numbers them, and the first error in
-input order is the one raised, whichever worker met it.
+items (`items_from_udi_dir` and friends). `stream_sources` gives all the inputs of one pack, item
+by item: the files of every folder are listed first, cut into contiguous chunks and parsed by
+forked worker processes (parsing 100,000 captures is CPU-bound Python), and the chunks are put
+back in input order as they come in, a bounded number at a time, so memory does not grow with
+the number of files. Items come out in the order a one-process load gives them, and the first
+error in input order is the one raised, whichever worker met it. `load_sources` collects the
+same items into lists.
+
+Attachments (usage reports) are hashed where they are parsed. `stream_sources` gives them as
+`Stored` (path, SHA-256, size), for the bundle writer to read again when it copies them;
+`load_sources` keeps the bytes of small ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,15 +34,18 @@ from airgap.inside.parsers._text import decode_capture, read_bytes
 from airgap.inside.parsers.codes import capture_kind, parse_return_capture
 from airgap.inside.parsers.udi import parse_plain_udi_capture, parse_udi_capture
 from airgap.inside.plan import PlanItem, load_plan, reserve_entitlements
+from airgap.spool import RecordSpool
 
 __all__ = [
     "INLINE_MAX",
     "Loaded",
     "Source",
+    "Stored",
     "items_from_returns_dir",
     "items_from_rum_dir",
     "items_from_udi_dir",
     "load_sources",
+    "stream_sources",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -42,6 +53,8 @@ _logger = logging.getLogger(__name__)
 INLINE_MAX = 1024 * 1024  # bytes; larger attachments are streamed from disk by the writer
 PARALLEL_MIN_FILES = 256  # fewer files than this parse faster than worker processes start
 _CHUNKS_PER_WORKER = 4  # small enough chunks that no worker idles while another finishes
+_CHUNK_MAX = 1024  # files; bounds what a parsed chunk holds on its way back
+_IN_FLIGHT_PER_WORKER = 4  # chunks handed out ahead of the one being put back together
 _SUFFIX = {"udi": ".txt", "rum": ".xml", "returns": ".txt"}
 _NOTHING_FOUND = {
     "udi": "no `show license udi` captures (*.txt) found",
@@ -50,6 +63,15 @@ _NOTHING_FOUND = {
 }
 
 Blob = bytes | Path  # an attachment's content, or its path when it is too large to hold
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An attachment left on disk: its path, and its SHA-256 (hex) and size as parsed."""
+
+    path: str
+    sha256: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -77,7 +99,8 @@ class Loaded:
 # from worker processes, where pickling plain tuples costs a fraction of pickling dataclasses.
 
 _UdiRecord = tuple[str | None, str, str, int]  # hostname, pid, sn, line
-_RumRecord = tuple[str | None, str, str, str, bytes | None]  # hostname, pid, sn, sha256, bytes
+# hostname, pid, sn, sha256, size, and the bytes when asked to keep them and small enough
+_RumRecord = tuple[str | None, str, str, str, int, bytes | None]
 _ReturnRecord = tuple[str | None, str, str, str, int]  # hostname, pid, sn, return code, line
 
 
@@ -94,11 +117,15 @@ def _udi_records(path: str, data: bytes) -> list[_UdiRecord]:
     return [(r.hostname, r.pid, r.sn, r.line) for r in records]
 
 
-def _rum_records(path: str, data: bytes) -> list[_RumRecord]:
+def _rum_records(path: str, data: bytes, keep: bool = False) -> list[_RumRecord]:
     rum = parse_rum_bytes(data, path=path)
     pid, sn = rum.udi
-    kept = data if len(data) <= INLINE_MAX else None
-    return [(rum.hostname, pid, sn, hashlib.sha256(data).hexdigest(), kept)]
+    kept = data if keep and len(data) <= INLINE_MAX else None
+    return [(rum.hostname, pid, sn, hashlib.sha256(data).hexdigest(), len(data), kept)]
+
+
+def _kept_rum_records(path: str, data: bytes) -> list[_RumRecord]:
+    return _rum_records(path, data, keep=True)
 
 
 def _return_records(path: str, data: bytes) -> list[_ReturnRecord]:
@@ -126,6 +153,7 @@ _PARSERS: dict[str, Callable[[str, bytes], list[Any]]] = {
     "rum": _rum_records,
     "returns": _return_records,
 }
+_KEEPING_PARSERS = {**_PARSERS, "rum": _kept_rum_records}
 
 
 def _device(hostname: str | None, pid: str, sn: str) -> dict[str, Any]:
@@ -133,9 +161,10 @@ def _device(hostname: str | None, pid: str, sn: str) -> dict[str, Any]:
 
 
 def _items(
-    kind: str, path: str, records: list[Any], wanted: list[dict[str, Any]]
-) -> tuple[list[PlanItem], list[list[Blob]]]:
-    """The plan items (and attachment contents) of one parsed capture file."""
+    kind: str, path: str, records: list[Any], wanted: list[dict[str, Any]], keep: bool
+) -> tuple[list[PlanItem], list[list[Any]]]:
+    """The plan items of one parsed capture file, and per item its attachments: the bytes or
+    path (`Blob`) when the parser kept the bytes, else `Stored`."""
     if kind == "udi":
         return [
             PlanItem(
@@ -148,9 +177,11 @@ def _items(
             for host, pid, sn, line in records
         ], [[] for _ in records]
     if kind == "rum":
-        ((host, pid, sn, digest, data),) = records
+        ((host, pid, sn, digest, size, data),) = records
         item = PlanItem("cisco.report_usage", _device(host, pid, sn), {}, (path,), path, (digest,))
-        return [item], [[data if data is not None else Path(path)]]
+        if keep:
+            return [item], [[data if data is not None else Path(path)]]
+        return [item], [[Stored(path, digest, size)]]
     return [
         PlanItem(
             "cisco.return", _device(host, pid, sn), {"return_code": code}, (), f"{path}:{line}"
@@ -202,7 +233,8 @@ def _folder_items(
     items: list[PlanItem] = []
     blobs: list[list[Blob]] = []
     for path in _files(directory, _SUFFIX[kind]):
-        more, contents = _items(kind, path, _PARSERS[kind](path, read_bytes(path)), wanted)
+        records = _KEEPING_PARSERS[kind](path, read_bytes(path))
+        more, contents = _items(kind, path, records, wanted, True)
         items += more
         blobs += contents
     if not items:
@@ -278,20 +310,41 @@ def _attachment(path: Path | str, expected: str | None) -> Blob:
     return data
 
 
-def _plan(path: Path) -> Loaded:
+def _stored(path: Path | str, expected: str | None) -> Stored:
+    """A plan's attachment hashed (again) now, for the writer to copy later.
+
+    Raises:
+        InputError: the file cannot be read, or changed since it was parsed.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+    if expected is not None and digest.hexdigest() != expected:
+        raise InputError(f"{path} changed while it was being packed; pack again")
+    return Stored(os.fspath(path), digest.hexdigest(), size)
+
+
+def _plan(path: Path, keep: bool) -> Loaded:
     items = load_plan(path)
-    blobs: list[list[Blob]] = []
+    blobs: list[list[Any]] = []
+    attach = _attachment if keep else _stored
     for item in items:
         digests: Sequence[str | None] = item.attachment_sha256 or [None] * len(item.attachments)
-        blobs.append([_attachment(p, d) for p, d in zip(item.attachments, digests, strict=True)])
+        blobs.append([attach(p, d) for p, d in zip(item.attachments, digests, strict=True)])
     return Loaded(items, blobs)
 
 
 # --- loading a whole pack ------------------------------------------------------------------------
 
-_Job = tuple[int, str, str]  # (source index, kind, file path)
+_Chunk = tuple[str, list[str], bool]  # kind, file paths, keep the bytes of small reports
 _Failure = tuple[type[AirgapError], str, str | None, list[str] | None]
-# Per job in order: its records; then the index of the job that failed and why, if one did.
+# Per file in order: its records; then the index of the file that failed and why, if one did.
 _ChunkResult = tuple[list[list[Any]], tuple[int, _Failure] | None]
 
 
@@ -309,12 +362,14 @@ def _error(failure: _Failure) -> AirgapError:
     return error
 
 
-def _parse_chunk(jobs: list[_Job]) -> _ChunkResult:
+def _parse_chunk(chunk: _Chunk) -> _ChunkResult:
     """Read and parse the files of one chunk; stops at the first that fails."""
+    kind, paths, keep = chunk
+    parse = (_KEEPING_PARSERS if keep else _PARSERS)[kind]
     done: list[list[Any]] = []
-    for index, (_, kind, path) in enumerate(jobs):
+    for index, path in enumerate(paths):
         try:
-            done.append(_PARSERS[kind](path, read_bytes(path)))
+            done.append(parse(path, read_bytes(path)))
         except AirgapError as exc:
             return done, (index, _failure(exc))
     return done, None
@@ -328,17 +383,154 @@ def _workers(files: int) -> int:
         cpus = os.cpu_count() or 1
     if cpus < 2 or files < PARALLEL_MIN_FILES:
         return 0
-    # fork: the parsers are imported already, so a worker is ready at once.
     return cpus if "fork" in multiprocessing.get_all_start_methods() else 0
 
 
-def _chunks(jobs: list[_Job], count: int) -> list[list[_Job]]:
-    size = max(1, -(-len(jobs) // count))
-    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+def _chunk_size(files: int, workers: int) -> int:
+    return max(1, min(_CHUNK_MAX, -(-files // max(1, workers * _CHUNKS_PER_WORKER))))
+
+
+class _ParsedInOrder:
+    """Each chunk's result in chunk order: parsed here when asked for, or by `workers` forked
+    processes that start at once (plans load meanwhile) with a bounded number of chunks handed
+    out ahead, so finished results never pile up. `close()` stops the workers."""
+
+    def __init__(self, chunks: Iterator[_Chunk], workers: int) -> None:
+        self._chunks = chunks
+        self._window = workers * _IN_FLIGHT_PER_WORKER
+        self._ahead: deque[Future[_ChunkResult]] = deque()
+        self._pool: ProcessPoolExecutor | None = None
+        if workers:
+            # fork: the parsers are imported already, so a worker is ready at once.
+            context = multiprocessing.get_context("fork")
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+            self._hand_out(self._pool)
+
+    def _hand_out(self, pool: ProcessPoolExecutor) -> None:
+        while len(self._ahead) < self._window and (chunk := next(self._chunks, None)):
+            self._ahead.append(pool.submit(_parse_chunk, chunk))
+
+    def __next__(self) -> _ChunkResult:
+        if self._pool is None:
+            return _parse_chunk(next(self._chunks))
+        if not self._ahead:
+            raise StopIteration
+        oldest = self._ahead.popleft()
+        self._hand_out(self._pool)
+        return oldest.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            # After an error, or when the caller stops early, chunks not started are of no use.
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def stream_sources(
+    sources: Sequence[Source], entitlements: list[tuple[str, int]], *, keep: bool = False
+) -> Generator[tuple[PlanItem, list[Any]], None, None]:
+    """Every item of a pack's inputs, in order, with its attachments, one at a time.
+
+    Close the iterator (`contextlib.closing`) when stopping early: that stops the workers.
+
+    Args:
+        sources: plans and folders, in the order their items are numbered.
+        entitlements: (tag, count) pairs for the devices of a `udi` folder.
+        keep: give attachments as `load_sources` does (`Blob`: the bytes of small files, the
+            path of large ones) rather than as `Stored`.
+
+    Raises:
+        PlanError: a bad plan, or a `udi` folder without entitlements.
+        InputError: a folder is missing or holds nothing of its kind, or a file cannot be read
+            or parsed. When several inputs are bad, the first in input order is raised, after
+            the items of the inputs before it.
+
+    Yields:
+        (item, attachments): per attachment of `item.attachments`, a `Stored` (or a `Blob`
+        with `keep`).
+    """
+    wanted = reserve_entitlements(entitlements) if any(s.kind == "udi" for s in sources) else []
+    with RecordSpool(batch=_LISTING_BATCH) as listing:
+        counts, unlisted = _list_folders(sources, listing)
+        workers = _workers(sum(counts.values()))
+        size = _chunk_size(sum(counts.values()), workers)
+        handed_out: deque[list[str]] = deque()  # the paths of chunks given out, in order
+
+        def jobs() -> Iterator[_Chunk]:
+            for index, paths in _chunks(listing, size):
+                handed_out.append(paths)
+                yield sources[index].kind, paths, keep
+
+        with contextlib.closing(_ParsedInOrder(jobs(), workers)) as parsed:
+            for index, source in enumerate(sources):
+                if unlisted is not None and unlisted[0] == index:
+                    raise unlisted[1]
+                if source.kind == "plan":
+                    plan = _plan(source.path, keep)
+                    yield from zip(plan.items, plan.blobs, strict=True)
+                    continue
+                found = 0
+                for _ in range(-(-counts[index] // size)):  # this folder's chunks
+                    done, failed = next(parsed)
+                    paths = handed_out.popleft()
+                    for path, records in zip(paths, done, strict=False):
+                        items, blobs = _items(source.kind, path, records, wanted, keep)
+                        found += len(items)
+                        yield from zip(items, blobs, strict=True)
+                    if failed is not None:
+                        raise _error(failed[1])
+                if not found:
+                    raise InputError(f"{source.path}: {_NOTHING_FOUND[source.kind]}")
+
+
+_SLICE = 256  # paths per listing record
+_LISTING_BATCH = 16  # listing records held before they are written: 4,096 paths
+
+
+def _list_folders(
+    sources: Sequence[Source], listing: RecordSpool
+) -> tuple[dict[int, int], tuple[int, AirgapError] | None]:
+    """List every folder into `listing` as (source index, paths…) records, in input order: a
+    folder's sorted list exists whole only while it is being listed. Stops at a folder that
+    cannot be listed (nothing after it can matter: its error is reported first).
+
+    Returns:
+        Files per listed folder (by source index); that folder's index and error, if any.
+    """
+    counts: dict[int, int] = {}
+    for index, source in enumerate(sources):
+        if source.kind == "plan":
+            continue
+        try:
+            paths = _files(source.path, _SUFFIX[source.kind])
+        except AirgapError as exc:
+            return counts, (index, exc)
+        counts[index] = len(paths)
+        for start in range(0, len(paths), _SLICE):
+            listing.append((index, *paths[start : start + _SLICE]))
+        del paths  # before the next folder is listed
+    return counts, None
+
+
+def _chunks(listing: RecordSpool, size: int) -> Iterator[tuple[int, list[str]]]:
+    """The listed paths cut into chunks of `size` (a folder's last one smaller), in order;
+    a chunk never spans two folders, so a folder of n files has ceil(n / size) chunks."""
+    index = -1
+    paths: list[str] = []
+    for record in listing:
+        if record[0] != index:
+            if paths:
+                yield index, paths
+            index, paths = record[0], []
+        paths.extend(record[1:])
+        while len(paths) >= size:
+            yield index, paths[:size]
+            paths = paths[size:]
+    if paths:
+        yield index, paths
 
 
 def load_sources(sources: Sequence[Source], entitlements: list[tuple[str, int]]) -> Loaded:
-    """Load every input of a pack, in order.
+    """Load every input of a pack, in order (`stream_sources` into lists).
 
     Args:
         sources: plans and folders, in the order their items are numbered.
@@ -352,79 +544,9 @@ def load_sources(sources: Sequence[Source], entitlements: list[tuple[str, int]])
     Returns:
         All items and their attachments' contents, plans first as given.
     """
-    wanted = reserve_entitlements(entitlements) if any(s.kind == "udi" for s in sources) else []
-    jobs: list[_Job] = []
-    listing_error: tuple[int, AirgapError] | None = None
-    for index, source in enumerate(sources):
-        if source.kind == "plan":
-            continue
-        try:
-            paths = _files(source.path, _SUFFIX[source.kind])
-        except AirgapError as exc:
-            listing_error = (index, exc)
-            break  # nothing after a missing folder can matter: its error is reported first
-        jobs += [(index, source.kind, path) for path in paths]
-
-    workers = _workers(len(jobs))
-    plans: dict[int, Loaded | AirgapError] = {}
-    if not workers:
-        _load_plans(sources, plans)
-        return _assemble(sources, jobs, [_parse_chunk(jobs)], plans, listing_error, wanted)
-    context = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-    try:
-        parsed = pool.map(_parse_chunk, _chunks(jobs, workers * _CHUNKS_PER_WORKER))
-        _load_plans(sources, plans)  # while the workers parse the folders
-        # Chunks are put together as they arrive, while later ones are still being parsed.
-        return _assemble(sources, jobs, parsed, plans, listing_error, wanted)
-    finally:
-        # After an error, the chunks not started yet are of no use.
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _load_plans(sources: Sequence[Source], plans: dict[int, Loaded | AirgapError]) -> None:
-    for index, source in enumerate(sources):
-        if source.kind == "plan":
-            try:
-                plans[index] = _plan(source.path)
-            except AirgapError as exc:
-                plans[index] = exc
-
-
-def _assemble(
-    sources: Sequence[Source],
-    jobs: list[_Job],
-    results: Iterable[_ChunkResult],
-    plans: dict[int, Loaded | AirgapError],
-    listing_error: tuple[int, AirgapError] | None,
-    wanted: list[dict[str, Any]],
-) -> Loaded:
-    """Put the parsed chunks back in input order and raise the first error in that order."""
-    per_source: list[Loaded] = [Loaded([], []) for _ in sources]
-    failure: tuple[int, AirgapError] | None = None
-    position = 0
-    for done, failed in results:
-        for records in done:
-            index, kind, path = jobs[position]
-            items, blobs = _items(kind, path, records, wanted)
-            per_source[index].items.extend(items)
-            per_source[index].blobs.extend(blobs)
-            position += 1
-        if failed is not None:
-            failure = (jobs[position][0], _error(failed[1]))
-            break  # chunks run in input order: later ones cannot hold an earlier error
-    errors = [e for e in (listing_error, failure) if e is not None]
     loaded = Loaded([], [])
-    for index, source in enumerate(sources):
-        plan = plans.get(index)
-        if isinstance(plan, AirgapError):
-            raise plan
-        for at, error in errors:
-            if at == index:
-                raise error
-        part = plan if plan is not None else per_source[index]
-        if source.kind != "plan" and not part.items:
-            raise InputError(f"{source.path}: {_NOTHING_FOUND[source.kind]}")
-        loaded.items.extend(part.items)
-        loaded.blobs.extend(part.blobs)
+    with contextlib.closing(stream_sources(sources, entitlements, keep=True)) as stream:
+        for item, blobs in stream:
+            loaded.items.append(item)
+            loaded.blobs.append(blobs)
     return loaded

@@ -1,13 +1,16 @@
 """`airgap inside pack`: turn plans and capture folders into one signed request bundle.
 
-Inputs are loaded with `airgap.inside.plan` (plans and directory intake), checked for
-duplicates across every source, numbered `i00001`… in input order and written with
-`airgap.bundle.build_bundle`. The request is then recorded as outstanding in state.db, in the
-same transaction that uses its sequence number, and logged in the audit log.
+Inputs stream in from `airgap.inside.intake` (plans and capture folders) one item at a time:
+each is numbered `i00001`… in input order, noted for the duplicate check across every source,
+and handed to `airgap.bundle.BundleBuilder`, which checks it against the schema and spools it to
+disk. No list of every item exists: memory stays flat from ten to a hundred thousand devices
+(docs/performance.md, "Pack at scale"). Once every input is read, the bundle is signed and
+written, and the request recorded as outstanding in state.db, in the same transaction that uses
+its sequence number, and logged in the audit log.
 
 Nothing is left behind when something fails before the bundle is complete: no output file, no
-state row, no sequence number used. Printing and progress bars are the CLI's business; this
-module reports progress through a callback.
+temporary file, no state row, no sequence number used. Printing and progress bars are the CLI's
+business; this module reports progress through a callback.
 """
 
 from __future__ import annotations
@@ -26,16 +29,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from airgap.bundle import PayloadFile, WrittenBundle, build_bundle
+from airgap.bundle import BundleBuilder, StreamedBundle
 from airgap.bundle.parts import part_group, part_path
-from airgap.errors import ConfigError, InputError, PlanError
+from airgap.errors import AirgapError, ConfigError, PlanError
 from airgap.home import Home
-from airgap.inside.intake import Blob, Source, load_sources
-from airgap.inside.plan import PlanItem, check_duplicates, parse_entitlement_spec
+from airgap.inside.intake import Source, stream_sources
+from airgap.inside.plan import DuplicateCheck, PlanItem, parse_entitlement_spec
 from airgap.inside.state import InsideState, RequestRecord, SequenceReservation
 from airgap.keys import Signer
 from airgap.model import action, device_key
 from airgap.review import require_home_role
+from airgap.spool import RecordSpool
 from airgap.units import format_timestamp, utc_now
 
 Progress = Callable[[int, int], None]  # (bytes written, bytes in all)
@@ -43,6 +47,7 @@ Progress = Callable[[int, int], None]  # (bytes written, bytes in all)
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _NAME_SAFE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _NAME_MAX = 100  # characters of an attachment's file name inside the bundle
+_ROWS_BATCH = 8192  # item rows per state.db statement
 
 
 _P = ParamSpec("_P")
@@ -52,9 +57,10 @@ _R = TypeVar("_R")
 def _cyclic_gc_paused(function: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run `function` with the cyclic garbage collector paused.
 
-    A large pack keeps some 100,000 small containers alive until it ends, and every automatic
-    collection walks all of them again for nothing: nothing here builds cycles worth collecting
-    early. Pausing it took a 10,000-device pack from 2.2 s to 1.7 s.
+    A large pack makes millions of short-lived containers (an item, its device, its row), and
+    every automatic collection would walk the young ones again for nothing: nothing here builds
+    cycles worth collecting early. Pausing it took a 10,000-device pack from 2.2 s to 1.7 s when
+    every item was held; it still saves the collections' time.
     """
 
     @functools.wraps(function)
@@ -159,21 +165,22 @@ def pack(
     if lifetime <= timedelta(0):
         raise ConfigError(f"the expiry must be positive, not {lifetime}")
     recipients = home.recipients() if encrypt else []
-    items, files, expected = _load_items(sources, wanted)
-    signer = home.signer()
-    audit = home.audit()
-    created = utc_now()
-    expiry = created + timedelta(seconds=int(lifetime.total_seconds()))
-    written = _write_and_record(
-        home,
-        items,
-        files,
-        expected,
-        output=output,
-        bundle=_BundleSpec(signer, created, expiry, audit.head(), compress, recipients, split),
-        progress=progress,
-    )
-    result = _result(output, written, items, sources, created, expiry, bool(recipients), compress)
+    with BundleBuilder("request") as builder, RecordSpool() as rows:
+        _gather(builder, rows, sources, wanted)
+        signer = home.signer()
+        audit = home.audit()
+        created = utc_now()
+        expiry = created + timedelta(seconds=int(lifetime.total_seconds()))
+        written = _write_and_record(
+            home,
+            builder,
+            rows,
+            output=output,
+            bundle=_BundleSpec(signer, created, expiry, audit.head(), compress, recipients, split),
+            progress=progress,
+        )
+        summary = builder.summary()
+    result = _result(output, written, summary, sources, created, expiry, bool(recipients), compress)
     audit.append(
         "pack",
         bundle_id=result.bundle_id,
@@ -228,16 +235,49 @@ def _sources(
     return sources, wanted
 
 
-def _load_items(
-    sources: Sequence[Source], wanted: Sequence[tuple[str, int]]
-) -> tuple[list[dict[str, Any]], list[PayloadFile], dict[str, str]]:
-    """Parse every input into numbered request items and their attachments; refuse repeats."""
-    loaded = load_sources(sources, list(wanted))
-    check_duplicates(loaded.items)
-    if not loaded.items:
+def _gather(
+    builder: BundleBuilder,
+    rows: RecordSpool,
+    sources: Sequence[Source],
+    wanted: Sequence[tuple[str, int]],
+) -> None:
+    """Read every input into `builder` (items and attachments, numbered `i00001`… in input
+    order) and `rows` (per item its id, action and device key, for state.db).
+
+    Errors come in the order a pack has always reported them: a bad input (the first in input
+    order), then repeated items (all of them), then an empty request, then an item the schema
+    refuses, which is kept until the inputs are all read.
+
+    Raises:
+        PlanError: a bad plan, duplicate items, or nothing to pack.
+        InputError: a capture, report or folder cannot be read or parsed.
+        SchemaError: an item does not fit the request schema.
+    """
+    refused: AirgapError | None = None
+    count = 0
+    stream = stream_sources(sources, list(wanted))
+    with contextlib.closing(stream), DuplicateCheck() as duplicates:
+        for count, (plan_item, attachments) in enumerate(stream, start=1):
+            item_id = f"i{count:05d}"
+            item = _request_item(item_id, plan_item)
+            key = device_key(item)
+            duplicates.add(plan_item, device=key)
+            rows.append((item_id, plan_item.action, key))
+            if refused is not None:
+                continue  # no bundle will be written: later items are not added
+            try:
+                builder.add_item(item)
+                for member, stored in zip(item["files"], attachments, strict=True):
+                    # Hashed where it was parsed; read again only to be copied into the tar.
+                    builder.add_file(member, stored.path, sha256=stored.sha256, size=stored.size)
+            except AirgapError as exc:
+                refused = exc
+        duplicates.check()
+    if not count:
         message = "nothing to pack: the inputs hold no items"
         raise PlanError(message, problems=[message])
-    return _request_items(loaded.items, loaded.blobs)
+    if refused is not None:
+        raise refused
 
 
 @dataclass(frozen=True)
@@ -255,39 +295,38 @@ class _BundleSpec:
 
 def _write_and_record(
     home: Home,
-    items: list[dict[str, Any]],
-    files: list[PayloadFile],
-    expected: dict[str, str],
+    builder: BundleBuilder,
+    rows: RecordSpool,
     *,
     output: Path,
     bundle: _BundleSpec,
     progress: Progress | None,
-) -> WrittenBundle:
+) -> StreamedBundle:
     """Write the bundle under a temporary name and record it with its sequence number in ONE
     state.db transaction; publish the file only once the record is in. Any failure leaves no
     file, no row and no sequence number used."""
-    device_keys = [device_key(item) for item in items]
     published: list[Path] = []
     temp = output.parent / f".{output.name}.{uuid.uuid4().hex}.pack"
     try:
         with InsideState(home.paths.state_db) as state, state.reserve_sequence() as reservation:
             try:
-                written = _write_bundle(
-                    temp, items, files, reservation, device_keys, bundle, progress
-                )
-                _check_attachments(written, expected)
+                written = _write_bundle(temp, builder, rows, reservation, bundle, progress)
+                # The item rows are in already (`_record_rows`): `record` adds the request row,
+                # which stores items.json as signed. That is the one copy of every item this
+                # pack holds in memory at once, and only because state.db takes it as one
+                # value; `items` stays empty rather than parse it back.
                 reservation.record(
                     RequestRecord(
-                        bundle_id=written.manifest.bundle_id,
+                        bundle_id=written.bundle_id,
                         manifest_sha256=written.manifest_sha256,
                         sequence=reservation.sequence,
                         created=format_timestamp(bundle.created),
                         expires=format_timestamp(bundle.expires),
                         path=str(output.resolve()),
-                        items=items,
+                        items=[],
                     ),
-                    device_keys,
-                    items_json=written.items_json,
+                    [],
+                    items_json=builder.items_json(),
                 )
                 # Published while the transaction is still open: if the commit then fails,
                 # the files are taken back below. Parts go last to first, so the first part
@@ -311,23 +350,19 @@ def _write_and_record(
 
 def _write_bundle(
     temp: Path,
-    items: list[dict[str, Any]],
-    files: list[PayloadFile],
+    builder: BundleBuilder,
+    rows: RecordSpool,
     reservation: SequenceReservation,
-    device_keys: list[str | None],
     bundle: _BundleSpec,
     progress: Progress | None,
-) -> WrittenBundle:
-    """Build the signed bundle at `temp` while the item rows go into state.db on a thread:
+) -> StreamedBundle:
+    """Sign and write the bundle at `temp` while the item rows go into state.db on a thread:
     for a large request the rows are most of the recording, and SQLite runs without the GIL."""
     bundle_id = str(uuid.uuid4())
     with ThreadPoolExecutor(max_workers=1) as recorder:
-        rows = recorder.submit(reservation.record_items, bundle_id, items, device_keys)
-        written = build_bundle(
+        recorded = recorder.submit(_record_rows, reservation, bundle_id, rows)
+        written = builder.write(
             temp,
-            kind="request",
-            items=items,
-            files=files,
             signers=[bundle.signer],
             sequence=reservation.sequence,
             created=bundle.created,
@@ -339,31 +374,45 @@ def _write_bundle(
             progress=progress,
             split=bundle.split,
         )
-    rows.result()  # the thread has ended either way: `with` waited for it
+    recorded.result()  # the thread has ended either way: `with` waited for it
     return written
+
+
+def _record_rows(reservation: SequenceReservation, bundle_id: str, rows: RecordSpool) -> None:
+    """Insert the item rows of the request a batch at a time, as they come off the spool."""
+    items: list[dict[str, Any]] = []
+    keys: list[str | None] = []
+    for item_id, name, key in rows:
+        items.append({"id": item_id, "action": name})
+        keys.append(key)
+        if len(items) >= _ROWS_BATCH:
+            reservation.record_items(bundle_id, items, keys)
+            items, keys = [], []
+    if items:
+        reservation.record_items(bundle_id, items, keys)
 
 
 def _result(
     output: Path,
-    written: WrittenBundle,
-    items: Sequence[dict[str, Any]],
+    written: StreamedBundle,
+    summary: dict[str, Any],
     sources: Sequence[Source],
     created: datetime,
     expires: datetime,
     encrypted: bool,
     compressed: bool,
 ) -> PackResult:
-    actions = Counter(str(item["action"]) for item in items)
+    actions: dict[str, int] = summary["by_action"]
     vendors: Counter[str] = Counter()
     for name, count in actions.items():
         vendors[action(name).vendor] += count
     return PackResult(
         path=output,
-        bundle_id=written.manifest.bundle_id,
+        bundle_id=written.bundle_id,
         manifest_sha256=written.manifest_sha256,
-        sequence=written.manifest.sequence,
-        items=len(items),
-        by_action=dict(sorted(actions.items())),
+        sequence=written.sequence,
+        items=summary["items"],
+        by_action=dict(actions),
         by_vendor=dict(sorted(vendors.items())),
         size=written.size,
         created=created,
@@ -385,7 +434,7 @@ def _check_output(output: Path) -> None:
         raise ConfigError(f"{output} is not a file name")
 
 
-def _final_parts(output: Path, written: WrittenBundle) -> list[Path]:
+def _final_parts(output: Path, written: StreamedBundle) -> list[Path]:
     return [part_path(output, n) for n in range(1, len(written.parts) + 1)]
 
 
@@ -427,43 +476,17 @@ def _member_name(name: str, used: set[str]) -> str:
     return candidate
 
 
-def _request_items(
-    plan_items: Sequence[PlanItem], blobs: Sequence[Sequence[Blob]]
-) -> tuple[list[dict[str, Any]], list[PayloadFile], dict[str, str]]:
-    """Request items (ids `i00001`… in input order), their payload files, and expected hashes."""
-    items: list[dict[str, Any]] = []
-    files: list[PayloadFile] = []
-    expected: dict[str, str] = {}
-    for index, (plan_item, contents) in enumerate(zip(plan_items, blobs, strict=True), start=1):
-        item_id = f"i{index:05d}"
-        members: list[str] = []
+def _request_item(item_id: str, plan_item: PlanItem) -> dict[str, Any]:
+    """The request item of a plan item: its attachments become `files/<id>/<name>`."""
+    members: list[str] = []
+    if plan_item.attachments:
         used: set[str] = set()
-        digests = plan_item.attachment_sha256
-        for n, (path, content) in enumerate(zip(plan_item.attachments, contents, strict=True)):
-            member = f"files/{item_id}/{_member_name(os.path.basename(path), used)}"
-            members.append(member)
-            digest = digests[n] if n < len(digests) else None
-            if isinstance(content, Path):
-                files.append(PayloadFile(member, content))
-                if digest is not None:
-                    expected[member] = digest  # compared once the writer has read the file
-            else:
-                files.append(PayloadFile(member, content, sha256=digest))
-        items.append(
-            {
-                "id": item_id,
-                "action": plan_item.action,
-                "device": plan_item.device,
-                "params": plan_item.params,
-                "files": members,
-            }
-        )
-    return items, files, expected
-
-
-def _check_attachments(written: WrittenBundle, expected: dict[str, str]) -> None:
-    """Refuse a bundle whose streamed attachment differs from the file that was parsed."""
-    for member in written.manifest.members:
-        want = expected.get(member.path)
-        if want is not None and member.sha256 != want:
-            raise InputError(f"{member.path}: its source changed while it was being packed")
+        for path in plan_item.attachments:
+            members.append(f"files/{item_id}/{_member_name(os.path.basename(path), used)}")
+    return {
+        "id": item_id,
+        "action": plan_item.action,
+        "device": plan_item.device,
+        "params": plan_item.params,
+        "files": members,
+    }

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from airgap.errors import InputError, PlanError
@@ -39,12 +40,14 @@ from airgap.inside.parsers.f5 import check_addon_key, check_regkey, parse_dossie
 from airgap.model import ACTIONS, CSV_COLUMNS, FIELDS, Action, device_key, normalize_mac
 from airgap.model.fields import HYPERVISORS, MODES, RESERVATION_TYPES, UNITS_OF_MEASURE
 from airgap.schema import load_schema
+from airgap.spool import RecordSpool
 
 __all__ = [
     "ACTIONS",
     "CSV_COLUMNS",
     "HYPERVISORS",
     "UNITS_OF_MEASURE",
+    "DuplicateCheck",
     "PlanItem",
     "check_duplicates",
     "load_plan",
@@ -642,7 +645,10 @@ def load_plan(path: Path) -> list[PlanItem]:
             items.append(item)
     if not seen_rows and not problems:
         problems.append(f"{source}:1: the plan has no items")
-    problems.extend(_duplicate_problems(items))
+    with DuplicateCheck() as duplicates:
+        for item in items:
+            duplicates.add(item)
+        problems.extend(duplicates.problems())
     if problems:
         raise _plan_error(source, problems)
     return items
@@ -672,32 +678,109 @@ def _sha256_file(path: Path | str) -> str:
     return digest.hexdigest()
 
 
-def _duplicate_key(item: PlanItem) -> tuple[str, str]:
-    """What makes two items the same request (the catalogue's `dedupe_by`), and how to say it."""
+def _duplicate_key(item: PlanItem, device: str | None = None) -> str:
+    """What makes two items of one action the same request (the catalogue's `dedupe_by`).
+
+    `device` may give the item's device key when the caller has it already.
+    """
     by = ACTIONS[item.action].dedupe_by
     if by == "device":
-        name = device_key({"device": item.device})
-        return str(name), f"for {name}"
+        return str(device if device is not None else device_key({"device": item.device}))
     if by == "files":
         digests = item.attachment_sha256 or tuple(_sha256_file(p) for p in item.attachments)
-        return ",".join(digests), "with the same RUM file content"
+        return ",".join(digests)
     if by != "params":
-        return str(item.params[by]), f"of {item.params[by]}"
-    return json.dumps(item.params, sort_keys=True, default=str), "with the same parameters"
+        return str(item.params[by])
+    return json.dumps(item.params, sort_keys=True, default=str)
 
 
-def _duplicate_problems(items: list[PlanItem]) -> list[str]:
-    first: dict[tuple[str, str], PlanItem] = {}
-    problems: list[str] = []
-    for item in items:
-        key, described = _duplicate_key(item)
-        earlier = first.setdefault((item.action, key), item)
-        if earlier is not item:
-            problems.append(f"{item.origin}: {item.action} {described} repeats {earlier.origin}")
-    return problems
+def _described(action: str, key: str) -> str:
+    """How a repeat is named in the problem: `for PID:SN`, `of KEY`, …"""
+    by = ACTIONS[action].dedupe_by
+    if by == "device":
+        return f"for {key}"
+    if by == "files":
+        return "with the same RUM file content"
+    if by != "params":
+        return f"of {key}"
+    return "with the same parameters"
 
 
-def check_duplicates(items: list[PlanItem]) -> None:
+class DuplicateCheck:
+    """`check_duplicates` for items that stream past one at a time.
+
+    It holds a hash per item rather than the items. The key and origin of every item go to a
+    `RecordSpool` on disk; only when a hash repeats is the spool read back, to confirm the
+    repeat and name both places. Use as a context manager, or call `close()`.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self._repeated: set[int] = set()
+        self._spool = RecordSpool()
+
+    def add(self, item: PlanItem, *, device: str | None = None) -> None:
+        """Note one item; `device` may give its device key (`device_key`) if known.
+
+        Raises:
+            InputError: an attachment whose hash was not known could not be read.
+        """
+        key = _duplicate_key(item, device)
+        marker = hash((item.action, key))
+        if marker in self._seen:
+            self._repeated.add(marker)
+        else:
+            self._seen.add(marker)
+        self._spool.append((item.action, key, item.origin))
+
+    def problems(self) -> list[str]:
+        """One problem per repeated item, naming it and the first of its kind, in item order."""
+        if not self._repeated:
+            return []
+        first: dict[tuple[str, str], str] = {}
+        problems: list[str] = []
+        for action, key, origin in self._spool:
+            if hash((action, key)) not in self._repeated:
+                continue
+            earlier = first.get((action, key))
+            if earlier is None:
+                first[(action, key)] = origin
+                continue
+            problems.append(f"{origin}: {action} {_described(action, key)} repeats {earlier}")
+        return problems
+
+    def check(self) -> None:
+        """Raise for the repeats noted so far, as `check_duplicates` does.
+
+        Raises:
+            PlanError: one problem per repeated item, naming both origins.
+        """
+        problems = self.problems()
+        if problems:
+            count = len(problems)
+            raise PlanError(
+                f"{count} duplicate item{'s' if count != 1 else ''}; the first: {problems[0]}",
+                problems=problems,
+                hint="Remove the repeated rows or files; each request may appear once per bundle.",
+            )
+
+    def close(self) -> None:
+        """Drop what was noted."""
+        self._spool.close()
+
+    def __enter__(self) -> DuplicateCheck:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def check_duplicates(items: Iterable[PlanItem]) -> None:
     """Refuse the same request twice: same action and device, RUM content, or query.
 
     Devices are compared by UDI (`PID:SN`) or MAC; usage reports by the content of their files;
@@ -707,11 +790,7 @@ def check_duplicates(items: list[PlanItem]) -> None:
         PlanError: one problem per repeated item, naming both origins.
         InputError: an attachment whose hash was not known could not be read.
     """
-    problems = _duplicate_problems(items)
-    if problems:
-        count = len(problems)
-        raise PlanError(
-            f"{count} duplicate item{'s' if count != 1 else ''}; the first: {problems[0]}",
-            problems=problems,
-            hint="Remove the repeated rows or files; each request may appear once per bundle.",
-        )
+    with DuplicateCheck() as duplicates:
+        for item in items:
+            duplicates.add(item)
+        duplicates.check()

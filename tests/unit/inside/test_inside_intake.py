@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import multiprocessing
 import os
 import shutil
 from collections.abc import Callable
@@ -13,13 +15,16 @@ import pytest
 
 from airgap.errors import InputError, PlanError
 from airgap.inside import intake
+from airgap.inside import plan as plan_module
 from airgap.inside.intake import (
     Loaded,
     Source,
+    Stored,
     items_from_returns_dir,
     items_from_rum_dir,
     items_from_udi_dir,
     load_sources,
+    stream_sources,
 )
 from airgap.inside.plan import (
     PlanItem,
@@ -227,6 +232,24 @@ def test_plan_and_directory_items_are_checked_together(device_dir: Path, write: 
     ]
 
 
+def test_a_hash_collision_is_not_taken_for_a_repeat(
+    device_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check holds a hash per item and confirms a repeated hash against the keys it spooled.
+    monkeypatch.setattr(plan_module, "hash", lambda value: 0, raising=False)
+    items = items_from_udi_dir(device_dir, [("T", 1)])
+    assert len({i.device["udi"]["sn"] for i in items if i.device}) == len(items) > 1
+    check_duplicates(items)
+    with pytest.raises(PlanError) as info:
+        check_duplicates([*items, items[2], items[0]])
+    assert info.value.problems == [
+        f"{items[2].origin}: cisco.reserve for {items[2].device['udi']['pid']}:"
+        f"{items[2].device['udi']['sn']} repeats {items[2].origin}",
+        f"{items[0].origin}: cisco.reserve for {items[0].device['udi']['pid']}:"
+        f"{items[0].device['udi']['sn']} repeats {items[0].origin}",
+    ]
+
+
 def test_queries_and_regkeys_compare_by_parameters() -> None:
     def item(action: str, **params: object) -> PlanItem:
         return PlanItem(action, None, dict(params), (), f"p:{action}:{sorted(params.items())}")
@@ -289,6 +312,51 @@ def test_workers_load_the_same_items_in_the_same_order(
     rum = alone.items[41]
     assert alone.blobs[41] == [Path(rum.attachments[0]).read_bytes()]
     assert rum.attachment_sha256 == (hashlib.sha256(alone.blobs[41][0]).hexdigest(),)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streamed_reports_are_left_on_disk_with_their_hash_and_size(
+    many_devices: dict[str, Path],
+    write: Writer,
+    sample: Sample,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+) -> None:
+    shutil.copy(sample("cisco/rum/rum-report-isr.xml"), write("isr.xml", "").parent / "isr.xml")
+    plan = write("plan.csv", "action,rum_file\ncisco.report_usage,isr.xml\n")
+    sources = [Source("udi", many_devices["udi"]), Source("plan", plan)]
+    sources.append(Source("rum", many_devices["rum"]))
+    monkeypatch.setattr(intake, "_CHUNK_MAX", 7)  # many chunks per folder, handed out ahead
+    loaded = _load(sources, workers, monkeypatch)
+    with contextlib.closing(stream_sources(sources, [("T", 1)])) as stream:
+        streamed = list(stream)
+    assert [item for item, _ in streamed] == loaded.items
+    reports = [(item, stored) for item, stored in streamed if stored]
+    assert len(reports) == 41
+    for item, (stored,) in reports:
+        data = Path(item.attachments[0]).read_bytes()
+        assert isinstance(stored, Stored)
+        assert stored == Stored(
+            str(item.attachments[0]), hashlib.sha256(data).hexdigest(), len(data)
+        )
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_consumer_that_stops_early_stops_the_workers(
+    many_devices: dict[str, Path], monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    monkeypatch.setattr(intake, "_workers", lambda files: workers)
+    monkeypatch.setattr(intake, "_CHUNK_MAX", 3)
+    sources = [Source("udi", many_devices["udi"]), Source("rum", many_devices["rum"])]
+    with contextlib.closing(stream_sources(sources, [("T", 1)])) as stream:
+        first = [next(stream) for _ in range(5)]
+    assert [item.origin.rsplit("/", 1)[1] for item, _ in first][:2] == [
+        "dev-foc00000000.udi.txt:4",
+        "dev-foc00000001.udi.txt:4",
+    ]
+    with pytest.raises(StopIteration):
+        next(stream)  # closed: nothing more comes
+    assert multiprocessing.active_children() == []  # and no worker is left running
 
 
 @pytest.mark.parametrize("workers", [0, 3])

@@ -9,15 +9,19 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import CONFORMANCE
 
-from airgap.bundle import TrustPolicy, open_bundle
+from airgap import spool
+from airgap.bundle import BundleBuilder, TrustPolicy, open_bundle
+from airgap.bundle import writer as writer_module
+from airgap.emulators.device import render_rum_report, render_udi_capture
 from airgap.errors import ConfigError, DecryptFailed, InputError, PlanError
 from airgap.home import Home
 from airgap.inside import intake
@@ -303,7 +307,7 @@ def test_a_bundle_that_fails_while_item_rows_go_in_leaves_no_rows(
         raise InputError("a report vanished")
 
     monkeypatch.setattr(SequenceReservation, "record_items", slow_rows)
-    monkeypatch.setattr(pack_module, "build_bundle", broken_build)
+    monkeypatch.setattr(BundleBuilder, "write", broken_build)
     output = tmp_path / "req.airgap"
     with pytest.raises(InputError, match="vanished"):
         run(inside, output, udi_dir=devices["udi"], entitlements=[TAG])
@@ -384,8 +388,9 @@ def test_pack_refuses_an_outside_home(sites: Any, make_plan: MakePlan, tmp_path:
         run(outside, tmp_path / "req.airgap", plans=[plan])
 
 
+@pytest.mark.parametrize("compress", [False, True])
 def test_packed_bundle_passes_the_conformance_check(
-    sites: Any, devices: dict[str, Path], tmp_path: Path
+    sites: Any, devices: dict[str, Path], tmp_path: Path, compress: bool
 ) -> None:
     inside, _ = sites
     # The checker sits in ../shared beside the repository, as CI lays it out: missing is a
@@ -397,7 +402,7 @@ def test_packed_bundle_passes_the_conformance_check(
         udi_dir=devices["udi"],
         entitlements=[TAG],
         rum_dir=devices["rum"],
-        compress=True,
+        compress=compress,
     )
     check = subprocess.run(
         [
@@ -434,3 +439,135 @@ def test_errors_from_worker_processes_keep_their_problems(
         run(inside, tmp_path / "req.airgap", plans=[bad], rum_dir=devices["rum"])
     assert len(caught.value.problems) >= 2
     assert caught.value.hint
+
+
+# --- streaming: what is held, what is read again ------------------------------------------------
+
+
+def many_devices(root: Path, count: int) -> tuple[Path, Path]:
+    """`count` devices' UDI captures and RUM reports, written fast (the emulator's renderers)."""
+    udi, rum = root / "udi", root / "rum"
+    udi.mkdir(parents=True)
+    rum.mkdir()
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    for n in range(count):
+        pid, sn, host = "C9300-24T", f"FOC{n:08d}", f"dev-{n}"
+        (udi / f"{host}.udi.txt").write_text(render_udi_capture(pid=pid, sn=sn, hostname=host))
+        (rum / f"{host}.rum.xml").write_text(
+            render_rum_report(pid=pid, sn=sn, hostname=host, now=now)
+        )
+    return udi, rum
+
+
+def test_item_rows_go_in_by_batches_in_item_order(
+    sites: Any, devices: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside, outside = sites
+    monkeypatch.setattr(pack_module, "_ROWS_BATCH", 2)
+    result = run(
+        inside,
+        tmp_path / "req.airgap",
+        udi_dir=devices["udi"],
+        entitlements=[TAG],
+        rum_dir=devices["rum"],
+        returns_dir=devices["returns"],
+    )
+    _, items, _ = opened_items(outside, result.path)
+    with InsideState(inside.paths.state_db) as state:
+        rows = state.items(result.bundle_id)
+        request = state.request(result.bundle_id)
+    assert [(r.item_id, r.action, r.device_key) for r in rows] == [
+        (i["id"], i["action"], f"{i['device']['udi']['pid']}:{i['device']['udi']['sn']}")
+        for i in items
+    ]
+    assert request is not None and request.items == items
+
+
+def test_a_report_that_vanishes_before_it_is_copied_leaves_nothing(
+    sites: Any, devices: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside, _ = sites
+    real = pack_module._gather
+    victim = sorted(devices["rum"].iterdir())[1]
+
+    def gather_then_remove(*args: Any) -> None:
+        real(*args)
+        victim.unlink()  # parsed and hashed already; the writer reads it again to copy it
+
+    monkeypatch.setattr(pack_module, "_gather", gather_then_remove)
+    output = tmp_path / "req.airgap"
+    with pytest.raises(InputError, match="cannot read") as caught:
+        run(inside, output, rum_dir=devices["rum"])
+    assert str(victim) in caught.value.message
+    assert_nothing_written(inside, tmp_path, output)
+
+
+def test_a_report_that_changes_size_before_it_is_copied_leaves_nothing(
+    sites: Any, devices: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside, _ = sites
+    real = pack_module._gather
+    victim = sorted(devices["rum"].iterdir())[0]
+
+    def gather_then_append(*args: Any) -> None:
+        real(*args)
+        with victim.open("ab") as report:
+            report.write(b"\n")
+
+    monkeypatch.setattr(pack_module, "_gather", gather_then_append)
+    output = tmp_path / "req.airgap"
+    with pytest.raises(InputError, match="changed while it was being packed"):
+        run(inside, output, udi_dir=devices["udi"], entitlements=[TAG], rum_dir=devices["rum"])
+    assert_nothing_written(inside, tmp_path, output)
+    with sqlite3.connect(inside.paths.state_db) as db:
+        assert db.execute("SELECT COUNT(*) FROM inside_items").fetchone()[0] == 0
+
+
+def test_a_bad_input_is_reported_before_duplicates_found_earlier(
+    sites: Any, devices: dict[str, Path], make_plan: MakePlan, tmp_path: Path
+) -> None:
+    inside, _ = sites
+    plan = make_plan(
+        [{"action": "cisco.reserve", "pid": "C9300-24T", "sn": "FOC00000000", "entitlements": TAG}]
+    )
+    (devices["rum"] / "zz-bad.rum.xml").write_text("<html></html>")
+    output = tmp_path / "req.airgap"
+    # The plan's device repeats the first UDI capture's, and a later report does not parse:
+    # the bad input comes first, as when every input was loaded before the duplicate check.
+    with pytest.raises(InputError, match=r"zz-bad\.rum\.xml"):
+        run(
+            inside,
+            output,
+            plans=[plan],
+            udi_dir=devices["udi"],
+            entitlements=[TAG],
+            rum_dir=devices["rum"],
+        )
+    assert_nothing_written(inside, tmp_path, output)
+
+
+def test_pack_memory_does_not_grow_with_the_items(
+    sites: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regression test for holding every item or report (about 10 KB a device before)."""
+    inside, _ = sites
+    # Everything in this process, where tracemalloc sees it, in buffers far smaller than the
+    # requests, so that what grows is what is held per item.
+    monkeypatch.setattr(intake, "_workers", lambda files: 0)
+    monkeypatch.setattr(intake, "_CHUNK_MAX", 32)
+    monkeypatch.setattr(writer_module, "_COPY_CHUNK", 1 << 14)
+    monkeypatch.setattr(pack_module, "_ROWS_BATCH", 64)
+    monkeypatch.setattr(spool, "_BATCH", 64)
+    peaks: list[int] = []
+    for count in (100, 700):
+        udi, rum = many_devices(tmp_path / str(count), count)
+        tracemalloc.start()
+        try:
+            run(inside, tmp_path / f"{count}.airgap", udi_dir=udi, entitlements=[TAG], rum_dir=rum)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    per_device = (peaks[1] - peaks[0]) / 600
+    # What is left per device: state.db takes items.json as one value (the bytes and their
+    # decoded text, ~900 bytes a device) and a hash per item and attachment.
+    assert per_device < 1500, f"{per_device:.0f} bytes a device"

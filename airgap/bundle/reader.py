@@ -14,20 +14,15 @@ import gc
 import gzip
 import hashlib
 import json
-import operator
-import re
 import tempfile
 import zlib
-from array import array
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from airgap import schema
-from airgap.bundle import itemstream, tarstream
+from airgap.bundle import itemcheck, itemstream, tarstream
 from airgap.bundle.crypt import decrypt_stream, is_age
 from airgap.bundle.manifest import (
     ITEMS_NAME,
@@ -38,10 +33,11 @@ from airgap.bundle.manifest import (
     MemberEntry,
     MemberList,
     signing_role,
+    skip_entries,
     summarize,
     sums_text,
 )
-from airgap.bundle.names import SIGNATURE_NAME, check_member_name
+from airgap.bundle.names import SIGNATURE_NAME, check_member_name, plainly_safe_run
 from airgap.bundle.parts import (
     bundle_parts,
     ended_early_is_missing_part,
@@ -70,6 +66,8 @@ from airgap.trust import TrustStore
 from airgap.units import format_size, utc_now
 
 GZIP_MAGIC = b"\x1f\x8b"
+_RUN_WINDOW = 128 * 1024  # bytes of the manifest's member list looked at per run of members
+_SPECIAL_NAMES = (SUMS_NAME.encode(), ITEMS_NAME.encode())
 CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -137,6 +135,7 @@ class OpenedBundle:
     _items: list[dict[str, Any]] | None = None
     _items_file: BinaryIO | None = None  # the verified items.json (an unlinked temp file)
     _items_size: int = 0
+    _rendered: list[BinaryIO] | None = None  # what `render_items` made, a file per range
 
     @property
     def manifest_sha256(self) -> str:
@@ -162,6 +161,14 @@ class OpenedBundle:
                 yield from batch
         except itemstream.Unusual:  # cannot happen once verified; read it whole if it does
             yield from self.items_read_whole()
+
+    def rendered_items(self) -> Iterator[bytes] | None:
+        """What the `render_items` function given to `open_bundle` returned for the items,
+        every batch's in order and joined by commas, a chunk at a time; None when it was not
+        run (no function given, or items.json had to be read the general way)."""
+        if self._rendered is None:
+            return None
+        return itemcheck.rendered_chunks(self._rendered)
 
     def items_read_whole(self) -> list[dict[str, Any]]:
         assert self._items_file is not None
@@ -219,6 +226,7 @@ def open_bundle(
     limits: Limits | None = None,
     keep_files: bool = False,
     temp_root: Path | None = None,
+    render_items: Callable[[list[Any]], bytes] | None = None,
 ) -> Iterator[OpenedBundle]:
     """Verify the bundle at `path` and yield it; temporary files vanish when the block ends.
 
@@ -229,6 +237,9 @@ def open_bundle(
         limits: size limits; defaults to `Limits()`.
         keep_files: keep payload members in a private temp folder for `file_path`.
         temp_root: where that temp folder is created (default: the system's).
+        render_items: applied to each batch of items (a list) once it is checked, while
+            `items.json` is checked; what it returns is kept in temporary files, for
+            `OpenedBundle.rendered_items` (inspect's JSON is written this way).
 
     Raises:
         VerificationError: every refusal of DESIGN §4, each with its stable code.
@@ -260,16 +271,18 @@ def open_bundle(
             reader = _BundleReader(
                 stream, policy, limits, Path(tmp) if keep_files else None, Path(tmp)
             )
+            reader.render_items = render_items
+            stack.callback(reader.stop_items_check)
             # A read makes no cycles; collections would only walk its items batches again.
             gc_was_enabled = gc.isenabled()
             gc.disable()
             try:
                 opened = reader.read()
             except (OSError, EOFError, zlib.error) as exc:
-                _close(reader.items_file)
+                reader.close_files()
                 raise NotABundle(f"{path.name} is not a readable bundle ({exc})") from None
             except BaseException:
-                _close(reader.items_file)
+                reader.close_files()
                 raise
             finally:
                 if gc_was_enabled:
@@ -341,6 +354,13 @@ class _Listing:
         self.total += size
         self.offset = self.fast.data.index(b"}", self.offset) + 2
 
+    def advance_run(self, paths: list[bytes], sizes: list[bytes], size: int) -> None:
+        """Fast mode: the entries with these raw `paths` and `sizes`, from the cursor on,
+        were found, `size` bytes in all."""
+        self.offset = skip_entries(self.offset, paths, sizes)
+        self.index += len(paths)
+        self.total += size
+
     def to_generic(self) -> None:
         """Leave fast mode: the listing as a dict, the found members by name."""
         if self.fast is None:
@@ -387,8 +407,37 @@ class _BundleReader:
         self.checks: list[str] = []
         self.items_file: BinaryIO | None = None
         self.items_size = 0
+        self.render_items: itemcheck.Render | None = None
+        self.items_check: itemcheck.ItemsCheck | None = None
         self.manifest: Manifest | None = None
         self.sums_verified = False  # SHA256SUMS hashed equal to the text its listing implies
+
+    def start_items_check(self) -> None:
+        """Start checking the verified items.json (in worker processes, if it pays)."""
+        assert self.items_file is not None and self.manifest is not None
+        try:
+            self.items_check = itemcheck.ItemsCheck(
+                self.items_file,
+                self.items_size,
+                manifest=self.manifest,
+                max_piece=self.limits.items_max,
+                render=self.render_items,
+                tmp=self.tmp,
+                workers=itemcheck.worker_count(self.items_size),
+            )
+        except itemstream.Unusual:
+            self.items_check = None  # read the general way
+
+    def stop_items_check(self) -> None:
+        if self.items_check is not None:
+            self.items_check.stop()
+
+    def close_files(self) -> None:
+        """After a refusal: the items file and any rendering."""
+        self.stop_items_check()
+        _close(self.items_file)
+        if self.items_check is not None:
+            self.items_check.close_rendering()
 
     def fail(self, error: VerificationError) -> None:
         """Refuse, or in report-only mode remember the problem and go on."""
@@ -410,7 +459,19 @@ class _BundleReader:
         listing: _Listing | None = None
         kept: dict[str, Path] = {}
         small: dict[str, bytes] = {}
-        for entry in members:
+        # Runs of small listed members are checked at once while the tar is as airgap writes
+        # it; kept files are written one at a time.
+        runs = self.keep_dir is None
+        while True:
+            if runs and listing is not None and listing.fast is not None:
+                taken = self.take_listed_run(listing, seen)
+                if taken is None:
+                    runs = False  # something differs: one member at a time from here on
+                elif taken:
+                    continue
+            entry = next(members, None)
+            if entry is None:
+                break
             check_member_name(entry.name)
             if listing is not None and listing.fast is not None:
                 wanted = listing.next_listed(entry.name) if entry.kind == "file" else None
@@ -478,6 +539,9 @@ class _BundleReader:
         else:
             self.checks.append("SHA256SUMS: agrees with the manifest")
         item_count, items = self.parse_items(manifest, listing)
+        rendered = None
+        if self.render_items is not None and self.items_check is not None and items is None:
+            rendered = self.items_check.rendering()
         return OpenedBundle(
             manifest=manifest,
             manifest_bytes=manifest_bytes,
@@ -494,7 +558,36 @@ class _BundleReader:
             _items=items,
             _items_file=self.items_file,
             _items_size=self.items_size,
+            _rendered=rendered,
         )
+
+    def take_listed_run(self, listing: _Listing, seen: set[str]) -> int | None:
+        """Fast mode: take the next listed members at once if the tar holds them exactly as
+        listed (`TarReader.take_plain_files`); how many, or None when it does not.
+
+        Only a run of plain files the one-at-a-time checks would pass by name is tried: each
+        name acceptable at a glance (`plainly_safe_run`), neither `SHA256SUMS` nor
+        `items.json` (handled on their own), and none folding onto a name seen before.
+        """
+        fast = listing.fast
+        assert fast is not None
+        paths, digests, sizes = fast.raw_entries(listing.offset, _RUN_WINDOW)
+        count = plainly_safe_run(paths)
+        for special in _SPECIAL_NAMES:
+            if special in paths[:count]:
+                count = paths.index(special)
+        if not count:
+            return 0
+        names = paths[:count]
+        if not seen.isdisjoint(map(bytes.decode, map(bytes.lower, names))):
+            return None
+        lengths = list(map(int, sizes[:count]))
+        taken = self.tar.take_plain_files(
+            names, lengths, bytes.fromhex(b"".join(digests[:count]).decode("ascii"))
+        )
+        if taken:
+            listing.advance_run(names[:taken], sizes[:taken], sum(lengths[:taken]))
+        return taken
 
     @staticmethod
     def check_size(name: str, size: int, listed: int) -> None:
@@ -538,6 +631,8 @@ class _BundleReader:
             digest = self.tar.digest()
         if digest != wanted.sha256:
             raise HashMismatch.for_member(name, wanted.sha256, digest)
+        if name == ITEMS_NAME:
+            self.start_items_check()  # the signed bytes: checked while the rest streams
         return digest
 
     def expected_sums_sha256(self) -> str | None:
@@ -545,7 +640,7 @@ class _BundleReader:
         manifest = self.manifest
         if manifest is None or not isinstance(manifest.members, MemberList):
             return None
-        return sums_sha256(manifest.members)
+        return manifest.members.sums_sha256
 
     def authenticate(
         self, manifest_bytes: bytes, raw_signatures: dict[str, bytes]
@@ -673,63 +768,18 @@ class _BundleReader:
         if self.items_file is None:
             raise MissingMember("items.json is missing")
         try:
-            count = self.stream_items(manifest, listing)
+            if self.items_check is None:
+                raise itemstream.Unusual("not in the shape airgap writes")
+            count = itemcheck.combine(self.items_check.tallies(), manifest)
         except itemstream.Unusual:
+            if self.items_check is not None:
+                self.items_check.close_rendering()
+                self.items_check.jobs.clear()
             self.items_file.seek(0)
             items = self.parse_items_whole(self.items_file.read(), manifest, set(listing.paths))
             return len(items), items
         self.checks.append(f"items: {count} schema-valid {manifest.kind} items")
         return count, None
-
-    def stream_items(self, manifest: Manifest, listing: _Listing) -> int:
-        """Check items.json a batch at a time: the schema, the summary, unique ids, and that
-        every file an item names is a listed member.
-
-        Raises:
-            itemstream.Unusual: anything that needs the whole document to decide or word.
-            SchemaError, MissingMember: as `parse_items_whole` would, in the same order.
-        """
-        assert self.items_file is not None
-        name = f"{manifest.kind}-items"
-        counts: Counter[str] = Counter()
-        count = 0
-        id_hashes = array("q")
-        ordered = True  # ids strictly increasing (by length, then text): then they are unique
-        last: tuple[int, str] = (-1, "")
-        absent: tuple[str, str] | None = None
-        paths = _PathCursor(manifest)
-        for batch in itemstream.batches(
-            self.items_file, self.items_size, max_piece=self.limits.items_max
-        ):
-            if not batch:
-                continue
-            if schema.elements_valid(name, batch) is not True:
-                raise itemstream.Unusual("an item the schema refuses")
-            count += len(batch)
-            counts.update(map(str, map(_ACTION, batch)))
-            ids = list(map(_ID, batch))
-            if not all(isinstance(i, str) for i in ids):
-                raise itemstream.Unusual("an id that is not text")
-            id_hashes.extend(map(hash, ids))
-            if ordered:
-                keys = list(zip(map(len, ids), ids, strict=True))
-                ordered = last < keys[0] and all(map(operator.lt, keys, keys[1:]))
-                last = keys[-1]
-            if absent is None:
-                for item in batch:
-                    for path in item["files"]:
-                        if not paths.listed(path):
-                            absent = (item["id"], path)
-                            break
-                    if absent is not None:
-                        break
-        if {"items": count, "by_action": dict(sorted(counts.items()))} != dict(manifest.summary):
-            raise SchemaError("items.json does not match the manifest's summary")
-        if not ordered and len(set(id_hashes)) != count:
-            raise itemstream.Unusual("ids to compare in full")
-        if absent is not None:
-            raise MissingMember(f"item {absent[0]} refers to {absent[1]}, not in the bundle")
-        return count
 
     def parse_items_whole(
         self, data: bytes, manifest: Manifest, members: set[str]
@@ -751,54 +801,6 @@ class _BundleReader:
                 raise MissingMember(f"item {item['id']} refers to {absent[0]}, not in the bundle")
         self.checks.append(f"items: {len(items)} schema-valid {manifest.kind} items")
         return items
-
-
-_ACTION = operator.itemgetter("action")
-_ID = operator.itemgetter("id")
-
-
-class _PathCursor:
-    """Is a path listed? Asked in the listed order (as items name their files) it is one
-    comparison; otherwise a set of the listed paths is built once."""
-
-    def __init__(self, manifest: Manifest) -> None:
-        self.members = manifest.members
-        self.fast = manifest.members if isinstance(manifest.members, MemberList) else None
-        self.offset = 0
-        if self.fast is not None:
-            first = self.fast.data.find(b'{"path":"files/', self.fast.start, self.fast.end)
-            self.offset = self.fast.end if first < 0 else first
-        self.all: set[str] | None = None
-
-    def listed(self, path: str) -> bool:
-        fast = self.fast
-        if fast is not None and self.offset < fast.end and path.isascii():
-            # Items name their files in the order pack lists them, after SHA256SUMS and
-            # items.json: then each answer is one comparison at the cursor.
-            data = fast.data
-            if data.startswith(b'{"path":"%s","' % path.encode("ascii"), self.offset):
-                self.offset = data.index(b"}", self.offset) + 2
-                return True
-        if self.all is None:
-            self.all = {m.path for m in self.members}
-        return path in self.all
-
-
-def sums_sha256(members: MemberList) -> str:
-    """SHA-256 of the SHA256SUMS that `sums_text` writes for `members` less SHA256SUMS itself."""
-    digest = hashlib.sha256()
-    data = members.data
-    pos = members.start
-    while pos < members.end:
-        cut = data.find(b',{"path":"', pos + (1 << 20), members.end)
-        cut = members.end if cut < 0 else cut
-        pairs = _PATH_AND_SHA256.findall(data, pos, cut)
-        digest.update(b"".join([h + b"  " + p + b"\n" for p, h in pairs if p != b"SHA256SUMS"]))
-        pos = cut + 1
-    return digest.hexdigest()
-
-
-_PATH_AND_SHA256 = re.compile(rb'\{"path":"([A-Za-z0-9._/-]*)","sha256":"([0-9a-f]{64})"')
 
 
 def verify_bundle(

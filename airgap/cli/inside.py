@@ -75,7 +75,10 @@ def pack_cmd(
     ],
     plans: Annotated[
         list[Path] | None,
-        typer.Argument(help="CSV or JSON plan files (DESIGN §6 columns).", show_default=False),
+        typer.Argument(
+            help='CSV or JSON plan files (columns: README, "The round trip").',
+            show_default=False,
+        ),
     ] = None,
     udi: Annotated[
         Path | None,

@@ -1,4 +1,5 @@
-"""`airgap demo`: the whole round trip on local emulators, with a summary a person can read."""
+"""`airgap demo`: the whole round trip with devices on local emulators, with a summary a person
+can read."""
 
 from __future__ import annotations
 
@@ -17,19 +18,24 @@ from airgap.cli._output import mapped_errors, out, state
 def demo_cmd(
     ctx: typer.Context,
     devices: Annotated[
-        int, typer.Option("--devices", help="How many Cisco devices to emulate.", min=1)
+        int,
+        typer.Option(
+            "--devices", help="How many IOS XE devices to emulate (two BIG-IPs are added).", min=1
+        ),
     ] = 6,
     keep: Annotated[
         Path | None,
         typer.Option("--keep", help="Run in this (new or empty) folder and keep everything."),
     ] = None,
 ) -> None:
-    """Run the whole round trip against local Cisco and BIG-IQ emulators.
+    """Run the whole round trip with devices against local emulators.
 
-    Creates an inside and an outside home, emulates devices, packs a signed and encrypted
-    request (reservations, usage reports, a return, BIG-IQ assignments and one deliberately
-    bad item), processes it, imports the response, verifies both audit logs, and prints what
-    crossed the gap. Nothing leaves 127.0.0.1.
+    Creates an inside and an outside home and starts emulated IOS XE devices (REST and SSH),
+    two BIG-IPs, and the Cisco and BIG-IQ emulators. Then `inside collect` (UDIs, signed usage,
+    BIG-IP MACs and plan rows), `inside pack` (signed, encrypted), `outside process`, `inside
+    import` and `inside apply` to every device; verifies both audit logs and prints, per device,
+    what was collected, what came back and what the device itself now holds. Nothing leaves
+    127.0.0.1; every emulator stops when it ends. Exit 4 if a device did not end up licensed.
 
     Example: `airgap demo --devices 20 --keep ./demo`
     """
@@ -52,6 +58,8 @@ def demo_cmd(
                 out.print(f"[bold]{escape(line)}[/]" if bold else escape(line))
 
         st.emit(document, human)
+        if not report.all_licensed:
+            raise typer.Exit(code=4)
     finally:
         if keep is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -157,15 +157,15 @@ def collect(
     unknown = sorted(name for name in options.returns if inventory.by_hostname(name) is None)
     if unknown:
         raise ConfigError(f"--return names devices the inventory does not list: {unknown}")
-    resolver = CredentialResolver(env, prompt)
-    logins = {d.credential: resolver.login(d.credential) for d in devices}  # all up front
     run_id = uuid.uuid4().hex
-    if options.dry_run:
+    if options.dry_run:  # contacts nothing, so it needs no credential
         planned = [
             DeviceOutcome(d, d.hostname, "ok", details={"planned": _planned(d, options)})
             for d in devices
         ]
         return CollectResult(run_id, planned, dry_run=True)
+    resolver = CredentialResolver(env, prompt)
+    logins = {d.credential: resolver.login(d.credential) for d in devices}  # all up front
     folders = {kind: options.out / kind for kind in ("udi", "rum", "returns", "dossiers")}
     known_hosts = KnownHosts.for_home(home.paths.root)
 

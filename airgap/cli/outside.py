@@ -14,7 +14,8 @@ from airgap.cli import watch
 from airgap.cli._output import AppState, mapped_errors, out, progress_bar, state
 
 app = typer.Typer(
-    help="The connected side: call Cisco and BIG-IQ for a request.", no_args_is_help=True
+    help="The connected side: call Cisco and BIG-IQ for a request, or go through the CSSM portal.",
+    no_args_is_help=True,
 )
 
 
@@ -24,7 +25,7 @@ def process_cmd(
     request: Annotated[Path, typer.Argument(help="The request bundle from the inside.")],
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Response file (default: resp-<id>-<n>.airgap)."),
+        typer.Option("-o", "--output", help="Response file (default: `resp-<id>-<n>.airgap`)."),
     ] = None,
     max_wait: Annotated[
         str | None,
@@ -222,7 +223,7 @@ def portal_import_cmd(
     ],
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Response file (default: resp-<id>-<n>.airgap)."),
+        typer.Option("-o", "--output", help="Response file (default: `resp-<id>-<n>.airgap`)."),
     ] = None,
     split: Annotated[
         str | None,

@@ -727,7 +727,8 @@ def _read_worksheet(
         changed = [k for k, v in expected.items() if cells.get(k, "") != v]
         if changed:
             raise PortalFileError(
-                f"{where}: {', '.join(changed)} differ from item {item.id} of the request",
+                f"{where}: the row's {', '.join(changed)} do not match item {item.id} of the "
+                "request",
                 hint="This worksheet belongs to another request, or the row was edited; only "
                 "the done column is for the operator.",
             )

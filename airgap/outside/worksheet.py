@@ -247,6 +247,7 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:15px;margin:22px 0 6px}
 table{border-collapse:collapse;width:100%}th,td{border:1px solid #999;padding:3px 6px;
 text-align:left;vertical-align:top}th{background:#eee}
 code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
+code.id{word-break:normal;white-space:nowrap}
 td.done{width:48px}
 @media print{body{margin:10mm}tr{page-break-inside:avoid}}
 """
@@ -280,12 +281,12 @@ def render_html(
             f"<td>{cell}</td>"
             for cell in (
                 str(t.step),
-                f"<code>{escape(t.item)}</code>",
+                f'<code class="id">{escape(t.item)}</code>',
                 escape(t.task),
                 f"{escape(t.smart_account)} / {escape(t.virtual_account)}",
                 escape(t.hostname),
-                f"<code>{escape(t.pid)}</code>",
-                f"<code>{escape(t.sn)}</code>",
+                f'<code class="id">{escape(t.pid)}</code>',
+                f'<code class="id">{escape(t.sn)}</code>',
                 escape(t.entitlements),
                 f"<code>{escape(t.code)}</code>",
                 f"<code>{escape(t.device_file)}</code>",

@@ -478,10 +478,12 @@ def portal_import(
         items = {str(item["id"]): RequestItem.from_json(item) for item in opened.items}
         with Journal.open(home.paths.state_db) as journal:
             if journal.request(bundle_id) is None:
-                raise PortalFileError(
+                never = PortalFileError(
                     f"request {bundle_id} was never exported from this home",
                     hint="Run `airgap outside portal-export` on it first (in this home).",
                 )
+                _audit_refusal(home, request, bundle_id, never)
+                raise never
             admit(home, journal, opened, request, action="portal-import")
             with journal.claim(bundle_id, claim_owner("outside portal-import")):
                 entries = {entry.item_id: entry for entry in journal.items(bundle_id)}

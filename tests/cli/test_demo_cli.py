@@ -289,3 +289,44 @@ def test_demo_with_keep_prints_hand_checks_that_work(airgap, tmp_path: Path) -> 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Signature Verified Successfully" in done.stdout
     assert ": OK" in done.stdout and "FAILED" not in done.stdout
+
+
+def test_demo_through_the_portal_uses_no_api_and_says_what_it_exchanged(
+    airgap, tmp_path: Path
+) -> None:
+    keep = tmp_path / "demo"
+    result = airgap("demo", "--portal", "--devices", "2", "--keep", str(keep), timeout=300)
+    assert result.returncode == 0, result.stderr
+    for phrase in (
+        "Round trip complete",
+        "Through the CSSM portal",
+        "to the portal    UD_SA_",
+        "to the portal    worksheet.html",
+        "from the portal  ACK_",
+        "from the portal  codes/",
+        "ticked done      worksheet.csv",
+        "Smart Licensing API calls: 0",
+        "Cisco   5 ok",
+    ):
+        assert phrase in result.stdout, phrase
+    (out_dir,) = (keep / "out").iterdir()
+    assert len(list((out_dir / "cisco").glob("*/lic.txt"))) == 2
+    assert len(list((out_dir / "cisco").glob("*/ack-1.xml"))) == 2
+    inside, outside = keep / "inside-home", keep / "outside-home"
+    response = keep / "transfer" / "response.airgap"
+    assert airgap("--home", str(inside), "verify", str(response)).returncode == 0
+    assert_conforms(response, producer=outside, receiver=inside, work=tmp_path)
+
+
+def test_demo_through_the_portal_with_json(airgap) -> None:
+    result = airgap("--json", "demo", "--portal", "--devices", "1", timeout=300)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["outcomes"] == {"Cisco": {"ok": 3}}
+    assert document["portal"]["api_calls"] == 0
+    assert document["portal"]["portal_calls"] == {
+        "portal_authorization": 1,
+        "portal_return": 1,
+        "portal_usage-upload": 1,
+    }
+    assert [e["step"] for e in document["portal"]["exchanged"]][:4] == ["to the portal"] * 4

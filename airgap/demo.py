@@ -107,8 +107,11 @@ class DemoReport:
     out_dir: Path
     audit_entries: dict[str, int]
     commands: list[str] = field(default_factory=list)
-    inventory: Path | None = None
+    inventory: Path | None = None  # None: a round trip without devices (the portal demo)
     devices: list[DeviceRow] = field(default_factory=list)
+    by_hand: Sequence[str] = BY_HAND
+    by_hand_section: str = "The round trip with devices"
+    rerun: str = "airgap demo --keep ./airgap-demo"
 
     @property
     def all_licensed(self) -> bool:
@@ -526,14 +529,15 @@ def summary_lines(report: DemoReport, *, kept: bool = True) -> list[str]:
         lines.append(f"  {vendor:7} " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     for item_id, action, message in report.problems:
         lines.append(f"  {item_id} {action}: {message}")
-    lines += [
-        "Devices (the last column is read from the emulated devices themselves):",
-        *_table(report.devices),
-        _verdict(report.devices),
-    ]
+    if report.inventory is not None:
+        lines += [
+            "Devices (the last column is read from the emulated devices themselves):",
+            *_table(report.devices),
+            _verdict(report.devices),
+        ]
     by_hand = [
-        "The same by hand (README.md, 'The round trip with devices', has every step):",
-        *[f"  {command}" for command in BY_HAND],
+        f"The same by hand (README.md, '{report.by_hand_section}', has every step):",
+        *[f"  {command}" for command in report.by_hand],
     ]
     if not kept:
         return [
@@ -543,14 +547,20 @@ def summary_lines(report: DemoReport, *, kept: bool = True) -> list[str]:
             "The demo folder has been removed. To keep the homes, both bundles and the device "
             "files, and get the commands that check the request by hand with age, tar, openssl "
             "and sha256sum, run it again with a folder to keep:",
-            "  airgap demo --keep ./airgap-demo",
+            f"  {report.rerun}",
         ]
     return [
         *lines,
         "Where things are:",
-        f"  inventory (devices now stopped)   {report.inventory}",
-        f"  collected files and plan          {report.workdir / 'collected'}, "
-        f"{report.workdir / 'plan.csv'}",
+        *(
+            [
+                f"  inventory (devices now stopped)   {report.inventory}",
+                f"  collected files and plan          {report.workdir / 'collected'}, "
+                f"{report.workdir / 'plan.csv'}",
+            ]
+            if report.inventory is not None
+            else [f"  plan                              {report.workdir / 'plan.csv'}"]
+        ),
         f"  device files and INSTRUCTIONS.md  {report.out_dir}",
         f"  inside home / outside home        {report.inside_home} / {report.outside_home}",
         f"  audit logs verified               {audit}",
@@ -591,6 +601,15 @@ def report_json(report: DemoReport) -> dict[str, Any]:
 
 # --- the same round trip through the CSSM portal (no API credentials) ----------------------------
 
+PORTAL_BY_HAND: Final = (
+    "airgap --home inside inside pack plan.csv --udi captures --rum rum "
+    f"--entitlement '{ENTITLEMENT}' -o request.airgap --encrypt",
+    "airgap --home outside outside portal-export request.airgap -o portal/",
+    "# in the portal: upload portal/UD_SA_*.tar.gz; save the ACK and codes as worksheet.csv says",
+    "airgap --home outside outside portal-import request.airgap --from portal/ -o response.airgap",
+    "airgap --home inside inside import response.airgap --out licences",
+)
+
 
 @dataclass
 class PortalDemoReport(DemoReport):
@@ -600,6 +619,14 @@ class PortalDemoReport(DemoReport):
     exchanged: list[tuple[str, str, int]] = field(default_factory=list)  # (step, file, bytes)
     api_calls: int = 0  # calls to the Smart Licensing API (none: the portal path needs none)
     portal_calls: dict[str, int] = field(default_factory=dict)
+    by_hand: Sequence[str] = PORTAL_BY_HAND
+    by_hand_section: str = "Without API credentials"
+    rerun: str = "airgap demo --portal --keep ./airgap-demo"
+
+    @property
+    def all_licensed(self) -> bool:
+        """Every item of the request came back done: this demo has no devices to ask."""
+        return not self.problems
 
 
 def run_portal_demo(workdir: Path, *, devices: int = 6, say: Say | None = None) -> PortalDemoReport:

@@ -148,7 +148,7 @@ class Home:
     def recipients(self) -> list[str]:
         """Who an encrypted bundle from this home is sent to: every trusted site, and itself.
 
-        DESIGN §5 names the trusted peers of the other role. The same-role peers are added
+        The trusted peers of the other role read what this home sends. The same-role peers are added
         because they are the co-signers of the two-person rule and must be able to open what
         they approve; this home is added so it can still inspect what it wrote.
 

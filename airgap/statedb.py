@@ -19,6 +19,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -156,6 +157,29 @@ class Closable:
         self.close()
 
 
+def _switch_to_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:
+    """Put the file in WAL mode (it stays so) and return the mode it is in.
+
+    Switching takes an exclusive lock, and SQLite answers "locked" at once, without its busy
+    handler, while another process holds the file (migrating it, say). Once in WAL the switch
+    is a no-op, so a file another process already switched is only read; a fresh one is retried
+    until the busy timeout.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if mode == "wal":
+                return mode
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class StateDb(Closable):
     """One open `state.db`: a connection shared by the threads of a process under a lock.
 
@@ -201,8 +225,8 @@ class StateDb(Closable):
                 str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             conn.row_factory = sqlite3.Row
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+            mode = _switch_to_wal(conn, busy_timeout)
+            if mode != "wal":
                 raise StateDbError(f"{path}: cannot switch to WAL journal mode (got {mode})")
             # FULL: a COMMIT is on disk before it returns. The outside's SUBMITTING row must
             # survive a power cut that follows the vendor call it guards, and the inside's

@@ -1,4 +1,4 @@
-"""`outside process` throughput against the Cisco emulator (DESIGN §11).
+"""`outside process` throughput against the Cisco emulator (target in docs/performance.md).
 
 1,000 `cisco.reserve` items, emulator latency 100 ms, poll delay 1 s. Prints our wall time,
 the lower bound `max(calls / rate, calls x latency / concurrency) + poll delay` and their ratio

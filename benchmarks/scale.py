@@ -1,4 +1,6 @@
-"""Every stage of a many-device round trip at 10,000, 30,000 and 100,000 devices (DESIGN §11).
+"""Every stage of a many-device round trip at 10,000, 30,000 and 100,000 devices.
+
+Targets: docs/performance.md.
 
 For each size it generates the devices (benchmarks/_common.py `make_devices`: a `show license
 udi` capture and a RUM report each, so two items and two attachments per device), then runs

@@ -1,4 +1,4 @@
-"""Verify throughput against `openssl dgst -sha256` on the same bytes (DESIGN §11).
+"""Verify throughput against `openssl dgst -sha256` on the same bytes; target: docs/performance.md.
 
 Builds two bundles (default 256 MiB and 1 GiB), times `airgap verify` and
 `openssl dgst -sha256` on each, and reports the marginal rates (bytes between the two sizes

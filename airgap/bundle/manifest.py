@@ -348,7 +348,7 @@ def _scan_members(data: bytes, at: int) -> MemberList | None:
 
 @dataclass(frozen=True)
 class Manifest:
-    """The signed description of a bundle (DESIGN §4)."""
+    """The signed description of a bundle (docs/format.md, "manifest.json")."""
 
     bundle_id: str
     kind: str

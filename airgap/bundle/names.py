@@ -1,4 +1,4 @@
-"""Member-name rules of `airgap-bundle/1` (DESIGN §4), shared by the writer and the reader."""
+"""Member-name rules of `airgap-bundle/1` (docs/format.md), shared by the writer and the reader."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Open and verify a bundle in one streaming pass, refusing anything DESIGN §4 forbids.
+"""Open and verify a bundle in one streaming pass, refusing anything the format forbids.
 
 Order of work: read `manifest.json` and the signatures, check the signatures over the raw
 manifest bytes, and only then parse the manifest; every later member is hashed as it streams
@@ -242,7 +242,7 @@ def open_bundle(
             `OpenedBundle.rendered_items` (inspect's JSON is written this way).
 
     Raises:
-        VerificationError: every refusal of DESIGN §4, each with its stable code.
+        VerificationError: every refusal of docs/format.md "Reading rules", each with its code.
         MissingPart: a part of a split bundle is missing, or the parts end early.
     """
     limits = limits or Limits()
@@ -809,7 +809,7 @@ def verify_bundle(
     """Verify a bundle without keeping its files.
 
     Raises:
-        VerificationError: every refusal of DESIGN §4, each with its stable code.
+        VerificationError: every refusal of docs/format.md "Reading rules", each with its code.
     """
     with open_bundle(path, policy, identity=identity, limits=limits) as opened:
         return opened

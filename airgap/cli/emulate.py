@@ -46,6 +46,30 @@ def _serve(st: AppState, server: object, name: str) -> None:
         server.stop()
 
 
+def _credential_notes(st: AppState, credential: str, username: str, password_given: bool) -> None:
+    """Tell a person which variables give the inventory's credential; never a password value
+    they did not choose (the emulator accepts any non-empty one unless --password is given)."""
+    from airgap.devices.credentials import env_prefix
+
+    prefix = env_prefix(credential)
+    value = "<the --password you gave>" if password_given else "<any non-empty password>"
+    st.note(f"the inventory names the credential {credential!r}; set before collect or apply:")
+    st.note(f"  export {prefix}USERNAME={username}")
+    st.note(f"  export {prefix}PASSWORD='{value}'")
+
+
+def _credential_json(credential: str, username: str) -> dict[str, object]:
+    from airgap.devices.credentials import env_prefix
+
+    prefix = env_prefix(credential)
+    return {
+        "name": credential,
+        "username_env": f"{prefix}USERNAME",
+        "username": username,
+        "password_env": f"{prefix}PASSWORD",
+    }
+
+
 @app.command("cisco")
 def cisco_cmd(
     ctx: typer.Context,
@@ -188,6 +212,8 @@ def bigip_cmd(
     """
     st = state(ctx)
     with mapped_errors(st):
+        from airgap.emulators.bigip import CREDENTIAL_NAME as BIGIP_CREDENTIAL
+        from airgap.emulators.bigip import USERNAME as BIGIP_USERNAME
         from airgap.emulators.bigip import build_bigip_fleet
 
         fleet = build_bigip_fleet(
@@ -211,6 +237,7 @@ def bigip_cmd(
             "inventory": str(inventory_out),
             "cert": str(fleet.cert_path),
             "devices": devices,
+            "credential": _credential_json(BIGIP_CREDENTIAL, BIGIP_USERNAME),
         }
     )
     if not st.json:
@@ -221,6 +248,7 @@ def bigip_cmd(
             "Ctrl-C stops"
         )
         st.note(f"certificate: {fleet.cert_path}")
+        _credential_notes(st, BIGIP_CREDENTIAL, BIGIP_USERNAME, password is not None)
     try:
         fleet.serve_forever()
     finally:
@@ -302,7 +330,7 @@ def iosxe_cmd(
     """
     st = state(ctx)
     with mapped_errors(st):
-        from airgap.emulators.iosxe import start_fleet
+        from airgap.emulators.iosxe import CREDENTIAL_NAME, USERNAME, start_fleet
 
         cert = cert_out or inventory_out.with_name(inventory_out.stem + "-ca.pem")
         fleet = start_fleet(
@@ -325,6 +353,7 @@ def iosxe_cmd(
             "inventory": str(inventory_out),
             "cert": str(fleet.cert_path),
             "devices": devices,
+            "credential": _credential_json(CREDENTIAL_NAME, USERNAME),
         }
     )
     if not st.json:
@@ -333,4 +362,5 @@ def iosxe_cmd(
             f"{devices} IOS XE devices listening; inventory {escape(str(inventory_out))}, "
             f"certificate {escape(str(fleet.cert_path))}; Ctrl-C stops"
         )
+        _credential_notes(st, CREDENTIAL_NAME, USERNAME, password is not None)
     fleet.serve_forever()

@@ -75,7 +75,10 @@ def pack_cmd(
     ],
     plans: Annotated[
         list[Path] | None,
-        typer.Argument(help="CSV or JSON plan files (DESIGN §6 columns).", show_default=False),
+        typer.Argument(
+            help='CSV or JSON plan files (columns: README, "The round trip").',
+            show_default=False,
+        ),
     ] = None,
     udi: Annotated[
         Path | None,
@@ -153,6 +156,21 @@ def pack_cmd(
             "--accept-new-host-keys", help="With --collect: pin SSH host keys met the first time."
         ),
     ] = False,
+    pool: Annotated[
+        str | None,
+        typer.Option("--pool", help="With --collect: the BIG-IQ pool for the BIG-IPs' rows."),
+    ] = None,
+    hypervisor: Annotated[
+        str | None,
+        typer.Option("--hypervisor", help="With --collect: hypervisor for bigiq.assign rows."),
+    ] = None,
+    unit_of_measure: Annotated[
+        str | None,
+        typer.Option(
+            "--unit-of-measure",
+            help="With --collect: yearly, monthly, daily or hourly, for utility pools.",
+        ),
+    ] = None,
 ) -> None:
     """Build and sign a request bundle and record it as outstanding.
 
@@ -167,7 +185,12 @@ def pack_cmd(
     `airgap inside pack --udi captures/ --entitlement regid.2017-03.com.cisco.advantagek9:1
     --rum rum/ --returns returns/ -o req.airgap --encrypt --compress`
 
-    `airgap inside pack --collect devices.csv --entitlement TAG:1 -o req.airgap`
+    `airgap inside pack --collect devices.csv --entitlement TAG:1 --pool POOL
+    --hypervisor vmware --unit-of-measure yearly -o req.airgap`
+
+    With --collect, BIG-IPs of the inventory become plan rows (COLLECT-OUT/bigip-plan.csv,
+    packed with the rest): a RegKey activation where the row names a `regkey`, else an
+    assignment from --pool. To review them first, run `inside collect --plan-out` instead.
     """
     app_state = state(ctx)
     collected: Any = None
@@ -191,6 +214,10 @@ def pack_cmd(
                         out=folder,
                         udi=bool(entitlement),
                         accept_new_host_keys=accept_new_host_keys,
+                        plan_out=folder / "bigip-plan.csv",
+                        pool=pool,
+                        hypervisor=hypervisor,
+                        unit_of_measure=unit_of_measure,
                     ),
                     env=app_state.env,
                     prompt=app_state.device_prompt(),
@@ -200,6 +227,8 @@ def pack_cmd(
                 udi = folder / "udi"
             if (folder / "rum").is_dir():
                 rum = folder / "rum"
+            if collected.plan is not None and collected.plan_rows:
+                plans = [*(plans or []), collected.plan]
         with progress_bar(app_state, "packing") as progress:
             result = pack(
                 home,

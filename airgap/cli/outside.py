@@ -1,4 +1,5 @@
-"""`airgap outside`: process request bundles at the vendors; show the journal."""
+"""`airgap outside`: process request bundles at the vendors or through the CSSM portal; show the
+journal."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from airgap.cli import watch
 from airgap.cli._output import AppState, mapped_errors, out, progress_bar, state
 
 app = typer.Typer(
-    help="The connected side: call Cisco and BIG-IQ for a request.", no_args_is_help=True
+    help="The connected side: call Cisco and BIG-IQ for a request, or go through the CSSM portal.",
+    no_args_is_help=True,
 )
 
 
@@ -23,7 +25,7 @@ def process_cmd(
     request: Annotated[Path, typer.Argument(help="The request bundle from the inside.")],
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Response file (default: resp-<id>-<n>.airgap)."),
+        typer.Option("-o", "--output", help="Response file (default: `resp-<id>-<n>.airgap`)."),
     ] = None,
     max_wait: Annotated[
         str | None,
@@ -111,7 +113,7 @@ def process_cmd(
         raise typer.Exit(code=4)
 
 
-def _print_result(result: Any, dry_run: bool) -> None:
+def _print_result(result: Any, dry_run: bool, *, portal: bool = False) -> None:
     if dry_run:
         table = Table("action", "items", title=f"request {result.request_id} (dry run)")
         for action, count in result.plan.items():
@@ -129,12 +131,144 @@ def _print_result(result: Any, dry_run: bool) -> None:
                 f"  {escape(item['id'])} {item['action']} {item['status']}: "
                 f"{escape(item['error']['message'])}"
             )
-    if not result.vendor_calls:
+    if not result.vendor_calls and not portal:
         out.print("No vendor call was needed (everything was already final).")
     written = str(result.response_path)
     if result.response_parts:
         written = f"{result.response_parts[0]} … .{len(result.response_parts):03d} (parts)"
     out.print(f"Wrote {escape(written)} (manifest sha256 {result.response_sha256})")
+
+
+@app.command("portal-export")
+def portal_export_cmd(
+    ctx: typer.Context,
+    request: Annotated[Path, typer.Argument(help="The request bundle from the inside.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Folder for the usage upload, the worksheet and the export record.",
+        ),
+    ],
+) -> None:
+    """Verify a request and write its Cisco items as files for the CSSM web portal.
+
+    For a site without Smart Licensing API credentials. Writes UD_SA_<stamp>.tar.gz (the usage
+    reports, byte for byte, to upload in the portal), worksheet.html (print it) and
+    worksheet.csv (what to do per device, and the exact name to save each authorization code
+    under), and portal-export.json. The items are recorded as exported: `outside process`
+    never sends them to the API. Running it again exports nothing new and writes the same
+    files, saying when they were exported. BIG-IQ items and queries are left for `outside
+    process`.
+
+    Example: `airgap outside portal-export req-17.airgap -o portal-17/`
+    """
+    st = state(ctx)
+    with mapped_errors(st):
+        from airgap.outside.portal import portal_export
+
+        result = portal_export(st.open_home(), request, output)
+    document: dict[str, Any] = {
+        "request_id": result.request_id,
+        "request_sha256": result.request_sha256,
+        "folder": str(result.out_dir),
+        "exports": result.exports,
+        "new_items": result.new_items,
+        "repeated": result.repeated,
+        "items": result.items,
+        "left_for_process": result.left,
+        "files": [str(path) for path in result.files],
+    }
+
+    def human() -> None:
+        if not result.items:
+            out.print(f"Request {result.request_id}: no item for the CSSM portal.")
+        for export in result.exports:
+            upload = f", usage upload {export['usage_file']}" if export["usage_file"] else ""
+            out.print(
+                f"Export {export['export_id']} of request {result.request_id[:8]}: "
+                f"{export['items']} items, exported at {export['exported_at']}{escape(upload)}"
+            )
+        if result.repeated:
+            out.print("Nothing new to export: the same files were written again.")
+        for path in result.files:
+            out.print(f"  wrote {escape(str(path))}")
+        for item in result.left:
+            out.print(
+                f"  left for `outside process`: {escape(item['id'])} {item['action']} "
+                f"({escape(item['why'])})"
+            )
+        if result.items:
+            out.print(
+                f"Do the tasks in {escape(str(result.out_dir / 'worksheet.html'))}, save what the "
+                f"portal gives in {escape(str(result.out_dir))}, then run: airgap outside "
+                f"portal-import {escape(str(request))} --from {escape(str(result.out_dir))} "
+                f"-o RESPONSE"
+            )
+
+    st.emit(document, human)
+
+
+@app.command("portal-import")
+def portal_import_cmd(
+    ctx: typer.Context,
+    request: Annotated[Path, typer.Argument(help="The request bundle that was exported.")],
+    from_dir: Annotated[
+        Path,
+        typer.Option(
+            "--from",
+            help="Folder holding the ACK downloads, codes/ and worksheet.csv (the export folder).",
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Response file (default: `resp-<id>-<n>.airgap`)."),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="Write the response as parts OUTPUT.001, .002, … of this size, e.g. 650MiB.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Read what the CSSM portal gave back and write the signed response.
+
+    Reads the ACK downloads (*.tar.gz), the authorization codes saved under codes/ with the
+    worksheet's names, and worksheet.csv (a return is done when its done cell says yes).
+    Every file must fit an exported item of this request, or nothing is written (E_PORTAL).
+    Items without their files stay pending: exit 4, and a later portal-import fills them in.
+
+    Example: `airgap outside portal-import req-17.airgap --from portal-17/ -o resp-17.airgap`
+    """
+    st = state(ctx)
+    with mapped_errors(st):
+        from airgap.bundle.parts import parse_split
+        from airgap.outside.portal import portal_import
+
+        part_size = parse_split(split) if split else None
+        result = portal_import(st.open_home(), request, from_dir, output=output, split=part_size)
+    document: dict[str, Any] = {
+        "request_id": result.request_id,
+        "request_sha256": result.request_sha256,
+        "response": str(result.response_path),
+        "response_id": result.response_id,
+        "response_sha256": result.response_sha256,
+        "response_parts": [str(p) for p in result.response_parts],
+        "counts": result.counts,
+        "matched": result.matched,
+        "items": result.items,
+    }
+
+    def human() -> None:
+        out.print(f"Matched {len(result.matched)} portal files to their items.")
+        _print_result(result, False, portal=True)
+
+    st.emit(document, human)
+    if not result.complete:
+        raise typer.Exit(code=4)
 
 
 @app.command("status")

@@ -57,6 +57,7 @@ from airgap.emulators.server import EmulatorServer, Faults, Request, Response
 from airgap.errors import ConfigError
 
 __all__ = [
+    "CREDENTIAL_NAME",
     "DEFAULT_PLATFORM",
     "DEFAULT_RESTART_SECONDS",
     "DEFAULT_TOKEN_TTL",
@@ -65,6 +66,7 @@ __all__ = [
     "INVENTORY_HEADER",
     "LICENSE_PATH",
     "STAT_KEYS",
+    "USERNAME",
     "BigIpDevice",
     "BigIpFleet",
     "BigIpFleetServer",
@@ -81,6 +83,10 @@ DEFAULT_RESTART_SECONDS: Final = 2.0  # seconds mcpd is down after reloadlic
 MAX_TOKEN_TIMEOUT: Final = 36000  # seconds; the longest timeout a token PATCH may set
 LICENSE_PATH: Final = "/config/bigip.license"
 DEVICE_FAULTS: Final = ("auth", "restart")
+USERNAME: Final = "admin"  # the one user the devices know
+CREDENTIAL_NAME: Final = "lab"  # what the inventory the emulator writes names as the credential
+# The IOS XE emulator's inventory columns, in its order, so the two inventories concatenate
+# (header once) into one that `inside collect` and `inside apply` take.
 INVENTORY_HEADER: Final = (
     "host",
     "port",
@@ -89,6 +95,7 @@ INVENTORY_HEADER: Final = (
     "credential",
     "hostname",
     "tags",
+    "verify",
     "ca_bundle",
 )
 # Every per-device counter in `/_emulator/stats`, always present (0 when nothing happened).
@@ -1197,9 +1204,10 @@ class BigIpFleetServer:
                 "port": str(port),
                 "platform": "bigip",
                 "transport": "icontrol",
-                "credential": "lab",
+                "credential": CREDENTIAL_NAME,
                 "hostname": device.hostname,
                 "tags": "emulator",
+                "verify": "",
                 "ca_bundle": ca,
             }
             for device, port in zip(self.fleet.devices, self.server.ports, strict=True)
@@ -1214,7 +1222,9 @@ class BigIpFleetServer:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(INVENTORY_HEADER))
+                writer = csv.DictWriter(
+                    handle, fieldnames=list(INVENTORY_HEADER), lineterminator="\n"
+                )
                 writer.writeheader()
                 writer.writerows(self.inventory_rows)
         except OSError as exc:

@@ -1,10 +1,11 @@
 """Emulator of Cisco's Smart Software Licensing API (swapi) and its OAuth token endpoints.
 
-Follows DESIGN §10: client-credentials tokens with a lifetime, one smart account with virtual
-accounts `Default` and `Lab`, SLUP offline authorizations and returns through
-`v2/devices/authrequest` + `v2/accounts/poll`, RUM usage reports checked against the signature
-`emulators.device` makes, usage by tag, the device list and SLR reservations. It shares
-`device.py` (signature check, return codes), never the clients in `airgap.outside`.
+Follows Cisco's published API (sources in docs/emulators.md): client-credentials tokens with a
+lifetime, one smart account with virtual accounts `Default` and `Lab`, SLUP offline
+authorizations and returns through `v2/devices/authrequest` + `v2/accounts/poll`, RUM usage
+reports checked against the signature `emulators.device` makes, usage by tag, the device list
+and SLR reservations. It shares `device.py` (signature check, return codes), never the clients
+in `airgap.outside`.
 
 Error bodies, compact JSON like everything else:
 - token endpoints: OAuth style `{"error":"invalid_client","error_description":"..."}`;

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Final
 
 from airgap.bundle.tarstream import CountingReader, TarReader
-from airgap.errors import PortalFileError, VerificationError
-from airgap.formats.smartlicense import is_ack
+from airgap.errors import InputError, PortalFileError, VerificationError
+from airgap.formats.smartlicense import ack_udis, is_ack
+from airgap.fsutil import atomic_write_bytes
 
 __all__ = [
     "DeviceUsage",
@@ -168,7 +169,8 @@ def write_usage_upload(
     )
     outer = _tar_gz([("manifest.mf", manifest), (f"UD_VA_{stamp}.tar.gz", inner)], mtime)
     path = folder / f"UD_SA_{stamp}.tar.gz"
-    path.write_bytes(outer)
+    # Whole or not at all: an operator must never upload half a file.
+    atomic_write_bytes(path, outer)
     return path
 
 
@@ -202,29 +204,33 @@ def read_ack_download(path: Path) -> list[PortalAck]:
     """Read an ACK file downloaded from the portal into its per-device ACKs.
 
     The outer gzip tar holds `ACK_UD_VA_….tar.gz`; that inner gzip tar holds the
-    `ACK_dev_<id>_…` files. Each must be an ACK (`<smartLicenseRumAck>`). The same device id
-    twice with the same bytes is read once; with different bytes it is refused.
+    `ACK_dev_<id>_…` files. Each must be an ACK (`<smartLicenseRumAck>`). The same ACK twice is
+    read once. A device file whose reports cover several devices (an HA pair saves both units'
+    reports in one file) may get one ACK per device; two different ACKs for one device file
+    that acknowledge the same device, or name none, are refused.
 
     Raises:
-        PortalFileError: not a gzip tar, an unsafe member, no inner ACK archive, a member that
-            is not an ACK, or two different ACKs for one device file.
-        InputError: the file cannot be read.
+        PortalFileError: not a gzip tar or unreadable, an unsafe member, no inner ACK archive, a
+            member that is not an ACK, or two different ACKs for one device of a device file.
 
     Returns:
         The ACKs in the order they appear.
     """
     source = path.name
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(DOWNLOAD_LIMIT + 1)
     except OSError as exc:
         raise PortalFileError(f"{path}: cannot read ({exc.strerror})") from exc
+    if len(data) > DOWNLOAD_LIMIT:
+        raise PortalFileError(f"{source}: larger than an ACK download may be ({DOWNLOAD_LIMIT})")
     inner = [(n, d) for n, d in _members(data, source=source) if _INNER_NAME.fullmatch(_base(n))]
     if not inner:
         raise PortalFileError(
             f"{source}: holds no ACK_UD_VA_….tar.gz; is it the ACK file the portal gave for "
             "the usage upload?"
         )
-    found: dict[str, PortalAck] = {}
+    found: list[PortalAck] = []
     for inner_name, inner_data in inner:
         for name, ack in _members(inner_data, source=f"{source}/{inner_name}"):
             match = _ACK_NAME.fullmatch(_base(name))
@@ -233,15 +239,26 @@ def read_ack_download(path: Path) -> list[PortalAck]:
             if not is_ack(ack):
                 raise PortalFileError(f"{source}/{name}: not an ACK (no <smartLicenseRumAck>)")
             device_id = match.group(1)
-            earlier = found.get(device_id)
-            if earlier is not None and earlier.data != ack:
-                raise PortalFileError(
-                    f"{source}: two different ACKs for device file {device_id} "
-                    f"({earlier.name} and {name})",
-                    hint="Download the ACK file again; one report gets one acknowledgement.",
-                )
-            found.setdefault(device_id, PortalAck(device_id, _base(name), ack))
-    return list(found.values())
+            same_file = [a for a in found if a.device_id == device_id]
+            if any(a.data == ack for a in same_file):
+                continue
+            devices = _acked(ack, f"{source}/{name}")
+            for earlier in same_file:
+                if not devices or devices & _acked(earlier.data, earlier.name):
+                    raise PortalFileError(
+                        f"{source}: two different ACKs for device file {device_id} "
+                        f"({earlier.name} and {name})",
+                        hint="Download the ACK file again; one report gets one acknowledgement.",
+                    )
+            found.append(PortalAck(device_id, _base(name), ack))
+    return found
+
+
+def _acked(ack: bytes, source: str) -> frozenset[tuple[str, str]]:
+    try:
+        return frozenset(ack_udis(ack))
+    except InputError as exc:
+        raise PortalFileError(f"{source}: {exc.message}") from exc
 
 
 def _base(name: str) -> str:

@@ -166,7 +166,6 @@ def apply_response(
     if wanted_macs - set(macs) and not options.dry_run:
         macs |= _probe_macs(inventory, selected, resolver, options)
     targets, unmatched = _targets(inventory, pushes, selected, macs)
-    logins = {d.credential: resolver.login(d.credential) for d in targets}
     if options.dry_run:
         planned = [
             DeviceOutcome(
@@ -178,6 +177,8 @@ def apply_response(
             for device, todo in targets.items()
         ]
         return ApplyResult(record.bundle_id, planned, unmatched, by_hand, dry_run=True)
+    # Resolved only now: a dry run contacts nothing, so it needs no credential.
+    logins = {d.credential: resolver.login(d.credential) for d in targets}
     known_hosts = KnownHosts.for_home(home.paths.root)
 
     def job(device: DeviceEntry) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class CollectResult:
     outcomes: list[DeviceOutcome[DeviceEntry]]
     files: list[Path] = field(default_factory=list)
     plan: Path | None = None
+    plan_rows: int = 0  # BIG-IP rows written to `plan`
     dry_run: bool = False
 
     @property
@@ -157,15 +158,15 @@ def collect(
     unknown = sorted(name for name in options.returns if inventory.by_hostname(name) is None)
     if unknown:
         raise ConfigError(f"--return names devices the inventory does not list: {unknown}")
-    resolver = CredentialResolver(env, prompt)
-    logins = {d.credential: resolver.login(d.credential) for d in devices}  # all up front
     run_id = uuid.uuid4().hex
-    if options.dry_run:
+    if options.dry_run:  # contacts nothing, so it needs no credential
         planned = [
             DeviceOutcome(d, d.hostname, "ok", details={"planned": _planned(d, options)})
             for d in devices
         ]
         return CollectResult(run_id, planned, dry_run=True)
+    resolver = CredentialResolver(env, prompt)
+    logins = {d.credential: resolver.login(d.credential) for d in devices}  # all up front
     folders = {kind: options.out / kind for kind in ("udi", "rum", "returns", "dossiers")}
     known_hosts = KnownHosts.for_home(home.paths.root)
 
@@ -183,7 +184,7 @@ def collect(
         progress=progress,
     )
     files = [Path(p) for o in outcomes if o.ok for p in o.details.get("files", [])]
-    plan = _write_plan(options, outcomes) if options.plan_out else None
+    plan, plan_rows = _write_plan(options, outcomes) if options.plan_out else (None, 0)
     _record(home, run_id, outcomes)
     home.audit().append(
         "collect",
@@ -198,7 +199,7 @@ def collect(
             "files": len(files),
         },
     )
-    return CollectResult(run_id, outcomes, files, plan)
+    return CollectResult(run_id, outcomes, files, plan, plan_rows)
 
 
 def _planned(device: DeviceEntry, options: CollectOptions) -> list[str]:
@@ -288,9 +289,12 @@ def _collect_bigip(
     }
 
 
-def _write_plan(options: CollectOptions, outcomes: Sequence[DeviceOutcome[DeviceEntry]]) -> Path:
+def _write_plan(
+    options: CollectOptions, outcomes: Sequence[DeviceOutcome[DeviceEntry]]
+) -> tuple[Path, int]:
     """Plan rows for the BIG-IPs collected: a manual RegKey activation where the inventory names
-    a key, else a utility-pool assignment (which needs --pool and --hypervisor)."""
+    a key, else a utility-pool assignment (which needs --pool and --hypervisor). Returns the
+    file and how many rows it has."""
     assert options.plan_out is not None
     columns = [
         "action",
@@ -307,6 +311,7 @@ def _write_plan(options: CollectOptions, outcomes: Sequence[DeviceOutcome[Device
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     base = options.plan_out.parent.resolve()
+    rows = 0
     for outcome in outcomes:
         device = outcome.target
         if not outcome.ok or device.platform != "bigip":
@@ -314,6 +319,7 @@ def _write_plan(options: CollectOptions, outcomes: Sequence[DeviceOutcome[Device
         dossier = next(
             (r["path"] for r in outcome.details["records"] if r["kind"] == "dossier"), None
         )
+        rows += 1
         if device.regkey and dossier:
             writer.writerow(
                 {
@@ -339,7 +345,7 @@ def _write_plan(options: CollectOptions, outcomes: Sequence[DeviceOutcome[Device
         atomic_write_bytes(options.plan_out, out.getvalue().encode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot write {options.plan_out}: {exc.strerror or exc}") from exc
-    return options.plan_out
+    return options.plan_out, rows
 
 
 def _relative(path: Path, base: Path) -> str:

@@ -27,6 +27,7 @@ from airgap.errors import (
     DeviceMismatch,
     DeviceUnreachable,
     HostKeyMismatch,
+    HostKeyUnknown,
 )
 
 __all__ = ["DeviceOutcome", "FleetPolicy", "Status", "run_fleet"]
@@ -41,6 +42,9 @@ _STATUS_OF: Final[tuple[tuple[type[AirgapError], Status], ...]] = (
     (DeviceError, "device_error"),
     (DeviceMismatch, "refused"),
     (HostKeyMismatch, "refused"),
+    # airgap itself declines to log in until the key is accepted: the same "refused" as a
+    # changed key, so a first run's table does not read as a device fault.
+    (HostKeyUnknown, "refused"),
 )
 
 

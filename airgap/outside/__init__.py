@@ -2,5 +2,5 @@
 
 `http` holds the retry policy, the rate limiter and the at-most-once HTTP client; `journal` holds
 the SQLite item journal of `state.db`. Nothing is imported here so that `airgap --help` stays
-fast (DESIGN §11: lazy imports).
+fast (docs/performance.md: start-up).
 """

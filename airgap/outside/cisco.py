@@ -327,17 +327,6 @@ class CiscoClient:
 
     # --- VendorClient ---------------------------------------------------------------------
 
-    def mutating(self, action: str) -> bool:
-        """Whether `submit` for this action changes state at Cisco.
-
-        Args:
-            action: a `cisco.*` action.
-
-        Returns:
-            True for reserve, report_usage, return and slr_reserve.
-        """
-        return action in _MUTATING
-
     def start(self) -> None:
         """Fetch a token and resolve the smart and default virtual accounts (once).
 

@@ -238,6 +238,22 @@ class JournalSummary:
         }
 
 
+@dataclass(frozen=True)
+class _Change:
+    """One item's move within a journal commit; the JSON texts are already checked for secrets."""
+
+    item_id: str
+    target: ItemState
+    sources: frozenset[ItemState]
+    vendor_ref: str | None = None
+    result: str | None = None
+    error: str | None = None
+    outcome_refs: str | None = None
+    files: Mapping[str, bytes] | None = None
+    clear: bool = False
+    bump: bool = False
+
+
 # --- schema and migrations ---------------------------------------------------------------------
 
 
@@ -485,6 +501,48 @@ def _row_response(row: sqlite3.Row) -> ResponseRecord:
     return row_record(ResponseRecord, row)
 
 
+def _outcome_change(item_id: str, outcome: Outcome) -> _Change:
+    """The journal change an outcome makes (see `Journal.record_outcome`)."""
+    if outcome.status == "ok":
+        if outcome.files:
+            _refuse_secrets(dict.fromkeys(outcome.files), f"{item_id} files")
+        return _Change(
+            item_id,
+            ItemState.DONE,
+            _SOURCES[ItemState.DONE],
+            result=_dump(dict(outcome.result), f"{item_id} result"),
+            outcome_refs=_dump(
+                {key: str(value) for key, value in outcome.vendor_ref.items()},
+                f"{item_id} vendor refs",
+            ),
+            files=dict(outcome.files) or None,
+        )
+    if outcome.status == "failed":
+        error = dict(outcome.error or {"code": VendorError.code, "message": "failed"})
+        result = dict(outcome.result) if outcome.result else None
+        return _Change(
+            item_id,
+            ItemState.FAILED,
+            _SOURCES[ItemState.FAILED],
+            error=_dump(error, f"{item_id} error"),
+            result=_dump(result, f"{item_id} result"),
+        )
+    if outcome.status == "needs_attention":
+        reason = (outcome.error or {}).get("message", "needs an operator's decision")
+        return _Change(
+            item_id,
+            ItemState.NEEDS_ATTENTION,
+            _SOURCES[ItemState.NEEDS_ATTENTION],
+            error=_dump({"code": ItemCode.NEEDS_ATTENTION, "message": reason}, f"{item_id} error"),
+        )
+    return _Change(
+        item_id,
+        ItemState.SUBMITTED,
+        _SOURCES[ItemState.SUBMITTED],
+        vendor_ref=_dump(dict(outcome.vendor_ref), f"{item_id} vendor_ref"),
+    )
+
+
 # --- the journal -------------------------------------------------------------------------------
 
 
@@ -722,38 +780,59 @@ class Journal(StateStore):
         items handed back are built from the rows read under the write lock and the values
         written, exactly as a read would give them.
         """
-        if len(set(item_ids)) != len(item_ids):
-            raise JournalError(f"request {bundle_id}: an item is named twice in one change")
         where = ", ".join(item_ids)
-        ref_text = _dump(vendor_ref, f"{where} vendor_ref")
-        result_text = _dump(result, f"{where} result")
-        error_text = _dump(error, f"{where} error")
-        refs_text = _dump(outcome_refs, f"{where} vendor refs")
         if files:
             _refuse_secrets(dict.fromkeys(files), f"{where} files")
+        values = {
+            "vendor_ref": _dump(vendor_ref, f"{where} vendor_ref"),
+            "result": _dump(result, f"{where} result"),
+            "error": _dump(error, f"{where} error"),
+            "outcome_refs": _dump(outcome_refs, f"{where} vendor refs"),
+        }
+        changes = [
+            _Change(item_id, target, sources, **values, files=files, clear=clear, bump=bump)
+            for item_id in item_ids
+        ]
+        return self._apply(bundle_id, changes)
+
+    def _apply(self, bundle_id: str, changes: Sequence[_Change]) -> list[JournalItem]:
+        """Make every change in one commit, each item moving only from its change's sources.
+
+        All or nothing, durable on return; see `_transition`.
+        """
+        item_ids = [change.item_id for change in changes]
+        if len(set(item_ids)) != len(item_ids):
+            raise JournalError(f"request {bundle_id}: an item is named twice in one change")
         now = self._now()
         updated: list[dict[str, Any]] = []
         with self._db.write() as conn:
-            for item_id in item_ids:
+            for change in changes:
                 row = conn.execute(
                     "SELECT * FROM items WHERE bundle_id = ? AND item_id = ?",
-                    (bundle_id, item_id),
+                    (bundle_id, change.item_id),
                 ).fetchone()
                 if row is None:
-                    raise UnknownItem(f"request {bundle_id} has no item {item_id} in the journal")
+                    raise UnknownItem(
+                        f"request {bundle_id} has no item {change.item_id} in the journal"
+                    )
                 current = ItemState(row["state"])
-                if current not in sources:
-                    raise IllegalTransition(bundle_id, item_id, current, target)
+                if current not in change.sources:
+                    raise IllegalTransition(bundle_id, change.item_id, current, change.target)
                 new = dict(zip(row.keys(), row, strict=True))
                 # What earlier states recorded stays unless replaced (the vendor_ref of SUBMITTED
                 # stays beside DONE's result); `clear` is a fresh start (resubmit, release).
+                clear = change.clear
                 new.update(
-                    state=target.value,
-                    vendor_ref=ref_text if clear or ref_text is not None else row["vendor_ref"],
-                    result=result_text if result_text is not None else row["result"],
-                    error=error_text if clear or error_text is not None else row["error"],
-                    outcome_refs=refs_text if refs_text is not None else row["outcome_refs"],
-                    attempts=row["attempts"] + (1 if bump else 0),
+                    state=change.target.value,
+                    vendor_ref=change.vendor_ref
+                    if clear or change.vendor_ref is not None
+                    else row["vendor_ref"],
+                    result=change.result if change.result is not None else row["result"],
+                    error=change.error if clear or change.error is not None else row["error"],
+                    outcome_refs=change.outcome_refs
+                    if change.outcome_refs is not None
+                    else row["outcome_refs"],
+                    attempts=row["attempts"] + (1 if change.bump else 0),
                     updated_at=now,
                 )
                 updated.append(new)
@@ -763,16 +842,17 @@ class Journal(StateStore):
                 "updated_at = :updated_at WHERE bundle_id = :bundle_id AND item_id = :item_id",
                 updated,
             )
-            if files:
+            stored = [
+                (bundle_id, change.item_id, name, bytes(data))
+                for change in changes
+                for name, data in sorted((change.files or {}).items())
+            ]
+            if stored:
                 conn.executemany(
                     "INSERT INTO item_files (bundle_id, item_id, name, data) VALUES (?, ?, ?, ?)",
-                    [
-                        (bundle_id, item_id, name, bytes(data))
-                        for item_id in item_ids
-                        for name, data in sorted(files.items())
-                    ],
+                    stored,
                 )
-            if target in FINAL_STATES:
+            if any(change.target in FINAL_STATES for change in changes):
                 open_left = conn.execute(
                     "SELECT COUNT(*) FROM items WHERE bundle_id = ? AND state NOT IN (?, ?)",
                     (bundle_id, ItemState.DONE.value, ItemState.FAILED.value),
@@ -781,9 +861,18 @@ class Journal(StateStore):
                     conn.execute(
                         "UPDATE requests SET status = 'complete' WHERE bundle_id = ?", (bundle_id,)
                     )
-        _log.debug("request %s: %s -> %s", bundle_id, where, target.value)
+        if changes:
+            _log.debug(
+                "request %s: %s -> %s",
+                bundle_id,
+                ", ".join(item_ids),
+                ", ".join(sorted({change.target.value for change in changes})),
+            )
         # Only a DONE item has files, and a DONE item never changes again.
-        return [_row_item(row, files if target is ItemState.DONE else None) for row in updated]
+        return [
+            _row_item(row, change.files if change.target is ItemState.DONE else None)
+            for row, change in zip(updated, changes, strict=True)
+        ]
 
     def _transition_one(
         self,
@@ -865,6 +954,43 @@ class Journal(StateStore):
         return self._transition_one(
             bundle_id, item_id, ItemState.SUBMITTED, vendor_ref=dict(vendor_ref)
         )
+
+    def mark_exported_many(
+        self, bundle_id: str, refs: Mapping[str, Mapping[str, str]]
+    ) -> list[JournalItem]:
+        """NEW → SUBMITTED for items handed to an operator (the CSSM portal), in one commit.
+
+        The portal path has no vendor call to guard: the operator does the work by hand from
+        files written after this returns. So an item goes straight from NEW to SUBMITTED with
+        the reference that finds its files again (export id, device id, file name), and is
+        never sent by `outside process` after that. The commit is durable before any of those
+        files exists.
+
+        Args:
+            bundle_id: the request.
+            refs: item id → its reference (strings; no secrets).
+
+        Returns:
+            The updated items (attempts incremented), in the order given.
+
+        Raises:
+            IllegalTransition: (E_INTERNAL) an item is not NEW; none has changed.
+            UnknownItem: (E_INTERNAL) no such item; none has changed.
+            JournalError: (E_INTERNAL) a reference holds a secret-named field.
+            Busy: (E_BUSY) the database stayed locked.
+            StateDbError: (E_CONFIG) the database failed.
+        """
+        changes = [
+            _Change(
+                item_id,
+                ItemState.SUBMITTED,
+                frozenset({ItemState.NEW}),
+                vendor_ref=_dump(dict(ref), f"{item_id} vendor_ref"),
+                bump=True,
+            )
+            for item_id, ref in refs.items()
+        ]
+        return self._apply(bundle_id, changes) if changes else []
 
     def mark_done(
         self,
@@ -986,21 +1112,29 @@ class Journal(StateStore):
             Busy: (E_BUSY) the database stayed locked.
             StateDbError: (E_CONFIG) the database failed.
         """
-        if outcome.status == "ok":
-            return self.mark_done(
-                bundle_id,
-                item_id,
-                dict(outcome.result),
-                files=outcome.files,
-                outcome_refs={key: str(value) for key, value in outcome.vendor_ref.items()},
-            )
-        if outcome.status == "failed":
-            error = dict(outcome.error or {"code": VendorError.code, "message": "failed"})
-            return self.mark_failed(bundle_id, item_id, error, result=outcome.result or None)
-        if outcome.status == "needs_attention":
-            reason = (outcome.error or {}).get("message", "needs an operator's decision")
-            return self.mark_needs_attention(bundle_id, item_id, reason)
-        return self.mark_submitted(bundle_id, item_id, outcome.vendor_ref)
+        return self._apply(bundle_id, [_outcome_change(item_id, outcome)])[0]
+
+    def record_outcomes_many(
+        self, bundle_id: str, outcomes: Mapping[str, Outcome]
+    ) -> list[JournalItem]:
+        """`record_outcome` for several items in one durable commit: all of them, or none.
+
+        Args:
+            bundle_id: the request.
+            outcomes: item id → what became of it (each as `record_outcome` takes it).
+
+        Returns:
+            The updated items, in the order given.
+
+        Raises:
+            IllegalTransition: (E_INTERNAL) the state machine forbids one; none has changed.
+            UnknownItem: (E_INTERNAL) no such item; none has changed.
+            JournalError: (E_INTERNAL) an outcome holds a secret-named field.
+            Busy: (E_BUSY) the database stayed locked.
+            StateDbError: (E_CONFIG) the database failed.
+        """
+        changes = [_outcome_change(item_id, outcome) for item_id, outcome in outcomes.items()]
+        return self._apply(bundle_id, changes) if changes else []
 
     def resubmit(self, bundle_id: str, item_id: str) -> JournalItem:
         """NEEDS_ATTENTION → SUBMITTING: the operator's `--resubmit ITEM`, and the only way back.

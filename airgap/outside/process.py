@@ -3,6 +3,9 @@
 The journal (state.db) is the source of truth. Every non-idempotent vendor call is preceded by a
 durable SUBMITTING row; a run killed at any moment resumes from the journal: SUBMITTING items
 are reconciled with a vendor look-up, SUBMITTED items are polled, and nothing is sent twice.
+Items `outside portal-export` handed to the CSSM portal are never sent: they stay pending with a
+note until `outside portal-import` brings their files. The steps shared with the portal path
+(open, admit, claim, respond) live in `airgap.outside.handling`.
 
 Work is scheduled, not slept on: a thread pool makes the calls, and items waiting for their
 next poll sit in a heap, so a slow vendor poll interval never holds a worker.
@@ -10,33 +13,40 @@ next poll sit in a heap, so a slow vendor poll interval never holds a worker.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
-import json
 import logging
 import os
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from airgap.bundle import OpenedBundle, PayloadFile, build_bundle, open_bundle
+from airgap.bundle import OpenedBundle
 from airgap.config import Config
 from airgap.errors import AuthError, ConfigError, ItemCode, NetworkError, VendorError
 from airgap.home import Home
-from airgap.model import action, device_key
+from airgap.model import action
+from airgap.outside.handling import (
+    ProcessResult,
+    admit,
+    opened_request,
+    portal_note,
+    portal_ref,
+    response_items,
+    write_response,
+)
 from airgap.outside.http import RateLimiter, RetryPolicy, UncertainOutcome
 from airgap.outside.journal import ItemState, Journal, JournalItem
 from airgap.outside.vendor import NOT_SUBMITTED, ClientOptions, Outcome, VendorClient, WorkItem
-from airgap.review import audited_refusal, identity_for, require_home_role
-from airgap.units import format_timestamp, parse_duration, utc_now
+from airgap.review import require_home_role
+from airgap.units import parse_duration
 
 _log = logging.getLogger(__name__)
 
@@ -88,28 +98,6 @@ class ProcessOptions:
         )
 
 
-@dataclass
-class ProcessResult:
-    """What a run did: the response written (unless dry-run) and every item's status."""
-
-    request_id: str
-    request_sha256: str
-    items: list[dict[str, Any]]
-    counts: dict[str, int]
-    response_path: Path | None = None
-    response_id: str | None = None
-    response_sha256: str | None = None
-    vendor_calls: bool = False
-    resumed: bool = False
-    plan: dict[str, int] = field(default_factory=dict)
-    response_parts: list[Path] = field(default_factory=list)  # with ProcessOptions.split
-
-    @property
-    def complete(self) -> bool:
-        """True when every item ended ok."""
-        return all(item["status"] == "ok" for item in self.items)
-
-
 def default_client(vendor: str, home: Home, options: ProcessOptions) -> VendorClient:
     """Build the real client of a vendor (see `airgap.outside.registry`) for a run.
 
@@ -155,24 +143,32 @@ def process_request(
     """
     require_home_role(home, "outside")
     signer = None if options.dry_run else home.signer()  # ask for a passphrase before any work
-    with audited_refusal(home, "process", request):
-        identity = identity_for(home, request)
-        policy = home.policy(expected_kind="request")
-        with open_bundle(
-            request, policy, identity=identity, limits=home.limits(), keep_files=True
-        ) as opened:
-            if options.dry_run:
-                return _dry_run(opened)
-            with Journal.open(home.paths.state_db) as journal:
-                admission = _admit(home, journal, opened, request)
-                owner = f"{os.getpid()}@{socket.gethostname()}"
-                with journal.claim(opened.manifest.bundle_id, owner):
-                    run = _Run(journal, opened, options, client_factory, home, progress)
-                    run.execute()
-                    assert signer is not None
-                    result = _respond(home, journal, opened, options, signer, run, request)
-                    result.resumed = not admission.new
-                    return result
+    with opened_request(home, request, action="process") as opened:
+        if options.dry_run:
+            return _dry_run(opened)
+        with Journal.open(home.paths.state_db) as journal:
+            admission = admit(home, journal, opened, request, action="process")
+            owner = f"{os.getpid()}@{socket.gethostname()}"
+            with journal.claim(opened.manifest.bundle_id, owner):
+                run = _Run(journal, opened, options, client_factory, home, progress)
+                run.execute()
+                assert signer is not None
+                # What the run's journal changes handed back is the journal as it stands.
+                result = write_response(
+                    home,
+                    journal,
+                    opened,
+                    list(run.entries.values()),
+                    run.transient,
+                    signer=signer,
+                    request=request,
+                    output=options.output,
+                    split=options.split,
+                    event="process",
+                    vendor_calls=run.vendor_calls,
+                )
+                result.resumed = not admission.new
+                return result
 
 
 def _dry_run(opened: OpenedBundle) -> ProcessResult:
@@ -187,19 +183,6 @@ def _dry_run(opened: OpenedBundle) -> ProcessResult:
         counts={"planned": len(opened.items)},
         plan=dict(sorted(plan.items())),
     )
-
-
-def _admit(home: Home, journal: Journal, opened: OpenedBundle, request: Path) -> Any:
-    manifest = opened.manifest
-    with audited_refusal(home, "process", request):
-        return journal.admit_request(
-            manifest.bundle_id,
-            manifest.producer_fingerprint,
-            manifest.sequence,
-            opened.manifest_sha256,
-            [(str(i["id"]), str(i["action"]), device_key(i)) for i in opened.items],
-            expires=format_timestamp(manifest.expires),
-        )
 
 
 @dataclass(order=True)
@@ -280,7 +263,12 @@ class _Run:
             elif entry.state == ItemState.SUBMITTING:
                 todo.append(("reconcile", entry.item_id))
             elif entry.state == ItemState.SUBMITTED:
-                todo.append(("poll", entry.item_id))
+                ref = portal_ref(entry)
+                if ref is None:
+                    todo.append(("poll", entry.item_id))
+                else:
+                    # Handed to an operator for the CSSM portal: never sent to the API too.
+                    self.transient[entry.item_id] = portal_note(ref)
         return todo
 
     def _checked_resubmits(self) -> list[str]:
@@ -499,140 +487,6 @@ class _Run:
                 raise VendorError(f"client produced unexpected file names {sorted(unknown)}")
         self._note(self.journal.record_outcome(self.bundle_id, item.id, outcome))
         return None
-
-
-def response_items(
-    journal_items: Sequence[JournalItem],
-    request_items: Sequence[Mapping[str, Any]],
-    transient: Mapping[str, Mapping[str, str]],
-) -> tuple[list[dict[str, Any]], list[PayloadFile]]:
-    """Turn the journal's state into response items and their attached files (deterministic)."""
-    by_id = {entry.item_id: entry for entry in journal_items}
-    items: list[dict[str, Any]] = []
-    files: list[PayloadFile] = []
-    for request_item in request_items:
-        item_id = str(request_item["id"])
-        entry = by_id[item_id]
-        refs = {k: str(v) for k, v in (entry.vendor_ref or {}).items()}
-        result: dict[str, Any] = {}
-        error: dict[str, Any] | None = None
-        names: list[str] = []
-        if entry.state == ItemState.DONE:
-            status = "ok"
-            result = dict(entry.result or {})
-            refs.update(entry.outcome_refs or {})
-            for name, data in sorted(entry.files.items()):
-                member = f"files/{item_id}/{name}"
-                files.append(PayloadFile(member, data))
-                names.append(member)
-        elif entry.state == ItemState.FAILED:
-            status = "failed"
-            stored_error = entry.error or {}
-            result = dict(entry.result or {})
-            error = {
-                "code": str(stored_error.get("code", VendorError.code)),
-                "message": str(stored_error.get("message", "")),
-            }
-        elif entry.state == ItemState.NEEDS_ATTENTION:
-            status = "needs_attention"
-            stored_error = dict(entry.error or {})
-            error = {
-                "code": ItemCode.NEEDS_ATTENTION,
-                "message": str(stored_error.get("message", "needs an operator's decision")),
-            }
-        else:
-            status = "pending"
-            why = transient.get(item_id)
-            if why is not None:
-                error = {"code": str(why["code"]), "message": str(why["message"])}
-        items.append(
-            {
-                "id": item_id,
-                "request_item": item_id,
-                "action": str(request_item["action"]),
-                "status": status,
-                "result": result,
-                "error": error,
-                "files": names,
-                "vendor_refs": refs,
-            }
-        )
-    return items, files
-
-
-def _respond(
-    home: Home,
-    journal: Journal,
-    opened: OpenedBundle,
-    options: ProcessOptions,
-    signer: Any,
-    run: _Run,
-    request: Path,
-) -> ProcessResult:
-    manifest = opened.manifest
-    # What the run's journal changes handed back is the journal as it stands: no read needed.
-    items, files = response_items(list(run.entries.values()), opened.items, run.transient)
-    now = utc_now()
-    sequence = journal.next_response_sequence()
-    output = options.output or Path(f"resp-{manifest.bundle_id[:8]}-{sequence}.airgap")
-    audit = home.audit()
-    written = build_bundle(
-        output,
-        kind="response",
-        items=items,
-        files=files,
-        signers=[signer],
-        sequence=sequence,
-        created=now,
-        expires=now + home.config.expiry,
-        audit_head=audit.head(),
-        in_reply_to={"bundle_id": manifest.bundle_id, "manifest_sha256": opened.manifest_sha256},
-        compress=opened.compressed,
-        encrypt_to=home.recipients() if opened.encrypted else (),
-        split=options.split,
-    )
-    items_digest = hashlib.sha256(
-        json.dumps(items, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
-    journal.record_response(
-        written.manifest.bundle_id,
-        manifest.bundle_id,
-        written.manifest_sha256,
-        items_digest,
-        path=str(output),
-        created=format_timestamp(now),
-    )
-    counts = dict(sorted(Counter(item["status"] for item in items).items()))
-    audit.append(
-        "process",
-        outcome="ok" if set(counts) == {"ok"} else "partial",
-        bundle_id=written.manifest.bundle_id,
-        manifest_sha256=written.manifest_sha256,
-        details={
-            "request": {
-                "bundle_id": manifest.bundle_id,
-                "manifest_sha256": opened.manifest_sha256,
-                "file": request.name,
-                "producer": dict(manifest.producer),
-                "producer_audit_head": manifest.audit_head,
-            },
-            "response_file": output.name,
-            "counts": counts,
-            "items": {item["id"]: item["status"] for item in items},
-            "vendor_calls": run.vendor_calls,
-        },
-    )
-    return ProcessResult(
-        request_id=manifest.bundle_id,
-        request_sha256=opened.manifest_sha256,
-        items=items,
-        counts=counts,
-        response_path=output,
-        response_id=written.manifest.bundle_id,
-        response_sha256=written.manifest_sha256,
-        vendor_calls=run.vendor_calls,
-        response_parts=list(written.parts),
-    )
 
 
 def outside_status(home: Home) -> dict[str, Any]:

@@ -146,10 +146,6 @@ class VendorClient(Protocol):
     vendor: ClassVar[str]  # "cisco" | "bigiq": the action prefix this client serves
     actions: ClassVar[frozenset[str]]
 
-    def mutating(self, action: str) -> bool:
-        """Whether `submit` for this action changes vendor state (reserve, assign, …)."""
-        ...
-
     def start(self) -> None:
         """Log in / fetch a token before the first call.
 

@@ -3,8 +3,9 @@
 For a site without Smart Licensing API credentials, `airgap outside portal-export` turns the
 Cisco items of a request into files for the CSSM portal and this worksheet: one row per task
 (upload the usage file; generate an authorization code for a device and save it under an exact
-file name; enter a return code), as CSV (which `portal-import` reads back) and as a printable
-HTML page. Pure functions: nothing here reads bundles or the journal.
+file name; enter a return code), as CSV (which `portal-import` reads back: a return gives no
+file, so the operator writes `yes` in its `done` cell) and as a printable HTML page. Pure
+functions: nothing here reads bundles or the journal.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ __all__ = [
     "COLUMNS",
     "PORTAL_ACTIONS",
     "PortalTask",
+    "WorksheetRow",
     "code_file_name",
+    "is_done",
+    "read_csv",
     "render_csv",
     "render_html",
     "tasks_for",
@@ -52,6 +56,7 @@ COLUMNS: Final = (
     "done",
 )
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
+_DONE: Final = frozenset({"yes", "y", "x", "done", "ok", "true", "1", "\u2713", "\u2714"})
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ def tasks_for(
     default_virtual_account: str,
     usage_file: str | None,
     device_files: Mapping[str, str],
+    usage_files: Mapping[str, str] | None = None,
 ) -> list[PortalTask]:
     """The worksheet's rows for a request's portal items, in request order.
 
@@ -101,6 +107,8 @@ def tasks_for(
         default_virtual_account: for items that name none.
         usage_file: the usage upload's file name, if the request reports usage.
         device_files: item id → the usage upload's device file carrying its report.
+        usage_files: item id → the usage upload carrying its report, where it is not
+            `usage_file` (a request exported in more than one go).
 
     Returns:
         One task per item.
@@ -111,8 +119,9 @@ def tasks_for(
         va = str(item.params.get("virtual_account") or default_virtual_account)
         code, save_as = "", ""
         if item.action == "cisco.report_usage":
+            upload = (usage_files or {}).get(item.id, usage_file)
             task = (
-                f"Upload {usage_file} (Reports > Usage Data Files > Upload Usage Data), then "
+                f"Upload {upload} (Reports > Usage Data Files > Upload Usage Data), then "
                 "download the ACK file it gives and save it in the import folder"
             )
             save_as = "ACK_*.tar.gz"
@@ -123,7 +132,10 @@ def tasks_for(
             )
             save_as = code_file_name(item)
         elif item.action == "cisco.return":
-            task = "Remove the product instance's reservation: enter the return code"
+            task = (
+                "Remove the product instance's reservation: enter the return code, then write "
+                "yes in this row's done cell of worksheet.csv"
+            )
             code = str(item.params.get("return_code", ""))
         else:  # cisco.slr_reserve
             task = (
@@ -179,12 +191,63 @@ def render_csv(tasks: Sequence[PortalTask]) -> str:
     return out.getvalue()
 
 
+@dataclass(frozen=True)
+class WorksheetRow:
+    """One row of a worksheet.csv as the operator left it."""
+
+    line: int  # in the file, the header being line 1
+    cells: Mapping[str, str]  # column -> cell, stripped
+
+    @property
+    def done(self) -> bool:
+        """Whether the operator marked the row done (`yes`, `x`, `done`, a tick, …)."""
+        return is_done(self.cells.get("done", ""))
+
+
+def is_done(cell: str) -> bool:
+    """Whether a `done` cell says the task was done."""
+    return cell.strip().lower() in _DONE
+
+
+def read_csv(text: str) -> list[WorksheetRow]:
+    """Read a worksheet.csv back (after the operator filled in its `done` column).
+
+    Raises:
+        ValueError: the header is not the worksheet's (a column missing), or the CSV is
+            malformed; the message names the line.
+
+    Returns:
+        Its rows, in file order.
+    """
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")), strict=True)
+    try:
+        header = [name.strip() for name in reader.fieldnames or []]
+        missing = [name for name in COLUMNS if name not in header]
+        if missing:
+            raise ValueError(f"line 1: not a worksheet header (missing {', '.join(missing)})")
+        rows = []
+        for cells in reader:
+            extra = cells.get(None)
+            if extra:
+                raise ValueError(f"line {reader.line_num}: more cells than columns")
+            rows.append(
+                WorksheetRow(
+                    reader.line_num,
+                    {str(k).strip(): (v or "").strip() for k, v in cells.items() if k is not None},
+                )
+            )
+    except csv.Error as exc:
+        raise ValueError(f"line {reader.line_num}: {exc}") from exc
+    return rows
+
+
 _CSS = """
 body{font:13px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#111}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:15px;margin:22px 0 6px}
 table{border-collapse:collapse;width:100%}th,td{border:1px solid #999;padding:3px 6px;
 text-align:left;vertical-align:top}th{background:#eee}
 code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
+code.id{word-break:normal;white-space:nowrap}
 td.done{width:48px}
 @media print{body{margin:10mm}tr{page-break-inside:avoid}}
 """
@@ -197,6 +260,7 @@ def render_html(
     request_sha256: str,
     usage_file: str | None,
     import_command: str,
+    left: Sequence[tuple[str, str, str]] = (),
 ) -> str:
     """The worksheet as one printable HTML page (no script, no external asset).
 
@@ -204,8 +268,9 @@ def render_html(
         tasks: the rows.
         request_id: the request's bundle id.
         request_sha256: its manifest SHA-256.
-        usage_file: the usage upload's name, if any.
+        usage_file: the usage upload's name (several: separated by ", "), if any.
         import_command: the `portal-import` command to run once the tasks are done.
+        left: (item, action, why) of the request's items that are not the portal's to do.
 
     Returns:
         The page.
@@ -216,12 +281,12 @@ def render_html(
             f"<td>{cell}</td>"
             for cell in (
                 str(t.step),
-                f"<code>{escape(t.item)}</code>",
+                f'<code class="id">{escape(t.item)}</code>',
                 escape(t.task),
                 f"{escape(t.smart_account)} / {escape(t.virtual_account)}",
                 escape(t.hostname),
-                f"<code>{escape(t.pid)}</code>",
-                f"<code>{escape(t.sn)}</code>",
+                f'<code class="id">{escape(t.pid)}</code>',
+                f'<code class="id">{escape(t.sn)}</code>',
                 escape(t.entitlements),
                 f"<code>{escape(t.code)}</code>",
                 f"<code>{escape(t.device_file)}</code>",
@@ -234,6 +299,19 @@ def render_html(
     upload = (
         f"<p>Usage file to upload: <code>{escape(usage_file)}</code>.</p>" if usage_file else ""
     )
+    others = ""
+    if left:
+        others = (
+            "<h2>Not for the portal</h2><p>These items need the APIs: "
+            "<code>airgap outside process</code> does them.</p><table><tr><th>item</th>"
+            "<th>action</th><th>why</th></tr>"
+            + "".join(
+                f"<tr><td><code>{escape(item)}</code></td><td><code>{escape(name)}</code></td>"
+                f"<td>{escape(why)}</td></tr>"
+                for item, name, why in left
+            )
+            + "</table>"
+        )
     return (
         "\n".join(
             [
@@ -245,15 +323,19 @@ def render_html(
                 f"<p>Request <code>{escape(request_id)}</code> (manifest SHA-256 "
                 f"<code>{escape(request_sha256)}</code>), by airgap {escape(__version__)}. Do each "
                 "task in Cisco Smart Software Manager, save every file the portal gives under the "
-                "name shown, tick the row, then run:</p>",
+                "name shown (in the folder of this worksheet), tick the row, then run:</p>",
                 f"<p><code>{escape(import_command)}</code></p>",
                 upload,
+                "<p>A return gives no file: write <code>yes</code> in its <code>done</code> cell "
+                "of <code>worksheet.csv</code> once the portal has accepted the code.</p>",
                 "<table><tr><th>#</th><th>item</th><th>task</th>"
                 "<th>account / virtual account</th><th>hostname</th><th>PID</th><th>SN</th>"
                 "<th>entitlements</th><th>code to enter</th><th>device file</th><th>save as</th>"
                 "<th>done</th></tr>",
                 rows,
-                "</table></body></html>",
+                "</table>",
+                others,
+                "</body></html>",
             ]
         )
         + "\n"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import requests
 from conftest import airgap_command
 
@@ -100,3 +101,48 @@ def test_emulated_device_files_parse(airgap, tmp_path: Path) -> None:
     assert parse_rum_file(files[1]).udi == ("C9300-24T", "FOC2437L1ZK")
     bad = airgap("emulate", "device", "--pid", "bad pid!", "--sn", "X", "--out", str(tmp_path))
     assert bad.returncode == 1 and "E_INPUT" in bad.stderr
+
+
+@pytest.mark.parametrize("kind", ["ios-xe", "bigip"])
+@pytest.mark.parametrize("password", [None, "chosen-by-me-4711"])
+def test_device_emulators_name_the_credential_variables_never_a_password(
+    tmp_path: Path, kind: str, password: str | None
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRGAP_")}
+    extra = ["--password", password] if password else []
+    proc = subprocess.Popen(
+        [
+            *airgap_command(),
+            "emulate",
+            kind,
+            "--devices",
+            "1",
+            "--inventory-out",
+            str(tmp_path / "inventory.csv"),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    notes: list[str] = []
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        # The URL stays the first line on stdout: scripts and the README read it.
+        assert first.startswith("https://127.0.0.1:"), first
+        for line in proc.stderr:
+            notes.append(line)
+            if "_PASSWORD" in line:
+                break
+    finally:
+        proc.terminate()
+        rest_out, rest_err = proc.communicate(timeout=10)
+    said = "".join(notes) + rest_err
+    assert "credential 'lab'" in said
+    assert "export AIRGAP_DEVICE_LAB_USERNAME=admin" in said
+    chosen = "<the --password you gave>" if password else "<any non-empty password>"
+    assert f"export AIRGAP_DEVICE_LAB_PASSWORD='{chosen}'" in said
+    if password:
+        assert password not in first + rest_out + said

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import require_tool
 
-PLAN_COLUMNS = [  # DESIGN §6, in its order
+PLAN_COLUMNS = [  # every plan column, in the documented order
     *("action", "hostname", "pid", "sn", "entitlements", "return_code", "request_code"),
     *("reservation_type", "rum_file", "mac", "hypervisor", "pool", "sku_keyword1"),
     *("sku_keyword2", "unit_of_measure", "tenant", "chargeback_tag", "regkey", "add_on_keys"),
@@ -64,7 +64,7 @@ def write_stack_capture(path: Path, members: list[tuple[str, str, str]]) -> None
 
 
 def write_plan(path: Path, rows: list[dict[str, str]]) -> Path:
-    """A CSV plan with the DESIGN §6 header (every column; empty cell = absent)."""
+    """A CSV plan with the full header (every column; empty cell = absent)."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=PLAN_COLUMNS)
         writer.writeheader()
@@ -309,7 +309,7 @@ def test_round_trip_of_1000_mixed_devices(world, pool_copy, tmp_path: Path) -> N
     target = out / request_id[:8]
     assert Path(imported["out"]) == target
 
-    # Per-device files, where DESIGN §8 puts them.
+    # Per-device files, where README's import section says they go.
     for hostname, _, sn in [*typed, *((d.hostname, d.pid, d.sn) for d in fresh)]:
         lic = target / "cisco" / hostname / "lic.txt"
         assert sn in lic.read_text(encoding="utf-8"), lic

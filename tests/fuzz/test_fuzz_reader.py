@@ -1,9 +1,9 @@
 """The bundle reader under random and mutated input (issue 8, item 1).
 
-Whatever the bytes, reading either yields the genuine bundle (same manifest, items and files)
-or refuses with a `VerificationError` whose code is one of DESIGN §3; it never raises anything
-else, never leaves a file outside its own temp folder (which is empty afterwards), and its memory
-does not grow with what a hostile stream expands to.
+Whatever the bytes, reading either yields the genuine bundle (same manifest, items and files) or
+refuses with a `VerificationError` whose code is one of the verification codes (docs/format.md,
+"Reading rules"); it never raises anything else, never leaves a file outside its own temp folder
+(which is empty afterwards), and its memory does not grow with what a hostile stream expands to.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from airgap.trust import SiteCard, TrustedKey, TrustStore
 if TYPE_CHECKING:
     from fuzz.conftest import Sandbox
 
-# The codes of DESIGN §3 a refused bundle may carry (exit 3).
+# The codes a refused bundle may carry (exit 3; docs/format.md).
 REFUSAL_CODES = frozenset(
     {
         "E_NOT_A_BUNDLE",
@@ -214,7 +214,7 @@ SAFE_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._/-")
 
 
 def safe_by_the_rules(name: str) -> bool:
-    """DESIGN §4's member-name rules, written out again independently of airgap.bundle.names."""
+    """The format's member-name rules (docs/format.md), written again apart from bundle.names."""
     parts = name.split("/")
     return (
         0 < len(name) <= 200

@@ -4,6 +4,7 @@ emulator, and each license installed once on the box whose MAC it names."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -166,3 +167,54 @@ def test_apply_killed_during_installs_then_run_again_installs_each_license_once(
         final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert final.returncode == 0, final.stdout + final.stderr
         assert _installs(fleet) == {d.hostname: 1 for d in fleet.devices}
+
+
+def test_pack_collect_packs_the_big_ips_rows_beside_the_cisco_items(
+    tmp_path: Path, make_home: Any, airgap: Any
+) -> None:
+    from airgap.emulators.device import NETWORK_ADVANTAGE_TAG
+    from airgap.emulators.iosxe import start_fleet
+
+    inside = make_home("inside", name="lab")
+    inventory = tmp_path / "devices.csv"
+    with (
+        start_fleet(devices=2, cert_out=tmp_path / "ios.pem") as cisco_fleet,
+        start_bigip_fleet(2, cert_out=tmp_path / "f5.pem") as f5_fleet,
+    ):
+        cisco_fleet.write_inventory(tmp_path / "ios.csv")
+        f5_fleet.write_inventory(tmp_path / "f5.csv")
+        f5_rows = (tmp_path / "f5.csv").read_text().splitlines()[1:]
+        inventory.write_text((tmp_path / "ios.csv").read_text() + "\n".join(f5_rows) + "\n")
+        packed = airgap(
+            "--json", "--home", str(inside), "inside", "pack", "--collect", str(inventory),
+            "--accept-new-host-keys", "--entitlement", f"{NETWORK_ADVANTAGE_TAG}:1",
+            "--pool", "demo-utility", "--hypervisor", "vmware", "--unit-of-measure", "yearly",
+            "-o", str(tmp_path / "req.airgap"),
+            env=DEVICE_ENV,
+        )  # fmt: skip
+        macs = {d.base_mac.upper() for d in f5_fleet.devices}
+        units = sum(len(d.members) for d in cisco_fleet.devices)
+    assert packed.returncode == 0, packed.stderr
+    document = json.loads(packed.stdout)
+    assert document["by_action"]["bigiq.assign"] == 2
+    assert document["by_action"]["cisco.reserve"] == units
+    plan = tmp_path / "req.airgap.collected" / "bigip-plan.csv"
+    assert {row["mac"] for row in csv.DictReader(plan.open())} == macs
+    assert document["collect"]["plan"] == str(plan)
+
+
+def test_pack_collect_without_a_pool_for_the_big_ips_writes_no_bundle(
+    tmp_path: Path, make_home: Any, airgap: Any
+) -> None:
+    inside = make_home("inside", name="lab")
+    with start_bigip_fleet(1, cert_out=tmp_path / "f5.pem") as f5_fleet:
+        f5_fleet.write_inventory(tmp_path / "f5.csv")
+        packed = airgap(
+            "--home", str(inside), "inside", "pack", "--collect", str(tmp_path / "f5.csv"),
+            "-o", str(tmp_path / "req.airgap"),
+            env=DEVICE_ENV,
+        )  # fmt: skip
+    assert packed.returncode == 1, packed.stdout + packed.stderr
+    assert "E_PLAN" in packed.stderr and "bigip-plan.csv" in packed.stderr
+    assert "pool" in packed.stderr
+    assert not (tmp_path / "req.airgap").exists()

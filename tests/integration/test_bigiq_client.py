@@ -766,7 +766,6 @@ def test_assignments_query(bigiq: Callable[..., Bench]) -> None:
     everything = client.submit(assignments_item())
     lab = client.submit(assignments_item("lab"))
 
-    assert not client.mutating("bigiq.assignments")
     assert everything.status == "ok" and everything.result == {"pool": None, "count": 3}
     document = json.loads(lab.files["result.json"])
     assert document["count"] == 1

@@ -138,3 +138,48 @@ def test_instructions_and_status_say_what_is_on_the_devices(
         env=DEVICE_ENV,
     )
     assert guide.read_text().endswith("notes of the operator\n")
+
+
+def test_dry_runs_need_no_credentials_and_contact_no_device(
+    tmp_path: Path, make_home: Any, exchange_cards: Any, fleet: IosXeFleet, cisco: EmulatorServer
+) -> None:
+    inside, outside = make_home("inside", name="lab"), make_home("outside", name="dmz")
+    exchange_cards(inside, outside)
+    _round_trip(tmp_path, inside, outside, cisco)
+    before = fleet.stats()
+    planned_collect = collect(
+        Home.open(inside),
+        tmp_path / "inventory.csv",
+        CollectOptions(out=tmp_path / "again", dry_run=True),
+        env={},  # no AIRGAP_DEVICE_* at all, and no prompt
+    )
+    assert planned_collect.dry_run and planned_collect.complete
+    assert not (tmp_path / "again").exists()
+    planned_apply = apply_response(
+        Home.open(inside),
+        None,
+        tmp_path / "inventory.csv",
+        ApplyOptions(dry_run=True),
+        env={},
+    )
+    assert planned_apply.dry_run
+    assert {o.name for o in planned_apply.outcomes} == {d.hostname for d in fleet.devices}
+    assert fleet.stats() == before
+
+
+def test_ssh_devices_met_first_or_with_another_key_are_refused_and_named(
+    tmp_path: Path, make_home: Any, fleet: IosXeFleet
+) -> None:
+    inside = make_home("inside", name="lab")
+    ssh = {d.hostname for d in fleet.devices if fleet.transport_of(d) == "ssh"}
+    assert ssh and len(ssh) < len(fleet.devices)
+    first = collect(
+        Home.open(inside),
+        tmp_path / "inventory.csv",
+        CollectOptions(out=tmp_path / "first"),
+        env=DEVICE_ENV,
+    )
+    by_name = {o.name: o for o in first.outcomes}
+    assert {n for n, o in by_name.items() if not o.ok} == ssh
+    assert {(by_name[n].status, by_name[n].code) for n in ssh} == {("refused", "E_HOSTKEY_UNKNOWN")}
+    assert all(fleet.stats()["devices"][n].get("logins", 0) == 0 for n in ssh)

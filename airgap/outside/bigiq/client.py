@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 
 from airgap.config import Config
 from airgap.errors import ConfigError, InputError, VendorError
-from airgap.model import action, actions_of
+from airgap.model import actions_of
 from airgap.outside.bigiq._common import (
     ASSIGN,
     ASSIGNMENTS,
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 ACTIONS: Final = actions_of("bigiq")
-_MUTATING: Final = frozenset(name for name in ACTIONS if action(name).mutating)
 MIN_VERSION: Final = (5, 4)  # UNREACHABLE assignments need BIG-IQ 5.4 or later
 _VERSION: Final = "/mgmt/shared/resolver/device-groups/cm-shared-all-big-iqs/devices"
 
@@ -129,17 +128,6 @@ class BigIqClient:
         )
 
     # --- VendorClient -----------------------------------------------------------------------
-
-    def mutating(self, action: str) -> bool:
-        """Whether `submit` for this action changes BIG-IQ's state.
-
-        Args:
-            action: a `bigiq.*` action.
-
-        Returns:
-            True for assign, revoke and RegKey activation; False for the assignment query.
-        """
-        return action in _MUTATING
 
     def start(self) -> None:
         """Log in and check that BIG-IQ is recent enough for UNREACHABLE assignments.

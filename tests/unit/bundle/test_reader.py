@@ -1,4 +1,4 @@
-"""Every refusal rule of DESIGN §4 against crafted bundles, plus what a good bundle yields."""
+"""Every reading rule of docs/format.md against crafted bundles, plus what a good bundle yields."""
 
 from __future__ import annotations
 

@@ -129,6 +129,18 @@ def test_the_same_ack_twice_is_read_once_two_different_are_refused(tmp_path: Pat
         read_ack_download(path)
 
 
+def test_a_device_file_reporting_two_devices_may_get_one_ack_for_each(tmp_path: Path) -> None:
+    # An HA pair saves both units' reports in one file: one ACK per unit comes back.
+    active, standby = ack("C9500-32C", "FOC1", [7]), ack("C9500-32C", "FOC2", [8])
+    path = download(
+        tmp_path / "pair.tar.gz", [("ACK_dev_1_x.txt", active), ("ACK_dev_1_1_x.txt", standby)]
+    )
+    assert [(a.device_id, a.data) for a in read_ack_download(path)] == [
+        ("1", active),
+        ("1", standby),
+    ]
+
+
 def test_a_member_named_like_an_ack_that_is_not_one_is_refused(tmp_path: Path) -> None:
     path = download(tmp_path / "x.tar.gz", [("ACK_dev_1_x.txt", b"<smartLicenseAuthorization/>")])
     with pytest.raises(PortalFileError, match="not an ACK"):

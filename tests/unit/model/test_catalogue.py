@@ -79,9 +79,6 @@ class PingClient:
     def __init__(self) -> None:
         self.submitted: list[str] = []
 
-    def mutating(self, action: str) -> bool:
-        return action == PING.name
-
     def start(self) -> None:
         pass
 

@@ -326,6 +326,59 @@ def test_resubmitting_many_is_all_or_nothing(admitted: Journal) -> None:
     assert {(i.state, i.attempts, i.error) for i in again} == {(ItemState.SUBMITTING, 2, None)}
 
 
+def test_exported_items_go_from_new_to_submitted_with_their_own_refs_in_one_commit(
+    db: Path, admitted: Journal
+) -> None:
+    refs = {
+        "item-0001": {"via": "cssm-portal", "export": "X", "device_id": "1"},
+        "item-0000": {"via": "cssm-portal", "export": "X", "save_as": "codes/a.txt"},
+    }
+    commits: list[str] = []
+    admitted._db.conn.set_trace_callback(
+        lambda sql: commits.append(sql) if sql.startswith("COMMIT") else None
+    )
+    marked = admitted.mark_exported_many("req-1", refs)
+    admitted._db.conn.set_trace_callback(None)
+    assert len(commits) == 1
+    assert [(i.item_id, i.state, i.vendor_ref, i.attempts) for i in marked] == [
+        ("item-0001", ItemState.SUBMITTED, refs["item-0001"], 1),
+        ("item-0000", ItemState.SUBMITTED, refs["item-0000"], 1),
+    ]
+    with Journal.open(db) as other:
+        assert other.item("req-1", "item-0001") == marked[0]
+    before = admitted.items("req-1")
+    with pytest.raises(IllegalTransition):  # only a NEW item can be exported
+        admitted.mark_exported_many("req-1", {"item-0002": {}, "item-0000": {}})
+    with pytest.raises(JournalError):
+        admitted.mark_exported_many("req-1", {"item-0002": {"password": "x"}})
+    assert admitted.items("req-1") == before
+
+
+def test_many_outcomes_are_recorded_in_one_commit_or_none_is(admitted: Journal) -> None:
+    admitted.mark_exported_many("req-1", {"item-0000": {"via": "p"}, "item-0001": {"via": "p"}})
+    before = admitted.items("req-1")
+    with pytest.raises(IllegalTransition):  # item-0002 is NEW: it cannot be DONE
+        admitted.record_outcomes_many(
+            "req-1",
+            {"item-0000": Outcome.ok({}, files={"lic.txt": b"a"}), "item-0002": Outcome.ok({})},
+        )
+    assert admitted.items("req-1") == before
+    done = admitted.record_outcomes_many(
+        "req-1",
+        {
+            "item-0000": Outcome.ok({"n": 1}, files={"lic.txt": b"a"}, vendor_ref={"f": "x"}),
+            "item-0001": Outcome.ok({"n": 2}, files={"ack.xml": b"b"}),
+        },
+    )
+    assert [(i.state, dict(i.files), i.result) for i in done] == [
+        (ItemState.DONE, {"lic.txt": b"a"}, {"n": 1}),
+        (ItemState.DONE, {"ack.xml": b"b"}, {"n": 2}),
+    ]
+    assert admitted.items("req-1")[:2] == done
+    assert done[0].vendor_ref == {"via": "p"} and done[0].outcome_refs == {"f": "x"}
+    assert admitted.record_outcomes_many("req-1", {}) == []
+
+
 def test_outcomes_holding_secrets_are_refused(admitted: Journal) -> None:
     admitted.mark_submitting("req-1", "item-0000")
     for outcome in (

@@ -43,9 +43,6 @@ class SimVendor:
         self.lock = threading.Lock()
         self.started = self.finished = 0
 
-    def mutating(self, action: str) -> bool:
-        return action == "cisco.reserve"
-
     def start(self) -> None:
         self.started += 1
 

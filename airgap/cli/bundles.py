@@ -86,7 +86,7 @@ def inspect_cmd(
         from airgap.review import inspect
 
         home = app.open_home() if HomePaths(app.home).exists() else None
-        report = inspect(home, bundle)
+        report = inspect(home, bundle, for_json=app.json)
         opened = report.opened
         # Rows are written as they are read: a bundle of 200,000 items is never one document.
         head = {**report.head_json(), "manifest": opened.manifest._head_json()}

@@ -240,18 +240,34 @@ def _member_text(member: Any) -> str:
     return _indented(member.to_json(), 3)
 
 
+_BETWEEN_ENTRIES = b'},{"path":"'
+_MEMBER_CHUNK = 1 << 20  # bytes of the member list re-laid out per write
+
+
 def _write_member_list(write: Callable[[str], object], members: MemberList) -> None:
     """`_write_list(write, map(_member_text, members), 2)` for a member list the manifest scan
     proved strict (`{"path":"P","sha256":"H","size":N}`, no field holding a quote): the
-    canonical entries re-laid out by replacing the fixed text between their fields."""
-    text = (
-        members.data[members.start : members.end]
-        .replace(b'},{"path":"', b'\n      },\n      {\n        "path": "')
-        .replace(b'","sha256":"', b'",\n        "sha256": "')
-        .replace(b'","size":', b'",\n        "size": ')
-    )
-    assert text.startswith(b'{"path":"') and text.endswith(b"}")
-    write('[\n      {\n        "path": "' + text[9:-1].decode("ascii") + "\n      }\n    ]")
+    canonical entries re-laid out by replacing the fixed text between their fields, a MiB of
+    them at a time."""
+    data, pos, end = members.data, members.start, members.end
+    assert data.startswith(b'{"path":"', pos) and data[end - 1] == ord("}")
+    write("[\n      {")
+    pos += 1  # the `{` of the first entry is written; each piece starts at `"path":"`
+    while pos < end:
+        cut = data.find(_BETWEEN_ENTRIES, pos + _MEMBER_CHUNK, end)
+        stop = end - 1 if cut < 0 else cut  # the `}` closing the piece's last entry
+        text = (
+            data[pos:stop]
+            .replace(_BETWEEN_ENTRIES, b'\n      },\n      {\n        "path": "')
+            .replace(b'","sha256":"', b'",\n        "sha256": "')
+            .replace(b'","size":', b'",\n        "size": ')
+        )
+        # `"path":"` at the piece's start: the fixed text between entries does not cover it
+        write('\n        "path": "' + text[8:].decode("ascii") + "\n      }")
+        if cut >= 0:
+            write(",\n      {")
+        pos = stop + 3 if cut >= 0 else end  # past `},{`
+    write("\n    ]")
 
 
 def _write_list(write: Callable[[str], object], texts: Iterable[str], level: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Sequence
 
@@ -22,11 +23,30 @@ _PLAINLY_SAFE_LINES = re.compile(
 )
 
 
+_ALLOWED_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/-"
+# In names framed by newlines, what `_PART` rules out: a part that is empty or starts with a
+# dot (so also `.` and `..`), an absolute path, a trailing slash, an empty name.
+_NOT_PLAIN = (b"\n.", b"/.", b"//", b"\n/", b"/\n", b"\n\n")
+_SLASHES = operator.methodcaller("count", b"/")
+
+
 def plainly_safe_run(names: Sequence[bytes]) -> int:
     """How many of `names` (ASCII bytes), from the first, `check_member_name` accepts at a
-    glance: it would let them all pass (one regular-expression match for the lot).
+    glance: it would let them all pass (a few whole-run tests, else one regular-expression
+    match for the lot).
     """
-    lines = b"\n".join(names) + b"\n"
+    if not names:
+        return 0
+    framed = b"\n" + b"\n".join(names) + b"\n"
+    if (
+        framed.count(b"\n") == len(names) + 1
+        and not framed.translate(None, _ALLOWED_BYTES + b"\n")
+        and not any(bad in framed for bad in _NOT_PLAIN)
+        and max(map(len, names)) <= MAX_LENGTH
+        and max(map(_SLASHES, names)) < MAX_DEPTH
+    ):
+        return len(names)
+    lines = framed[1:]
     if lines.count(b"\n") != len(names):  # a name holds a newline: look at each alone
         for count, name in enumerate(names):
             if b"\n" in name or not _PLAINLY_SAFE_LINES.fullmatch(name + b"\n"):

@@ -177,7 +177,8 @@ _ITEM_INDENT = b"\n    "  # an item of the top-level "items" list: two levels de
 def items_text(items: list[Any]) -> bytes:
     """The items as `Inspection.write_json` lays out the elements of its "items" list, each
     after a newline and its indent, joined by commas (no brackets): for `open_bundle`'s
-    `render_items`, so the text is made by the processes that check the items."""
+    `render_items`, so the text is made by the processes that check the items. The items
+    are as orjson reads them: no infinities (orjson would write null)."""
     try:
         text = orjson.dumps(items, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
     except TypeError:  # an integer beyond 64 bits
@@ -222,7 +223,8 @@ def _element_text(value: Any, level: int) -> str:
         text = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
     except TypeError:  # an integer beyond 64 bits
         return _indented(value, level)
-    if not text.isascii() or b"\x7f" in text or _has_float(text):
+    # orjson writes an infinity (which json.loads reads from `Infinity`) as null
+    if not text.isascii() or b"\x7f" in text or _has_float(text) or b"null" in text:
         return _indented(value, level)
     return text.decode("ascii").replace("\n", "\n" + "  " * level)
 

@@ -133,15 +133,28 @@ class Inspection:
             "problems": [{"code": p.code, "message": p.message} for p in self.opened.problems],
         }
 
-    def write_json(self, write: Callable[[str], object], **extra: Any) -> None:
+    def write_json(
+        self,
+        write: Callable[[str], object],
+        /,
+        *,
+        write_ascii: Callable[[bytes], object] | None = None,
+        **extra: Any,
+    ) -> None:
         """Write `json.dumps({"ok": True, **to_json(), **extra}, indent=2, sort_keys=True)`
         and a newline, the exact bytes, a member and an item at a time (memory stays flat).
+
+        Args:
+            write: takes the text.
+            write_ascii: if given, takes the large ASCII runs (the items' text) as bytes
+                instead, in their place among what `write` is given (no decoding them).
+            extra: more top-level keys.
         """
         head: dict[str, Any] = {"ok": True, **self.head_json(), **extra}
         manifest = self.opened.manifest
         members = manifest.members
         streamed: dict[str, Callable[[], None]] = {
-            "items": lambda: self._write_items(write),
+            "items": lambda: self._write_items(write, write_ascii),
             "manifest": lambda: _write_object(
                 write,
                 manifest._head_json(),
@@ -158,7 +171,9 @@ class Inspection:
         _write_object(write, head, streamed, 0)
         write("\n")
 
-    def _write_items(self, write: Callable[[str], object]) -> None:
+    def _write_items(
+        self, write: Callable[[str], object], write_ascii: Callable[[bytes], object] | None
+    ) -> None:
         rendered = self.opened.rendered_items()
         if rendered is None:
             _write_list(write, (_element_text(i, 2) for i in self.opened.iter_items()), 1)
@@ -166,8 +181,13 @@ class Inspection:
         # `items_text` of every batch, made while items.json was checked: the same bytes.
         first = True
         for chunk in rendered:
-            write(("[" if first else "") + chunk.decode("ascii"))
-            first = False
+            if first:
+                write("[")
+                first = False
+            if write_ascii is not None:
+                write_ascii(chunk)
+            else:
+                write(chunk.decode("ascii"))
         write("[]" if first else "\n  ]")
 
 

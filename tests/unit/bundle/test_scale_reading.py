@@ -594,7 +594,7 @@ def test_inspection_rendered_by_the_workers_is_the_json_document(
             assert opened.rendered_items() is not None
             inspection = Inspection(opened)
             out = io.StringIO()
-            inspection.write_json(out.write)
+            inspection.write_json(out.write, write_ascii=lambda data: out.write(data.decode()))
             expected = {"ok": True, **inspection.to_json()}
     finally:
         itemstream.WINDOW = saved

@@ -226,13 +226,37 @@ def combine(tallies: Sequence[Tally], manifest: Manifest) -> int:
 
 def worker_count(size: int) -> int:
     """How many worker processes to check an items file of `size` bytes with; 0: here."""
-    if size < PARALLEL_MIN or not hasattr(os, "fork") or threading.active_count() > 1:
+    if size < PARALLEL_MIN:
         return 0
+    return min(cpu_count(), MAX_WORKERS) if can_fork() else 0
+
+
+def can_fork() -> bool:
+    """Whether forking a worker is safe (single-threaded, `os.fork` exists) and can pay
+    (more than one CPU)."""
+    return hasattr(os, "fork") and threading.active_count() == 1 and cpu_count() > 1
+
+
+def cpu_count() -> int:
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return min(cpus, MAX_WORKERS) if cpus > 1 else 0
+        return os.cpu_count() or 1
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to the descriptor `fd`."""
+    _write_all(fd, data)
+
+
+def read_all(fd: int) -> bytes:
+    """Everything until the end from descriptor `fd` (a worker's pipe), which is closed."""
+    chunks = []
+    with contextlib.suppress(OSError):
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
 
 
 @dataclass

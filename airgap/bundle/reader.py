@@ -14,6 +14,9 @@ import gc
 import gzip
 import hashlib
 import json
+import operator
+import os
+import signal
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -67,6 +70,7 @@ from airgap.units import format_size, utc_now
 
 GZIP_MAGIC = b"\x1f\x8b"
 _RUN_WINDOW = 128 * 1024  # bytes of the manifest's member list looked at per run of members
+SPLIT_MIN = 32 << 20  # bytes of listed members left below which a second reader does not pay
 _SPECIAL_NAMES = (SUMS_NAME.encode(), ITEMS_NAME.encode())
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -388,6 +392,58 @@ class _Listing:
         return len(self.found), sum(m.size for m in self.listed.values())
 
 
+def _entry_windows(fast: MemberList, offset: int) -> Iterator[tuple[int, list[bytes], list[int]]]:
+    """The listed entries from byte `offset` (an entry's start) on, a window at a time: the
+    offset past the window's entries, their paths, and their sizes."""
+    while offset < fast.end:
+        paths, _, sizes = fast.raw_entries(offset, _RUN_WINDOW)
+        offset = skip_entries(offset, paths, sizes)
+        yield offset, paths, list(map(int, sizes))
+
+
+def _tar_bytes(sizes: list[int]) -> int:
+    """Bytes that members of these sizes take in a tar as airgap writes it: a header each and
+    the data padded to whole blocks."""
+    return 512 * len(sizes) + sum(sizes) + sum(map((512).__rmod__, map(operator.neg, sizes)))
+
+
+@dataclass
+class _MemberWorker:
+    """A forked process verifying the listed members `start` (an index) to `stop` as
+    `take_listed_run` would, reading the bundle file by offset while this one reads the
+    members before `start`. Its answer: how many of them it took, from `start` on."""
+
+    pid: int
+    pipe: int
+    start: int
+    stop: int
+    offset: int  # where member `start`'s header lies in the file
+    end: int  # where the header after member `stop - 1` lies
+    listing_offset: int  # the listing's cursor past entry `stop - 1`
+    data_bytes: int  # the listed sizes of members `start` to `stop - 1`, summed
+
+    def taken(self) -> int:
+        """How many members it took (0 if it failed); reaps it."""
+        answer = itemcheck.read_all(self.pipe)
+        self.pipe = -1
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        if status != 0 or not answer.isdigit():
+            return 0
+        return int(answer)
+
+    def stop_now(self) -> None:
+        if self.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.waitpid(self.pid, 0)
+            self.pid = 0
+        if self.pipe >= 0:
+            os.close(self.pipe)
+            self.pipe = -1
+
+
 class _BundleReader:
     def __init__(
         self,
@@ -411,6 +467,8 @@ class _BundleReader:
         self.items_check: itemcheck.ItemsCheck | None = None
         self.manifest: Manifest | None = None
         self.sums_verified = False  # SHA256SUMS hashed equal to the text its listing implies
+        self.member_worker: _MemberWorker | None = None
+        self.member_worker_tried = False
 
     def start_items_check(self) -> None:
         """Start checking the verified items.json (in worker processes, if it pays)."""
@@ -431,6 +489,92 @@ class _BundleReader:
     def stop_items_check(self) -> None:
         if self.items_check is not None:
             self.items_check.stop()
+        if self.member_worker is not None:
+            self.member_worker.stop_now()
+            self.member_worker = None
+
+    def start_member_worker(self, listing: _Listing, seen: set[str]) -> None:
+        """Fork a process that verifies the second half (by bytes) of the listed members left,
+        if the bundle is a plain file with enough of them left and forking can pay."""
+        self.member_worker_tried = True
+        fast = listing.fast
+        here = self.tar.offset()
+        if fast is None or here is None or not itemcheck.can_fork():
+            return
+        # Two walks over the entries left, a window at a time (flat memory): the tar bytes of
+        # their members, then where half of those bytes lie.
+        total = data = 0
+        for _, _, sizes in _entry_windows(fast, listing.offset):
+            total += _tar_bytes(sizes)
+            data += sum(sizes)
+        if total < SPLIT_MIN:
+            return
+        before, start, entry_offset = 0, listing.index, listing.offset
+        for after, paths, sizes in _entry_windows(fast, listing.offset):
+            if before + _tar_bytes(sizes) < total // 2:
+                before += _tar_bytes(sizes)
+                start += len(sizes)
+                data -= sum(sizes)
+                entry_offset = after
+                continue
+            for path, size in zip(paths, sizes, strict=True):
+                if before >= total // 2:
+                    break
+                before += _tar_bytes([size])
+                start += 1
+                data -= size
+                entry_offset = skip_entries(entry_offset, (path,), (b"%d" % size,))
+            break
+        count = len(fast) - listing.index  # entries left
+        data_bytes = data
+        worker = _MemberWorker(
+            pid=0,
+            pipe=-1,
+            start=start,
+            stop=listing.index + count,
+            offset=here + before,
+            end=here + total,
+            listing_offset=fast.end + 1,  # past the last entry, as `skip_entries` counts
+            data_bytes=data_bytes,
+        )
+        stop = worker.stop
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: its answer goes down the pipe, and it never returns
+            status = 1
+            try:
+                os.close(read_end)
+                fd = self.tar._stream.fileno()
+                source = tarstream.PreadFile(fd, worker.offset, worker.end)
+                self.tar = tarstream.TarReader(tarstream.CountingReader(source, 1 << 62))  # type: ignore[arg-type]
+                listing.offset, listing.index = entry_offset, start
+                while listing.index < stop and self.take_listed_run(listing, seen, stop):
+                    pass
+                itemcheck.write_all(write_end, b"%d" % (listing.index - start))
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        worker.pid, worker.pipe = pid, read_end
+        self.member_worker = worker
+
+    def take_worker_members(self, listing: _Listing) -> bool:
+        """At the member worker's first member: skip its members if it took them all and
+        they fit the size limit (else they are read here, which words any refusal)."""
+        worker = self.member_worker
+        assert worker is not None
+        self.member_worker = None
+        if worker.taken() != worker.stop - worker.start:
+            return False
+        if self.tar.offset() != worker.offset:
+            return False
+        if self.source.count + (worker.end - worker.offset) > self.source.limit:
+            return False
+        self.tar.skip_to(worker.end)
+        listing.offset = worker.listing_offset
+        listing.index = worker.stop
+        listing.total += worker.data_bytes
+        return True
 
     def close_files(self) -> None:
         """After a refusal: the items file and any rendering."""
@@ -463,8 +607,16 @@ class _BundleReader:
         # it; kept files are written one at a time.
         runs = self.keep_dir is None
         while True:
+            if listing is not None and listing.fast is not None:
+                if not self.member_worker_tried and runs:
+                    self.start_member_worker(listing, seen)
+                worker = self.member_worker
+                if worker is not None and listing.index == worker.start:
+                    if self.take_worker_members(listing):
+                        continue
+                    worker = None
             if runs and listing is not None and listing.fast is not None:
-                taken = self.take_listed_run(listing, seen)
+                taken = self.take_listed_run(listing, seen, worker.start if worker else None)
                 if taken is None:
                     runs = False  # something differs: one member at a time from here on
                 elif taken:
@@ -521,6 +673,9 @@ class _BundleReader:
                 raise UnlistedMember(f"member {entry.name!r} is not listed in the manifest")
             self.check_size(entry.name, entry.size, listed.size)
             listing.found[entry.name] = self.stream_member(entry.name, listed, kept, small)
+        if self.member_worker is not None:  # its members were read here after all
+            self.member_worker.stop_now()
+            self.member_worker = None
         if authenticated is None:
             authenticated = self.authenticate(manifest_bytes, raw_signatures)
             listing = _Listing(authenticated[0], seen)
@@ -561,7 +716,9 @@ class _BundleReader:
             _rendered=rendered,
         )
 
-    def take_listed_run(self, listing: _Listing, seen: set[str]) -> int | None:
+    def take_listed_run(
+        self, listing: _Listing, seen: set[str], stop: int | None = None
+    ) -> int | None:
         """Fast mode: take the next listed members at once if the tar holds them exactly as
         listed (`TarReader.take_plain_files`); how many, or None when it does not.
 
@@ -572,6 +729,8 @@ class _BundleReader:
         fast = listing.fast
         assert fast is not None
         paths, digests, sizes = fast.raw_entries(listing.offset, _RUN_WINDOW)
+        if stop is not None:  # the members from `stop` on are another reader's
+            paths = paths[: stop - listing.index]
         count = plainly_safe_run(paths)
         for special in _SPECIAL_NAMES:
             if special in paths[:count]:

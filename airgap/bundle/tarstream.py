@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import operator
+import os
 import re
 import tarfile
 from bisect import bisect_right
@@ -324,6 +326,22 @@ class TarReader:
         self._source._charge(end - pos)
         return count
 
+    def offset(self) -> int | None:
+        """Where the next header starts in the underlying file, between members, when that
+        is a plain file (its reads are its bytes); else None."""
+        if self._pending or not isinstance(self._stream, io.BufferedReader):
+            return None
+        return self._stream.tell() - (len(self._buf) - self._pos)
+
+    def skip_to(self, offset: int) -> None:
+        """Go on at `offset` of the plain file (`offset()` said where we are), past members
+        verified another way: their bytes count against the limit as if read."""
+        here = self.offset()
+        assert here is not None and offset >= here
+        self._source._charge(offset - here)
+        self._buf, self._pos = b"", 0
+        self._stream.seek(offset)
+
     def stream(self, sink: Callable[[memoryview], object] | None) -> None:
         """Feed the current member's data, chunk by chunk, to `sink` (one pass, flat memory),
         and consume its padding."""
@@ -397,6 +415,28 @@ class TarReader:
             self._source._charge(avail)
             if zeros != avail:
                 raise NotABundle("data follows the tar end-of-archive marker")
+
+
+class PreadFile:
+    """Reads a file by offset (`os.pread`) from `start` to `end`: a stream of its own over a
+    descriptor another reader shares."""
+
+    def __init__(self, fd: int, start: int, end: int) -> None:
+        self.fd, self.pos, self.end = fd, start, end
+
+    @property
+    def remaining(self) -> int:
+        return self.end - self.pos
+
+    def read(self, n: int) -> bytes:
+        data = os.pread(self.fd, max(0, min(n, self.end - self.pos)), self.pos)
+        self.pos += len(data)
+        return data
+
+    def readinto(self, view: memoryview) -> int:
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
 
 
 _USTAR_MAX_SIZE = 8**11 - 1  # bytes: the largest size 11 octal digits hold

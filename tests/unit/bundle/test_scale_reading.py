@@ -32,6 +32,7 @@ from airgap.bundle import (
     tarstream,
     verify_bundle,
 )
+from airgap.bundle import reader as reader_module
 from airgap.bundle.manifest import Manifest, MemberList, sums_text
 from airgap.bundle.names import check_member_name, plainly_safe_run
 from airgap.errors import AirgapError, VerificationError
@@ -599,3 +600,58 @@ def test_inspection_rendered_by_the_workers_is_the_json_document(
     finally:
         itemstream.WINDOW = saved
     assert out.getvalue() == json.dumps(expected, indent=2, sort_keys=True, default=str) + "\n"
+
+
+# --- the second half of the members verified by a forked reader --------------------------------
+
+
+def with_member_worker(monkeypatch: pytest.MonkeyPatch, path: Path, worker: bool) -> Any:
+    monkeypatch.setattr(reader_module, "SPLIT_MIN", 0 if worker else 1 << 62)
+    monkeypatch.setattr(itemcheck, "can_fork", lambda: worker)
+    return outcome(path)
+
+
+@pytest.mark.parametrize(
+    "change", ["none", "data", "name", "size", "early member", "extra member", "truncated"]
+)
+def test_members_verified_by_a_second_reader_get_the_answer_of_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    items, files = many_items(60)
+    entries = BundleParts(INSIDE, items=items, files=files).entries()
+    late = next(n for n, e in enumerate(entries) if e.name == "files/r050.xml")
+    if change == "data":
+        entries[late] = Entry(entries[late].name, b"<R/>")
+    elif change == "name":
+        entries[late] = Entry("files/r05O.xml", entries[late].data)
+    elif change == "size":
+        entries[late] = Entry(entries[late].name, b"<r/> ")
+    elif change == "early member":
+        entries[8] = Entry(entries[8].name, b"<R/>")
+    elif change == "extra member":
+        entries.insert(late, Entry("files/zz.xml", b"x"))
+    elif change == "truncated":
+        del entries[late:]
+    path = write_tar(tmp_path / "b.airgap", entries)
+    assert with_member_worker(monkeypatch, path, True) == with_member_worker(
+        monkeypatch, path, False
+    )
+    if change == "none":
+        assert with_member_worker(monkeypatch, path, True)[0] == 60
+
+
+def test_members_whose_reader_dies_are_read_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items, files = many_items(40)
+    path = write_tar(tmp_path / "b.airgap", BundleParts(INSIDE, items=items, files=files).entries())
+    parent = os.getpid()
+    real = reader_module._BundleReader.take_listed_run
+
+    def dying(self: Any, *args: Any) -> Any:
+        if os.getpid() != parent:
+            os._exit(3)
+        return real(self, *args)
+
+    monkeypatch.setattr(reader_module._BundleReader, "take_listed_run", dying)
+    assert with_member_worker(monkeypatch, path, True)[0] == 40

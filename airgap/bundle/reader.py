@@ -526,6 +526,8 @@ class _BundleReader:
                 entry_offset = skip_entries(entry_offset, (path,), (b"%d" % size,))
             break
         count = len(fast) - listing.index  # entries left
+        if start == listing.index + count or total - before < SPLIT_MIN // 2:
+            return  # a few large members: the second half would be (nearly) empty
         data_bytes = data
         worker = _MemberWorker(
             pid=0,

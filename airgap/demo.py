@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from airgap.config import set_value
 from airgap.emulators.bigip import BigIpFleetServer, start_bigip_fleet
@@ -33,6 +33,11 @@ from airgap.errors import ConfigError
 from airgap.home import Home, init_home
 from airgap.inside.fleet import DeviceOutcome
 from airgap.site import trust_site
+
+if TYPE_CHECKING:  # the steps themselves are imported when the demo runs (start-up time)
+    from airgap.inside.importer import ImportResult
+    from airgap.inside.pack import PackResult
+    from airgap.outside.handling import ProcessResult
 
 Say = Callable[[str], None]
 
@@ -285,10 +290,27 @@ def _round_trip(
     )
     rows = _device_rows(estate, collected.outcomes, applied.to_json()["devices"])
 
-    audit_entries = {
-        "inside": Home.open(inside_root).audit().verify().entries,
-        "outside": Home.open(outside_root).audit().verify().entries,
-    }
+    return DemoReport(
+        **_common_report(
+            workdir, inside_root, outside_root, request, packed, response, processed, imported
+        ),
+        inventory=estate.inventory,
+        devices=rows,
+    )
+
+
+def _common_report(
+    workdir: Path,
+    inside_root: Path,
+    outside_root: Path,
+    request: Path,
+    packed: PackResult,
+    response: Path,
+    processed: ProcessResult,
+    imported: ImportResult,
+) -> dict[str, Any]:
+    """The fields both demos report: what crossed, what each vendor answered, the audit logs
+    verified, and the commands that check the request by hand."""
     outcomes: dict[str, Counter[str]] = {}
     problems = []
     for item in processed.items:
@@ -299,30 +321,30 @@ def _round_trip(
     pub = inside_root / "keys" / "signing.pub.pem"
     identity = outside_root / "keys" / "age-identity.txt"
     fp16 = Home.open(inside_root).fingerprint.removeprefix("sha256:")[:16]
-    commands = [
-        f"age -d -i {identity} -o req.tar.gz {request}",
-        "mkdir b && tar -xzf req.tar.gz -C b && cd b",
-        f"openssl pkeyutl -verify -pubin -inkey {pub} -rawin -in manifest.json "
-        f"-sigfile signatures/{fp16}.sig",
-        "sha256sum -c SHA256SUMS",
-    ]
-    return DemoReport(
-        workdir=workdir,
-        inside_home=inside_root,
-        outside_home=outside_root,
-        request=request,
-        request_sha256=packed.manifest_sha256,
-        request_items=dict(sorted(packed.by_action.items())),
-        response=response,
-        response_sha256=str(processed.response_sha256),
-        outcomes={k: dict(sorted(v.items())) for k, v in sorted(outcomes.items())},
-        problems=problems,
-        out_dir=Path(imported.out_dir),
-        audit_entries=audit_entries,
-        commands=commands,
-        inventory=estate.inventory,
-        devices=rows,
-    )
+    return {
+        "workdir": workdir,
+        "inside_home": inside_root,
+        "outside_home": outside_root,
+        "request": request,
+        "request_sha256": packed.manifest_sha256,
+        "request_items": dict(sorted(packed.by_action.items())),
+        "response": response,
+        "response_sha256": str(processed.response_sha256),
+        "outcomes": {k: dict(sorted(v.items())) for k, v in sorted(outcomes.items())},
+        "problems": problems,
+        "out_dir": Path(imported.out_dir),
+        "audit_entries": {
+            "inside": Home.open(inside_root).audit().verify().entries,
+            "outside": Home.open(outside_root).audit().verify().entries,
+        },
+        "commands": [
+            f"age -d -i {identity} -o req.tar.gz {request}",
+            "mkdir b && tar -xzf req.tar.gz -C b && cd b",
+            f"openssl pkeyutl -verify -pubin -inkey {pub} -rawin -in manifest.json "
+            f"-sigfile signatures/{fp16}.sig",
+            "sha256sum -c SHA256SUMS",
+        ],
+    }
 
 
 # --- what each device holds ----------------------------------------------------------------------
@@ -737,38 +759,10 @@ def _portal_round_trip(
     imported = import_response(Home.open(inside_root), response, out=out_dir)
 
     stats = emulator.stats()["calls"]
-    outcomes: dict[str, Counter[str]] = {}
-    problems = []
-    for item in processed.items:
-        outcomes.setdefault("Cisco", Counter())[item["status"]] += 1
-        if item["status"] != "ok":
-            problems.append((item["id"], item["action"], (item["error"] or {}).get("message", "")))
-    pub = inside_root / "keys" / "signing.pub.pem"
-    identity = outside_root / "keys" / "age-identity.txt"
-    fp16 = Home.open(inside_root).fingerprint.removeprefix("sha256:")[:16]
     return PortalDemoReport(
-        workdir=workdir,
-        inside_home=inside_root,
-        outside_home=outside_root,
-        request=request,
-        request_sha256=packed.manifest_sha256,
-        request_items=dict(sorted(packed.by_action.items())),
-        response=response,
-        response_sha256=str(processed.response_sha256),
-        outcomes={k: dict(sorted(v.items())) for k, v in sorted(outcomes.items())},
-        problems=problems,
-        out_dir=Path(imported.out_dir),
-        audit_entries={
-            "inside": Home.open(inside_root).audit().verify().entries,
-            "outside": Home.open(outside_root).audit().verify().entries,
-        },
-        commands=[
-            f"age -d -i {identity} -o req.tar.gz {request}",
-            "mkdir b && tar -xzf req.tar.gz -C b && cd b",
-            f"openssl pkeyutl -verify -pubin -inkey {pub} -rawin -in manifest.json "
-            f"-sigfile signatures/{fp16}.sig",
-            "sha256sum -c SHA256SUMS",
-        ],
+        **_common_report(
+            workdir, inside_root, outside_root, request, packed, response, processed, imported
+        ),
         portal_dir=portal_dir,
         exchanged=exchanged,
         api_calls=sum(n for name, n in stats.items() if not name.startswith("portal_")),

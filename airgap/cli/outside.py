@@ -18,6 +18,16 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+# `--split` of both commands that write a response.
+ResponseSplit = Annotated[
+    str | None,
+    typer.Option(
+        "--split",
+        help="Write the response as parts OUTPUT.001, .002, … of this size, e.g. 650MiB.",
+        show_default=False,
+    ),
+]
+
 
 @app.command("process")
 def process_cmd(
@@ -58,14 +68,7 @@ def process_cmd(
             help="Resubmit an item left needing attention (you checked it had no effect).",
         ),
     ] = None,
-    split: Annotated[
-        str | None,
-        typer.Option(
-            "--split",
-            help="Write the response as parts OUTPUT.001, .002, … of this size, e.g. 650MiB.",
-            show_default=False,
-        ),
-    ] = None,
+    split: ResponseSplit = None,
 ) -> None:
     """Verify a request, call the vendors for every item, and write the signed response.
 
@@ -225,14 +228,7 @@ def portal_import_cmd(
         Path | None,
         typer.Option("-o", "--output", help="Response file (default: `resp-<id>-<n>.airgap`)."),
     ] = None,
-    split: Annotated[
-        str | None,
-        typer.Option(
-            "--split",
-            help="Write the response as parts OUTPUT.001, .002, … of this size, e.g. 650MiB.",
-            show_default=False,
-        ),
-    ] = None,
+    split: ResponseSplit = None,
 ) -> None:
     """Read what the CSSM portal gave back and write the signed response.
 

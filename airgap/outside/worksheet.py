@@ -246,11 +246,17 @@ body{font:13px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;col
 h1{font-size:20px;margin:0 0 4px}h2{font-size:15px;margin:22px 0 6px}
 table{border-collapse:collapse;width:100%}th,td{border:1px solid #999;padding:3px 6px;
 text-align:left;vertical-align:top}th{background:#eee}
-code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
-code.id{word-break:normal;white-space:nowrap}
+code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;overflow-wrap:break-word}
+code.id{white-space:nowrap}
 td.done{width:48px}
-@media print{body{margin:10mm}tr{page-break-inside:avoid}}
+@page{size:landscape}@media print{body{margin:10mm}tr{page-break-inside:avoid}}
 """
+
+
+def _wrappable(text: str) -> str:
+    """Escaped, with line-break opportunities after `/`, `_` and `,`: a file name or an
+    entitlement tag then wraps at its parts (and hyphens) instead of mid-word or not at all."""
+    return escape(text).replace("/", "/<wbr>").replace("_", "_<wbr>").replace(",", ",<wbr>")
 
 
 def render_html(
@@ -287,10 +293,10 @@ def render_html(
                 escape(t.hostname),
                 f'<code class="id">{escape(t.pid)}</code>',
                 f'<code class="id">{escape(t.sn)}</code>',
-                escape(t.entitlements),
-                f"<code>{escape(t.code)}</code>",
-                f"<code>{escape(t.device_file)}</code>",
-                f"<code>{escape(t.save_as)}</code>",
+                _wrappable(t.entitlements),
+                f"<code>{_wrappable(t.code)}</code>",
+                f"<code>{_wrappable(t.device_file)}</code>",
+                f"<code>{_wrappable(t.save_as)}</code>",
             )
         )
         + '<td class="done"></td></tr>'

@@ -104,3 +104,19 @@ def test_the_page_lists_every_task_and_what_is_left_escaped() -> None:
     assert "Not for the portal" in html and "bigiq.assign" in html
     assert "airgap outside portal-import r.airgap --from p -o resp.airgap" in html
     assert "<script" not in html and "src=" not in html and "href=" not in html
+
+
+def test_file_names_and_tags_wrap_at_their_parts_on_the_page() -> None:
+    html = render_html(
+        tasks(),
+        request_id="r",
+        request_sha256="ab" * 32,
+        usage_file="UD_SA_1.tar.gz",
+        import_command="airgap outside portal-import r.airgap --from p -o resp.airgap",
+    )
+    # A printed worksheet must not break a file name mid-word (a screenshot showed C930/0-24T),
+    # nor overflow the page: break opportunities only at /, _ and , (hyphens break anyway).
+    assert "codes/<wbr>i00001-ISR4331_<wbr>K9-FDO1.txt" in html
+    assert "advantagek9,<wbr>1.0_<wbr>bd1da96e" in html
+    assert "break-all" not in html
+    assert html.replace("<wbr>", "").count("codes/i00001-ISR4331_K9-FDO1.txt") == 1

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from airgap.bundle import OpenedBundle, TrustPolicy, open_bundle, write_bundle_file
-from airgap.bundle.manifest import signing_role
+from airgap.bundle.manifest import MemberList, signing_role
 from airgap.bundle.parts import bundle_parts, first_part, split_name
 from airgap.bundle.reader import Limits
 from airgap.errors import ConfigError, DecryptFailed, UntrustedKey, VerificationError, WrongRole
@@ -98,9 +98,16 @@ def verify(home: Home, path: Path, *, expected_kind: str | None = None) -> Opene
     return opened
 
 
-def _open_verified(home: Home, path: Path, policy: TrustPolicy) -> OpenedBundle:
+def _open_verified(
+    home: Home,
+    path: Path,
+    policy: TrustPolicy,
+    render_items: Callable[[list[Any]], bytes] | None = None,
+) -> OpenedBundle:
     identity = identity_for(home, path)
-    with open_bundle(path, policy, identity=identity, limits=home.limits()) as opened:
+    with open_bundle(
+        path, policy, identity=identity, limits=home.limits(), render_items=render_items
+    ) as opened:
         return opened
 
 
@@ -126,25 +133,83 @@ class Inspection:
             "problems": [{"code": p.code, "message": p.message} for p in self.opened.problems],
         }
 
-    def write_json(self, write: Callable[[str], object], **extra: Any) -> None:
+    def write_json(
+        self,
+        write: Callable[[str], object],
+        /,
+        *,
+        write_ascii: Callable[[bytes], object] | None = None,
+        **extra: Any,
+    ) -> None:
         """Write `json.dumps({"ok": True, **to_json(), **extra}, indent=2, sort_keys=True)`
         and a newline, the exact bytes, a member and an item at a time (memory stays flat).
+
+        Args:
+            write: takes the text.
+            write_ascii: if given, takes the large ASCII runs (the items' text) as bytes
+                instead, in their place among what `write` is given (no decoding them).
+            extra: more top-level keys.
         """
         head: dict[str, Any] = {"ok": True, **self.head_json(), **extra}
         manifest = self.opened.manifest
+        members = manifest.members
         streamed: dict[str, Callable[[], None]] = {
-            "items": lambda: _write_list(
-                write, (_element_text(i, 2) for i in self.opened.iter_items()), 1
-            ),
+            "items": lambda: self._write_items(write, write_ascii),
             "manifest": lambda: _write_object(
                 write,
                 manifest._head_json(),
-                {"members": lambda: _write_list(write, map(_member_text, manifest.members), 2)},
+                {
+                    "members": lambda: (
+                        _write_member_list(write, members)
+                        if isinstance(members, MemberList) and len(members)
+                        else _write_list(write, map(_member_text, members), 2)
+                    )
+                },
                 1,
             ),
         }
         _write_object(write, head, streamed, 0)
         write("\n")
+
+    def _write_items(
+        self, write: Callable[[str], object], write_ascii: Callable[[bytes], object] | None
+    ) -> None:
+        rendered = self.opened.rendered_items()
+        if rendered is None:
+            _write_list(write, (_element_text(i, 2) for i in self.opened.iter_items()), 1)
+            return
+        # `items_text` of every batch, made while items.json was checked: the same bytes.
+        first = True
+        for chunk in rendered:
+            if first:
+                write("[")
+                first = False
+            if write_ascii is not None:
+                write_ascii(chunk)
+            else:
+                write(chunk.decode("ascii"))
+        write("[]" if first else "\n  ]")
+
+
+_ITEM_INDENT = b"\n    "  # an item of the top-level "items" list: two levels deep
+
+
+def items_text(items: list[Any]) -> bytes:
+    """The items as `Inspection.write_json` lays out the elements of its "items" list, each
+    after a newline and its indent, joined by commas (no brackets): for `open_bundle`'s
+    `render_items`, so the text is made by the processes that check the items. The items
+    are as orjson reads them: no infinities (orjson would write null)."""
+    try:
+        text = orjson.dumps(items, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits
+        text = None
+    if text is None or not text.isascii() or b"\x7f" in text or _has_float(text):
+        # What `_element_text` decides item by item (json where orjson would differ).
+        return b",".join(_ITEM_INDENT + _element_text(item, 2).encode("utf-8") for item in items)
+    if not items:
+        return b""
+    # orjson indents a list's elements by two spaces; the document puts them two levels deeper.
+    return text[1:-2].replace(b"\n", b"\n  ")
 
 
 def _indented(value: Any, level: int) -> str:
@@ -154,10 +219,21 @@ def _indented(value: Any, level: int) -> str:
     return text.replace("\n", "\n" + "  " * level)
 
 
-# A float in orjson's indented output: a number after `": ` or at the start of a line, with a
-# fraction or an exponent (inside a string `": ` would have its quote escaped). orjson and
-# json write floats differently (1e-07 / 1e-7), so such elements go through json.
-_FLOAT = re.compile(rb'(?:": |\n *)-?[0-9]+[.eE]')
+# A float in orjson's indented output: a number after `": ` or at the start of a line (an
+# array element, so the line before ends with `[` or `,`), with a fraction or an exponent
+# (inside a string `": ` would have its quote escaped, and no string holds a raw newline).
+# orjson and json write floats differently (1e-07 / 1e-7), so such elements go through json.
+# Patterns that start with fixed text are searched far faster than one alternation; numbers
+# in arrays are rare in items, so a quick look for any comes before the exact pattern.
+_FLOAT_VALUE = re.compile(rb'": -?[0-9]+[.eE]')
+_ELEMENT_NUMBER = (re.compile(rb"\[\n +[-0-9]"), re.compile(rb",\n +[-0-9]"))
+_FLOAT_ELEMENT = re.compile(rb"[\[,]\n +-?[0-9]+[.eE]")
+
+
+def _has_float(text: bytes) -> bool:
+    if _FLOAT_VALUE.search(text):
+        return True
+    return any(p.search(text) for p in _ELEMENT_NUMBER) and bool(_FLOAT_ELEMENT.search(text))
 
 
 def _element_text(value: Any, level: int) -> str:
@@ -167,7 +243,8 @@ def _element_text(value: Any, level: int) -> str:
         text = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
     except TypeError:  # an integer beyond 64 bits
         return _indented(value, level)
-    if not text.isascii() or b"\x7f" in text or _FLOAT.search(text):
+    # orjson writes an infinity (which json.loads reads from `Infinity`) as null
+    if not text.isascii() or b"\x7f" in text or _has_float(text) or b"null" in text:
         return _indented(value, level)
     return text.decode("ascii").replace("\n", "\n" + "  " * level)
 
@@ -183,6 +260,36 @@ def _member_text(member: Any) -> str:
             f'{ind}  "size": {member.size}\n{ind}}}'
         )
     return _indented(member.to_json(), 3)
+
+
+_BETWEEN_ENTRIES = b'},{"path":"'
+_MEMBER_CHUNK = 1 << 20  # bytes of the member list re-laid out per write
+
+
+def _write_member_list(write: Callable[[str], object], members: MemberList) -> None:
+    """`_write_list(write, map(_member_text, members), 2)` for a member list the manifest scan
+    proved strict (`{"path":"P","sha256":"H","size":N}`, no field holding a quote): the
+    canonical entries re-laid out by replacing the fixed text between their fields, a MiB of
+    them at a time."""
+    data, pos, end = members.data, members.start, members.end
+    assert data.startswith(b'{"path":"', pos) and data[end - 1] == ord("}")
+    write("[\n      {")
+    pos += 1  # the `{` of the first entry is written; each piece starts at `"path":"`
+    while pos < end:
+        cut = data.find(_BETWEEN_ENTRIES, pos + _MEMBER_CHUNK, end)
+        stop = end - 1 if cut < 0 else cut  # the `}` closing the piece's last entry
+        text = (
+            data[pos:stop]
+            .replace(_BETWEEN_ENTRIES, b'\n      },\n      {\n        "path": "')
+            .replace(b'","sha256":"', b'",\n        "sha256": "')
+            .replace(b'","size":', b'",\n        "size": ')
+        )
+        # `"path":"` at the piece's start: the fixed text between entries does not cover it
+        write('\n        "path": "' + text[8:].decode("ascii") + "\n      }")
+        if cut >= 0:
+            write(",\n      {")
+        pos = stop + 3 if cut >= 0 else end  # past `},{`
+    write("\n    ]")
 
 
 def _write_list(write: Callable[[str], object], texts: Iterable[str], level: int) -> None:
@@ -217,20 +324,26 @@ def _write_object(
     write("\n" + "  " * level + "}")
 
 
-def inspect(home: Home | None, path: Path) -> Inspection:
+def inspect(home: Home | None, path: Path, *, for_json: bool = False) -> Inspection:
     """Read a bundle without requiring trust: signatures are reported valid/untrusted/invalid.
 
     Structure (safe members, hashes, canonical manifest, schema) is still enforced: a bundle
     that breaks it is refused, because nothing in it could be shown faithfully.
 
+    Args:
+        home: the home whose trust store marks signatures; None: every one is untrusted.
+        path: the bundle.
+        for_json: `write_json` will be called: the items' text is made while they are checked.
+
     Raises:
         VerificationError: the bundle is structurally unsound.
     """
+    render = items_text if for_json else None
     if home is None:
         policy = TrustPolicy(trust=TrustStore([]), enforce=False)
-        with open_bundle(path, policy, limits=Limits()) as opened:
+        with open_bundle(path, policy, limits=Limits(), render_items=render) as opened:
             return Inspection(opened)
-    return Inspection(_open_verified(home, path, home.policy(enforce=False)))
+    return Inspection(_open_verified(home, path, home.policy(enforce=False), render))
 
 
 @dataclass(frozen=True)

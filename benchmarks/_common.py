@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +44,21 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# A child's peak RSS as wait4 reports it includes the forking process's own high-water mark
+# (Linux carries it across exec), so a benchmark that has grown (100,000 generated devices)
+# would charge its own size to every command it times. Each command is therefore started by
+# this small launcher, a fresh interpreter, which times and reaps it and reports back.
+_LAUNCHER = """
+import os, subprocess, sys, time
+started = time.perf_counter()
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+elapsed = time.perf_counter() - started
+report = "%r %d %d" % (elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+os.write(int(sys.argv[1]), report.encode())
+"""
+
+
 def run_child(
     command: Sequence[str], *, env: dict[str, str] | None = None, allowed: Sequence[int] = (0,)
 ) -> Run:
@@ -52,19 +66,26 @@ def run_child(
 
     An exit status outside `allowed` stops the benchmark with the command's error output.
     """
-    started = time.perf_counter()
+    read_end, write_end = os.pipe()
+    launcher = [sys.executable, "-I", "-c", _LAUNCHER, str(write_end), *command]
     proc = subprocess.Popen(
-        list(command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        launcher,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        pass_fds=(write_end,),
     )
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode not in allowed:
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}): {err}")
-    if proc.stderr:
-        proc.stderr.close()
-    return Run(seconds=elapsed, max_rss_mib=usage.ru_maxrss / 1024)
+    os.close(write_end)
+    _, errors = proc.communicate()  # the report (a few bytes) waits in its pipe meanwhile
+    err = errors.decode(errors="replace") if errors else ""
+    with os.fdopen(read_end, "rb") as reports:
+        report = reports.read().decode()
+    if proc.returncode != 0 or not report:
+        raise SystemExit(f"{' '.join(command)}: the launcher failed: {err}")
+    elapsed, max_rss_kib, code = report.split()
+    if int(code) not in allowed:
+        raise SystemExit(f"{' '.join(command)} failed ({code}): {err}")
+    return Run(seconds=float(elapsed), max_rss_mib=int(max_rss_kib) / 1024)
 
 
 def best_of(repeats: int, command: Sequence[str], *, env: dict[str, str] | None = None) -> Run:

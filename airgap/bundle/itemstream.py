@@ -16,7 +16,7 @@ words every refusal. This module does no I/O beyond the file handle it is given.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import orjson
@@ -48,21 +48,73 @@ def batches(handle: BinaryIO, size: int, *, max_piece: int) -> Iterator[list[Any
         Unusual: the document is not `{"items":[…]}` as airgap writes it, or a piece does not
             parse as a run of items.
     """
+
+    def read_at(offset: int, n: int) -> bytes:
+        handle.seek(offset)
+        return handle.read(n)
+
+    start, stop = bounds(read_at, size)
+    return range_batches(read_at, start, stop, max_piece=max_piece)
+
+
+ReadAt = Callable[[int, int], bytes]  # (offset, count) -> at most count bytes from offset
+
+
+def bounds(read_at: ReadAt, size: int) -> tuple[int, int]:
+    """Where the items of an `items.json` of `size` bytes lie: between `{"items":[` and `]}`.
+
+    Raises:
+        Unusual: the document does not start and end that way.
+    """
     if size < len(HEAD) + len(TAIL):
         raise Unusual("too short")
-    handle.seek(0)
-    if handle.read(len(HEAD)) != HEAD:
+    if read_at(0, len(HEAD)) != HEAD:
         raise Unusual("another head")
-    handle.seek(size - len(TAIL))
-    if handle.read(len(TAIL)) != TAIL:
+    if read_at(size - len(TAIL), len(TAIL)) != TAIL:
         raise Unusual("another tail")
-    handle.seek(len(HEAD))
-    left = size - len(HEAD) - len(TAIL)
+    return len(HEAD), size - len(TAIL)
+
+
+def split(read_at: ReadAt, start: int, stop: int, parts: int, *, max_piece: int) -> list[range]:
+    """Cut the items between `start` and `stop` (from `bounds`) into at most `parts` ranges of
+    about the same size, each a run of items joined by commas, cut where `batches` cuts.
+
+    A range holds the bytes of its items; the comma between two ranges belongs to neither.
+    Where no separator lies within `max_piece` bytes of a cut's place, that cut is left out.
+    """
+    cuts = [start]
+    for part in range(1, parts):
+        at = max(start + (stop - start) * part // parts, cuts[-1])
+        found = -1
+        window = b""
+        while found < 0 and len(window) < max_piece and at + len(window) < stop:
+            more = read_at(at + len(window), min(WINDOW, stop - at - len(window)))
+            if not more:
+                break
+            window += more
+            found = window.find(SEPARATOR)
+        if found >= 0 and at + found + 2 < stop:
+            cuts.append(at + found + 2)  # the next range starts at the item's `{`
+    ends = [cut - 1 for cut in cuts[1:]] + [stop]  # a comma lies before each later cut
+    return [range(a, b) for a, b in zip(cuts, ends, strict=True)]
+
+
+def range_batches(read_at: ReadAt, start: int, stop: int, *, max_piece: int) -> Iterator[list[Any]]:
+    """The items in bytes `start` to `stop`, a run of items joined by commas (the inside of the
+    `items` array, or a range of `split`), a list per piece of about `WINDOW` bytes.
+
+    Raises:
+        Unusual: a piece does not parse as a run of items, or holds no separator within
+            `max_piece` bytes.
+    """
+    at = start
+    left = stop - start
     pending = b""
     while left > 0 or pending:
-        chunk = handle.read(min(WINDOW, left)) if left > 0 else b""
+        chunk = read_at(at, min(WINDOW, left)) if left > 0 else b""
         if left > 0 and not chunk:
             raise Unusual("the file ended early")
+        at += len(chunk)
         left -= len(chunk)
         pending += chunk
         if left > 0:

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
 from json.encoder import encode_basestring
 from typing import Any, overload
 
@@ -32,6 +33,7 @@ MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
 ITEMS_NAME = "items.json"
 MANIFEST_MAX = 16 * 1024 * 1024  # bytes
+_SUMS_PATH = SUMS_NAME.encode()
 KINDS = ("request", "response")
 ROLE_FOR_KIND = {"request": "inside", "response": "outside"}
 # An offline install kit (`airgap kit build`): signed by whichever home built it, never an
@@ -127,19 +129,92 @@ class MemberEntry:
 
 # One member entry exactly as the canonical form writes it, restricted to what the schema
 # allows with nothing to escape: a path of [A-Za-z0-9._/-]{1,200}, a lowercase SHA-256 and a
-# size below 10**15 (so below 2**53, written without leading zeros).
-_ENTRY = (
-    rb'\{"path":"[A-Za-z0-9._/-]{1,200}","sha256":"[0-9a-f]{64}","size":(?:0|[1-9][0-9]{0,14})\}'
-)
-# Possessive repetition: the scan never backtracks, whatever the bytes.
-_MEMBER_ARRAY = re.compile(rb"\[(?:(?:" + _ENTRY + rb",)*+" + _ENTRY + rb")?\]")
-_MEMBERS_KEY = b',"members":['
+# size below 10**15 (so below 2**53, written without leading zeros). `_strict_entries` proves
+# a run of them; the expressions below read entries the scan proved.
 _ENTRY_PREFIX = b'{"path":"'
+_AFTER_PATH = b'","sha256":"'
+_AFTER_SHA256 = b'","size":'
+_BETWEEN = b'},{"path":"'  # the end of an entry, its comma, and the start of the next
+_PATH_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/-"
+_HEX_BYTES = b"0123456789abcdef"
+_DIGIT_BYTES = b"0123456789"
+_PATH_MAX = 200
+_SIZE_DIGITS_MAX = 15
+_MEMBERS_KEY = b',"members":['
 _PATH_OF_ENTRY = re.compile(rb'\{"path":"([A-Za-z0-9._/-]*)"')
 _ENTRY_FIELDS = re.compile(
     rb'\{"path":"([A-Za-z0-9._/-]*)","sha256":"([0-9a-f]*)","size":([0-9]*)\}'
 )
+# Bytes of an entry besides its path and size, with the comma after it: `{"path":"`,
+# `","sha256":"`, 64 digits, `","size":`, `}` and `,`.
+_ENTRY_FIXED = len(_ENTRY_PREFIX) + len(_AFTER_PATH) + 64 + len(_AFTER_SHA256) + 1 + 1
 _SCAN_CHUNK = 1 << 20  # bytes of the member list looked at per step (bounds transient memory)
+
+
+def _split_entries(text: bytes) -> list[bytes]:
+    """The fields of entries `{"path":"P","sha256":"H","size":N}` joined by commas (text
+    without the first `{"path":"` and the last `}`): P, H, N, P, H, N, … (cut at the fixed
+    text between them, so only right for entries whose fields hold no quote or newline)."""
+    return (
+        text.replace(_AFTER_PATH, b"\n")
+        .replace(_AFTER_SHA256, b"\n")
+        .replace(_BETWEEN, b"\n")
+        .split(b"\n")
+    )
+
+
+def _strict_entries(text: bytes) -> tuple[list[bytes], list[bytes], list[bytes]] | None:
+    """The paths, SHA-256 digests and sizes of `text` if it is one or more member entries in
+    the strict canonical form, joined by commas; else None.
+
+    Proof by construction: the text is cut into fields at the fixed text between them, each
+    field is checked against its alphabet and length, and the entries written back from
+    those fields must be `text`, byte for byte (so every cut was where the form puts it).
+    """
+    if not text.startswith(_ENTRY_PREFIX) or not text.endswith(b"}"):
+        return None
+    fields = _split_entries(text[len(_ENTRY_PREFIX) : -1])
+    count, extra = divmod(len(fields), 3)
+    if extra or not count:
+        return None
+    paths, digests, sizes = fields[0::3], fields[1::3], fields[2::3]
+    if (
+        min(map(len, paths)) < 1
+        or max(map(len, paths)) > _PATH_MAX
+        or b"".join(paths).translate(None, _PATH_BYTES)
+        or set(map(len, digests)) != {64}
+        or b"".join(digests).translate(None, _HEX_BYTES)
+        or max(map(len, sizes)) > _SIZE_DIGITS_MAX
+        or b"".join(sizes).translate(None, _DIGIT_BYTES)
+    ):
+        return None
+    try:
+        if b"".join(map(b"%d".__mod__, map(int, sizes))) != b"".join(sizes):
+            return None  # a leading zero (an empty size makes int() refuse)
+    except ValueError:
+        return None
+    written: list[bytes] = [_AFTER_PATH] * (6 * count)
+    written[0::6] = paths
+    written[2::6] = digests
+    written[3::6] = repeat(_AFTER_SHA256, count)
+    written[4::6] = sizes
+    written[5::6] = repeat(_BETWEEN, count)
+    written[-1] = b"}"
+    if _ENTRY_PREFIX + b"".join(written) != text:
+        return None
+    return paths, digests, sizes
+
+
+def _sums_lines(paths: list[bytes], digests: list[bytes]) -> bytes:
+    """The lines of `sums_text` for these entries, the SHA256SUMS entry left out."""
+    if _SUMS_PATH in paths:
+        at = paths.index(_SUMS_PATH)
+        paths, digests = paths[:at] + paths[at + 1 :], digests[:at] + digests[at + 1 :]
+    lines: list[bytes] = [b"  "] * (4 * len(paths))
+    lines[0::4] = digests
+    lines[2::4] = paths
+    lines[3::4] = repeat(b"\n", len(paths))
+    return b"".join(lines)
 
 
 class MemberList(Sequence[MemberEntry]):
@@ -151,12 +226,15 @@ class MemberList(Sequence[MemberEntry]):
     member) the first time.
     """
 
-    def __init__(self, data: bytes, start: int, end: int, count: int) -> None:
+    def __init__(self, data: bytes, start: int, end: int, count: int, sums_sha256: str) -> None:
         self.data = data  # the whole manifest.json
         self.start = start  # offset of the first entry (just past "[")
         self.end = end  # offset of the closing "]"
         self._count = count
         self._offsets: Any = None
+        # SHA-256 of `sums_text` of these entries less SHA256SUMS: what airgap writes as
+        # SHA256SUMS for this listing (worked out by the scan, which reads every entry anyway)
+        self.sums_sha256 = sums_sha256
 
     def __len__(self) -> int:
         return self._count
@@ -199,11 +277,36 @@ class MemberList(Sequence[MemberEntry]):
     def __repr__(self) -> str:
         return f"MemberList({self._count} members)"
 
+    def raw_entries(self, offset: int, window: int) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        """The entries that start at byte `offset` (an entry's start) and end within about
+        `window` bytes of it (at least one, if any is left), as three lists of ASCII bytes:
+        paths, SHA-256 hex digests and sizes. `skip_entries` gives the offset past some.
+        """
+        if offset >= self.end:
+            return [], [], []
+        end = self.data.find(_BETWEEN, offset + window, self.end)
+        end = self.end - 1 if end < 0 else end  # the `}` closing the last entry taken
+        # The scan proved every entry `{"path":"P","sha256":"H","size":N}` with P, H and N
+        # free of quotes and newlines: cutting at the fixed text between them is exact.
+        fields = _split_entries(self.data[offset + len(_ENTRY_PREFIX) : end])
+        return fields[0::3], fields[1::3], fields[2::3]
+
+    def find_entry(self, path: bytes) -> int:
+        """The offset of the entry of `path` (ASCII bytes), or -1 if none lists it."""
+        return self.data.find(b'{"path":"%s","' % path, self.start, self.end)
+
     def entry_at(self, offset: int) -> tuple[re.Match[bytes], int]:
         """The entry starting at byte `offset` and the offset of the next one (past the comma)."""
         match = _ENTRY_FIELDS.match(self.data, offset)
         assert match is not None
         return match, match.end() + 1
+
+
+def skip_entries(offset: int, paths: Sequence[bytes], sizes: Sequence[bytes]) -> int:
+    """The offset just past the entries of `MemberList.raw_entries` with these `paths` and
+    `sizes` (and their commas), read from `offset`."""
+    # Each entry is its fixed text, its path and its size (see `_ENTRY`), and a comma.
+    return offset + sum(map(len, paths)) + sum(map(len, sizes)) + _ENTRY_FIXED * len(paths)
 
 
 def _entry_of(match: re.Match[bytes]) -> MemberEntry:
@@ -214,27 +317,33 @@ def _entry_of(match: re.Match[bytes]) -> MemberEntry:
 def _scan_members(data: bytes, at: int) -> MemberList | None:
     """The member list whose key starts at `at`, if every entry is in the strict form and no
     two paths fold to the same name; else None (the general parser decides)."""
-    start = at + len(_MEMBERS_KEY) - 1
-    found = _MEMBER_ARRAY.match(data, start)
-    if found is None:
+    start = at + len(_MEMBERS_KEY) - 1  # the "["
+    end = data.find(b"]", start)  # no strict entry holds a "]": the list's end, if strict
+    if end < 0:
         return None
-    end = found.end() - 1
     # Paths that are equal once case-folded (ASCII here, so lower() is casefold()) are left to
     # the general parser and reader: a listed duplicate is a schema error, a case-folded one a
     # refusal when both arrive. Their hashes are kept, not the paths, to stay small.
     hashes: set[int] = set()
+    sums = hashlib.sha256()
     count = 0
     pos = start + 1
     while pos < end:
-        cut = data.find(b',{"path":"', pos + _SCAN_CHUNK, end)
-        cut = end if cut < 0 else cut
-        paths = _PATH_OF_ENTRY.findall(data, pos, cut)
+        cut = data.find(_BETWEEN, pos + _SCAN_CHUNK, end)
+        last = end - 1 if cut < 0 else cut  # the "}" of the last entry of this step
+        entries = _strict_entries(data[pos : last + 1])
+        if entries is None:
+            return None
+        paths, digests, _ = entries
         count += len(paths)
         hashes.update(map(hash, map(bytes.lower, paths)))
-        pos = cut + 1
+        sums.update(_sums_lines(paths, digests))
+        pos = last + 2
+    if pos != end + 1 and pos != end:
+        return None
     if len(hashes) != count:
         return None  # a duplicate, a case-folded pair, or (rarely) two hashes alike
-    return MemberList(data, start + 1, end, count)
+    return MemberList(data, start + 1, end, count, sums.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -303,7 +412,7 @@ class Manifest:
     def _from_strict_bytes(cls, data: bytes) -> Manifest | None:
         """The manifest, when its bytes are canonical and valid in the way airgap writes them.
 
-        The member list is proven canonical and schema-valid by `_MEMBER_ARRAY`; everything
+        The member list is proven canonical and schema-valid by `_scan_members`; everything
         else (a few hundred bytes) is parsed, and must be canonical with an empty list in its
         place: then the whole document is. Returns None whenever anything is unusual, so the
         general parser words the refusal (or accepts what this scan does not cover).

@@ -15,19 +15,17 @@ import gzip
 import hashlib
 import json
 import operator
-import re
+import os
+import signal
 import tempfile
 import zlib
-from array import array
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from airgap import schema
-from airgap.bundle import itemstream, tarstream
+from airgap.bundle import itemcheck, itemstream, tarstream
 from airgap.bundle.crypt import decrypt_stream, is_age
 from airgap.bundle.manifest import (
     ITEMS_NAME,
@@ -38,10 +36,11 @@ from airgap.bundle.manifest import (
     MemberEntry,
     MemberList,
     signing_role,
+    skip_entries,
     summarize,
     sums_text,
 )
-from airgap.bundle.names import SIGNATURE_NAME, check_member_name
+from airgap.bundle.names import SIGNATURE_NAME, check_member_name, plainly_safe_run
 from airgap.bundle.parts import (
     bundle_parts,
     ended_early_is_missing_part,
@@ -70,6 +69,9 @@ from airgap.trust import TrustStore
 from airgap.units import format_size, utc_now
 
 GZIP_MAGIC = b"\x1f\x8b"
+_RUN_WINDOW = 128 * 1024  # bytes of the manifest's member list looked at per run of members
+SPLIT_MIN = 32 << 20  # bytes of listed members left below which a second reader does not pay
+_SPECIAL_NAMES = (SUMS_NAME.encode(), ITEMS_NAME.encode())
 CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -137,6 +139,7 @@ class OpenedBundle:
     _items: list[dict[str, Any]] | None = None
     _items_file: BinaryIO | None = None  # the verified items.json (an unlinked temp file)
     _items_size: int = 0
+    _rendered: list[BinaryIO] | None = None  # what `render_items` made, a file per range
 
     @property
     def manifest_sha256(self) -> str:
@@ -162,6 +165,14 @@ class OpenedBundle:
                 yield from batch
         except itemstream.Unusual:  # cannot happen once verified; read it whole if it does
             yield from self.items_read_whole()
+
+    def rendered_items(self) -> Iterator[bytes] | None:
+        """What the `render_items` function given to `open_bundle` returned for the items,
+        every batch's in order and joined by commas, a chunk at a time; None when it was not
+        run (no function given, or items.json had to be read the general way)."""
+        if self._rendered is None:
+            return None
+        return itemcheck.rendered_chunks(self._rendered)
 
     def items_read_whole(self) -> list[dict[str, Any]]:
         assert self._items_file is not None
@@ -219,6 +230,7 @@ def open_bundle(
     limits: Limits | None = None,
     keep_files: bool = False,
     temp_root: Path | None = None,
+    render_items: Callable[[list[Any]], bytes] | None = None,
 ) -> Iterator[OpenedBundle]:
     """Verify the bundle at `path` and yield it; temporary files vanish when the block ends.
 
@@ -229,6 +241,9 @@ def open_bundle(
         limits: size limits; defaults to `Limits()`.
         keep_files: keep payload members in a private temp folder for `file_path`.
         temp_root: where that temp folder is created (default: the system's).
+        render_items: applied to each batch of items (a list) once it is checked, while
+            `items.json` is checked; what it returns is kept in temporary files, for
+            `OpenedBundle.rendered_items` (inspect's JSON is written this way).
 
     Raises:
         VerificationError: every refusal of docs/format.md "Reading rules", each with its code.
@@ -260,16 +275,18 @@ def open_bundle(
             reader = _BundleReader(
                 stream, policy, limits, Path(tmp) if keep_files else None, Path(tmp)
             )
+            reader.render_items = render_items
+            stack.callback(reader.stop_items_check)
             # A read makes no cycles; collections would only walk its items batches again.
             gc_was_enabled = gc.isenabled()
             gc.disable()
             try:
                 opened = reader.read()
             except (OSError, EOFError, zlib.error) as exc:
-                _close(reader.items_file)
+                reader.close_files()
                 raise NotABundle(f"{path.name} is not a readable bundle ({exc})") from None
             except BaseException:
-                _close(reader.items_file)
+                reader.close_files()
                 raise
             finally:
                 if gc_was_enabled:
@@ -341,6 +358,13 @@ class _Listing:
         self.total += size
         self.offset = self.fast.data.index(b"}", self.offset) + 2
 
+    def advance_run(self, paths: list[bytes], sizes: list[bytes], size: int) -> None:
+        """Fast mode: the entries with these raw `paths` and `sizes`, from the cursor on,
+        were found, `size` bytes in all."""
+        self.offset = skip_entries(self.offset, paths, sizes)
+        self.index += len(paths)
+        self.total += size
+
     def to_generic(self) -> None:
         """Leave fast mode: the listing as a dict, the found members by name."""
         if self.fast is None:
@@ -368,6 +392,58 @@ class _Listing:
         return len(self.found), sum(m.size for m in self.listed.values())
 
 
+def _entry_windows(fast: MemberList, offset: int) -> Iterator[tuple[int, list[bytes], list[int]]]:
+    """The listed entries from byte `offset` (an entry's start) on, a window at a time: the
+    offset past the window's entries, their paths, and their sizes."""
+    while offset < fast.end:
+        paths, _, sizes = fast.raw_entries(offset, _RUN_WINDOW)
+        offset = skip_entries(offset, paths, sizes)
+        yield offset, paths, list(map(int, sizes))
+
+
+def _tar_bytes(sizes: list[int]) -> int:
+    """Bytes that members of these sizes take in a tar as airgap writes it: a header each and
+    the data padded to whole blocks."""
+    return 512 * len(sizes) + sum(sizes) + sum(map((512).__rmod__, map(operator.neg, sizes)))
+
+
+@dataclass
+class _MemberWorker:
+    """A forked process verifying the listed members `start` (an index) to `stop` as
+    `take_listed_run` would, reading the bundle file by offset while this one reads the
+    members before `start`. Its answer: how many of them it took, from `start` on."""
+
+    pid: int
+    pipe: int
+    start: int
+    stop: int
+    offset: int  # where member `start`'s header lies in the file
+    end: int  # where the header after member `stop - 1` lies
+    listing_offset: int  # the listing's cursor past entry `stop - 1`
+    data_bytes: int  # the listed sizes of members `start` to `stop - 1`, summed
+
+    def taken(self) -> int:
+        """How many members it took (0 if it failed); reaps it."""
+        answer = itemcheck.read_all(self.pipe)
+        self.pipe = -1
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        if status != 0 or not answer.isdigit():
+            return 0
+        return int(answer)
+
+    def stop_now(self) -> None:
+        if self.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.waitpid(self.pid, 0)
+            self.pid = 0
+        if self.pipe >= 0:
+            os.close(self.pipe)
+            self.pipe = -1
+
+
 class _BundleReader:
     def __init__(
         self,
@@ -387,8 +463,127 @@ class _BundleReader:
         self.checks: list[str] = []
         self.items_file: BinaryIO | None = None
         self.items_size = 0
+        self.render_items: itemcheck.Render | None = None
+        self.items_check: itemcheck.ItemsCheck | None = None
         self.manifest: Manifest | None = None
         self.sums_verified = False  # SHA256SUMS hashed equal to the text its listing implies
+        self.member_worker: _MemberWorker | None = None
+        self.member_worker_tried = False
+
+    def start_items_check(self) -> None:
+        """Start checking the verified items.json (in worker processes, if it pays)."""
+        assert self.items_file is not None and self.manifest is not None
+        try:
+            self.items_check = itemcheck.ItemsCheck(
+                self.items_file,
+                self.items_size,
+                manifest=self.manifest,
+                max_piece=self.limits.items_max,
+                render=self.render_items,
+                tmp=self.tmp,
+                workers=itemcheck.worker_count(self.items_size),
+            )
+        except itemstream.Unusual:
+            self.items_check = None  # read the general way
+
+    def stop_items_check(self) -> None:
+        if self.items_check is not None:
+            self.items_check.stop()
+        if self.member_worker is not None:
+            self.member_worker.stop_now()
+            self.member_worker = None
+
+    def start_member_worker(self, listing: _Listing, seen: set[str]) -> None:
+        """Fork a process that verifies the second half (by bytes) of the listed members left,
+        if the bundle is a plain file with enough of them left and forking can pay."""
+        self.member_worker_tried = True
+        fast = listing.fast
+        here = self.tar.offset()
+        if fast is None or here is None or not itemcheck.can_fork():
+            return
+        # Two walks over the entries left, a window at a time (flat memory): the tar bytes of
+        # their members, then where half of those bytes lie.
+        total = data = 0
+        for _, _, sizes in _entry_windows(fast, listing.offset):
+            total += _tar_bytes(sizes)
+            data += sum(sizes)
+        if total < SPLIT_MIN:
+            return
+        before, start, entry_offset = 0, listing.index, listing.offset
+        for after, paths, sizes in _entry_windows(fast, listing.offset):
+            if before + _tar_bytes(sizes) < total // 2:
+                before += _tar_bytes(sizes)
+                start += len(sizes)
+                data -= sum(sizes)
+                entry_offset = after
+                continue
+            for path, size in zip(paths, sizes, strict=True):
+                if before >= total // 2:
+                    break
+                before += _tar_bytes([size])
+                start += 1
+                data -= size
+                entry_offset = skip_entries(entry_offset, (path,), (b"%d" % size,))
+            break
+        count = len(fast) - listing.index  # entries left
+        if start == listing.index + count or total - before < SPLIT_MIN // 2:
+            return  # a few large members: the second half would be (nearly) empty
+        data_bytes = data
+        worker = _MemberWorker(
+            pid=0,
+            pipe=-1,
+            start=start,
+            stop=listing.index + count,
+            offset=here + before,
+            end=here + total,
+            listing_offset=fast.end + 1,  # past the last entry, as `skip_entries` counts
+            data_bytes=data_bytes,
+        )
+        stop = worker.stop
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: its answer goes down the pipe, and it never returns
+            status = 1
+            try:
+                os.close(read_end)
+                fd = self.tar._stream.fileno()
+                source = tarstream.PreadFile(fd, worker.offset, worker.end)
+                self.tar = tarstream.TarReader(tarstream.CountingReader(source, 1 << 62))  # type: ignore[arg-type]
+                listing.offset, listing.index = entry_offset, start
+                while listing.index < stop and self.take_listed_run(listing, seen, stop):
+                    pass
+                itemcheck.write_all(write_end, b"%d" % (listing.index - start))
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        worker.pid, worker.pipe = pid, read_end
+        self.member_worker = worker
+
+    def take_worker_members(self, listing: _Listing) -> bool:
+        """At the member worker's first member: skip its members if it took them all and
+        they fit the size limit (else they are read here, which words any refusal)."""
+        worker = self.member_worker
+        assert worker is not None
+        self.member_worker = None
+        if worker.taken() != worker.stop - worker.start:
+            return False
+        if self.tar.offset() != worker.offset:
+            return False
+        if self.source.count + (worker.end - worker.offset) > self.source.limit:
+            return False
+        self.tar.skip_to(worker.end)
+        listing.offset = worker.listing_offset
+        listing.index = worker.stop
+        listing.total += worker.data_bytes
+        return True
+
+    def close_files(self) -> None:
+        """After a refusal: the items file and any rendering."""
+        self.stop_items_check()
+        _close(self.items_file)
+        if self.items_check is not None:
+            self.items_check.close_rendering()
 
     def fail(self, error: VerificationError) -> None:
         """Refuse, or in report-only mode remember the problem and go on."""
@@ -410,7 +605,27 @@ class _BundleReader:
         listing: _Listing | None = None
         kept: dict[str, Path] = {}
         small: dict[str, bytes] = {}
-        for entry in members:
+        # Runs of small listed members are checked at once while the tar is as airgap writes
+        # it; kept files are written one at a time.
+        runs = self.keep_dir is None
+        while True:
+            if listing is not None and listing.fast is not None:
+                if not self.member_worker_tried and runs:
+                    self.start_member_worker(listing, seen)
+                worker = self.member_worker
+                if worker is not None and listing.index == worker.start:
+                    if self.take_worker_members(listing):
+                        continue
+                    worker = None
+            if runs and listing is not None and listing.fast is not None:
+                taken = self.take_listed_run(listing, seen, worker.start if worker else None)
+                if taken is None:
+                    runs = False  # something differs: one member at a time from here on
+                elif taken:
+                    continue
+            entry = next(members, None)
+            if entry is None:
+                break
             check_member_name(entry.name)
             if listing is not None and listing.fast is not None:
                 wanted = listing.next_listed(entry.name) if entry.kind == "file" else None
@@ -460,6 +675,9 @@ class _BundleReader:
                 raise UnlistedMember(f"member {entry.name!r} is not listed in the manifest")
             self.check_size(entry.name, entry.size, listed.size)
             listing.found[entry.name] = self.stream_member(entry.name, listed, kept, small)
+        if self.member_worker is not None:  # its members were read here after all
+            self.member_worker.stop_now()
+            self.member_worker = None
         if authenticated is None:
             authenticated = self.authenticate(manifest_bytes, raw_signatures)
             listing = _Listing(authenticated[0], seen)
@@ -478,6 +696,9 @@ class _BundleReader:
         else:
             self.checks.append("SHA256SUMS: agrees with the manifest")
         item_count, items = self.parse_items(manifest, listing)
+        rendered = None
+        if self.render_items is not None and self.items_check is not None and items is None:
+            rendered = self.items_check.rendering()
         return OpenedBundle(
             manifest=manifest,
             manifest_bytes=manifest_bytes,
@@ -494,7 +715,40 @@ class _BundleReader:
             _items=items,
             _items_file=self.items_file,
             _items_size=self.items_size,
+            _rendered=rendered,
         )
+
+    def take_listed_run(
+        self, listing: _Listing, seen: set[str], stop: int | None = None
+    ) -> int | None:
+        """Fast mode: take the next listed members at once if the tar holds them exactly as
+        listed (`TarReader.take_plain_files`); how many, or None when it does not.
+
+        Only a run of plain files the one-at-a-time checks would pass by name is tried: each
+        name acceptable at a glance (`plainly_safe_run`), neither `SHA256SUMS` nor
+        `items.json` (handled on their own), and none folding onto a name seen before.
+        """
+        fast = listing.fast
+        assert fast is not None
+        paths, digests, sizes = fast.raw_entries(listing.offset, _RUN_WINDOW)
+        if stop is not None:  # the members from `stop` on are another reader's
+            paths = paths[: stop - listing.index]
+        count = plainly_safe_run(paths)
+        for special in _SPECIAL_NAMES:
+            if special in paths[:count]:
+                count = paths.index(special)
+        if not count:
+            return 0
+        names = paths[:count]
+        if not seen.isdisjoint(map(bytes.decode, map(bytes.lower, names))):
+            return None
+        lengths = list(map(int, sizes[:count]))
+        taken = self.tar.take_plain_files(
+            names, lengths, bytes.fromhex(b"".join(digests[:count]).decode("ascii"))
+        )
+        if taken:
+            listing.advance_run(names[:taken], sizes[:taken], sum(lengths[:taken]))
+        return taken
 
     @staticmethod
     def check_size(name: str, size: int, listed: int) -> None:
@@ -538,6 +792,8 @@ class _BundleReader:
             digest = self.tar.digest()
         if digest != wanted.sha256:
             raise HashMismatch.for_member(name, wanted.sha256, digest)
+        if name == ITEMS_NAME:
+            self.start_items_check()  # the signed bytes: checked while the rest streams
         return digest
 
     def expected_sums_sha256(self) -> str | None:
@@ -545,7 +801,7 @@ class _BundleReader:
         manifest = self.manifest
         if manifest is None or not isinstance(manifest.members, MemberList):
             return None
-        return sums_sha256(manifest.members)
+        return manifest.members.sums_sha256
 
     def authenticate(
         self, manifest_bytes: bytes, raw_signatures: dict[str, bytes]
@@ -673,63 +929,18 @@ class _BundleReader:
         if self.items_file is None:
             raise MissingMember("items.json is missing")
         try:
-            count = self.stream_items(manifest, listing)
+            if self.items_check is None:
+                raise itemstream.Unusual("not in the shape airgap writes")
+            count = itemcheck.combine(self.items_check.tallies(), manifest)
         except itemstream.Unusual:
+            if self.items_check is not None:
+                self.items_check.close_rendering()
+                self.items_check.jobs.clear()
             self.items_file.seek(0)
             items = self.parse_items_whole(self.items_file.read(), manifest, set(listing.paths))
             return len(items), items
         self.checks.append(f"items: {count} schema-valid {manifest.kind} items")
         return count, None
-
-    def stream_items(self, manifest: Manifest, listing: _Listing) -> int:
-        """Check items.json a batch at a time: the schema, the summary, unique ids, and that
-        every file an item names is a listed member.
-
-        Raises:
-            itemstream.Unusual: anything that needs the whole document to decide or word.
-            SchemaError, MissingMember: as `parse_items_whole` would, in the same order.
-        """
-        assert self.items_file is not None
-        name = f"{manifest.kind}-items"
-        counts: Counter[str] = Counter()
-        count = 0
-        id_hashes = array("q")
-        ordered = True  # ids strictly increasing (by length, then text): then they are unique
-        last: tuple[int, str] = (-1, "")
-        absent: tuple[str, str] | None = None
-        paths = _PathCursor(manifest)
-        for batch in itemstream.batches(
-            self.items_file, self.items_size, max_piece=self.limits.items_max
-        ):
-            if not batch:
-                continue
-            if schema.elements_valid(name, batch) is not True:
-                raise itemstream.Unusual("an item the schema refuses")
-            count += len(batch)
-            counts.update(map(str, map(_ACTION, batch)))
-            ids = list(map(_ID, batch))
-            if not all(isinstance(i, str) for i in ids):
-                raise itemstream.Unusual("an id that is not text")
-            id_hashes.extend(map(hash, ids))
-            if ordered:
-                keys = list(zip(map(len, ids), ids, strict=True))
-                ordered = last < keys[0] and all(map(operator.lt, keys, keys[1:]))
-                last = keys[-1]
-            if absent is None:
-                for item in batch:
-                    for path in item["files"]:
-                        if not paths.listed(path):
-                            absent = (item["id"], path)
-                            break
-                    if absent is not None:
-                        break
-        if {"items": count, "by_action": dict(sorted(counts.items()))} != dict(manifest.summary):
-            raise SchemaError("items.json does not match the manifest's summary")
-        if not ordered and len(set(id_hashes)) != count:
-            raise itemstream.Unusual("ids to compare in full")
-        if absent is not None:
-            raise MissingMember(f"item {absent[0]} refers to {absent[1]}, not in the bundle")
-        return count
 
     def parse_items_whole(
         self, data: bytes, manifest: Manifest, members: set[str]
@@ -751,54 +962,6 @@ class _BundleReader:
                 raise MissingMember(f"item {item['id']} refers to {absent[0]}, not in the bundle")
         self.checks.append(f"items: {len(items)} schema-valid {manifest.kind} items")
         return items
-
-
-_ACTION = operator.itemgetter("action")
-_ID = operator.itemgetter("id")
-
-
-class _PathCursor:
-    """Is a path listed? Asked in the listed order (as items name their files) it is one
-    comparison; otherwise a set of the listed paths is built once."""
-
-    def __init__(self, manifest: Manifest) -> None:
-        self.members = manifest.members
-        self.fast = manifest.members if isinstance(manifest.members, MemberList) else None
-        self.offset = 0
-        if self.fast is not None:
-            first = self.fast.data.find(b'{"path":"files/', self.fast.start, self.fast.end)
-            self.offset = self.fast.end if first < 0 else first
-        self.all: set[str] | None = None
-
-    def listed(self, path: str) -> bool:
-        fast = self.fast
-        if fast is not None and self.offset < fast.end and path.isascii():
-            # Items name their files in the order pack lists them, after SHA256SUMS and
-            # items.json: then each answer is one comparison at the cursor.
-            data = fast.data
-            if data.startswith(b'{"path":"%s","' % path.encode("ascii"), self.offset):
-                self.offset = data.index(b"}", self.offset) + 2
-                return True
-        if self.all is None:
-            self.all = {m.path for m in self.members}
-        return path in self.all
-
-
-def sums_sha256(members: MemberList) -> str:
-    """SHA-256 of the SHA256SUMS that `sums_text` writes for `members` less SHA256SUMS itself."""
-    digest = hashlib.sha256()
-    data = members.data
-    pos = members.start
-    while pos < members.end:
-        cut = data.find(b',{"path":"', pos + (1 << 20), members.end)
-        cut = members.end if cut < 0 else cut
-        pairs = _PATH_AND_SHA256.findall(data, pos, cut)
-        digest.update(b"".join([h + b"  " + p + b"\n" for p, h in pairs if p != b"SHA256SUMS"]))
-        pos = cut + 1
-    return digest.hexdigest()
-
-
-_PATH_AND_SHA256 = re.compile(rb'\{"path":"([A-Za-z0-9._/-]*)","sha256":"([0-9a-f]{64})"')
 
 
 def verify_bundle(

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
+import operator
+import os
 import re
 import tarfile
-from collections.abc import Callable, Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from itertools import accumulate, repeat
 from typing import BinaryIO, NamedTuple
 
 from airgap.errors import NotABundle, SizeLimit, UnsafeMember
@@ -20,6 +25,7 @@ from airgap.errors import NotABundle, SizeLimit, UnsafeMember
 BLOCK = 512
 RECORD = 20 * BLOCK
 CHUNK = 1 << 20  # bytes per read while streaming member data
+RUN_MAX = 4 << 20  # bytes of small members read ahead to be checked at once
 PAX_MAX = 64 * 1024  # bytes; a PAX record block larger than this is hostile
 _PAX_ALLOWED = frozenset(
     {"path", "size", "mtime", "atime", "ctime", "uid", "gid", "uname", "gname", "comment"}
@@ -123,6 +129,10 @@ _PLAIN_TAIL = b"0" + bytes(100) + tarfile.POSIX_MAGIC + bytes(247)  # bytes 156:
 _PLAIN_NUMBERS = re.compile(rb"([0-7]{11})\x00([0-7]{11})\x00([0-7]{6})\x00 ")  # 124:156
 # A checksum sums the header with its own field as spaces: the fixed fields' part of it.
 _PLAIN_SUM = sum(_PLAIN_IDS) + sum(_PLAIN_TAIL) + 8 * 32
+
+
+_OCTAL_11 = re.compile(rb"[0-7]{11}\x00")
+_DIGEST = operator.methodcaller("digest")
 
 
 def _plain_header(header: bytes) -> tuple[str, int, int] | None:
@@ -255,6 +265,83 @@ class TarReader:
             self._data_left = size
             yield Entry(name=name, kind=kind, size=size, mtime=int(info.mtime), mode=info.mode)
 
+    def take_plain_files(
+        self, names: Sequence[bytes], sizes: Sequence[int], sha256: bytes
+    ) -> int | None:
+        """Consume the next members at once if they are exactly the plain regular files
+        `names` (ASCII) of `sizes` bytes whose data has the SHA-256 digests `sha256` (32 bytes
+        each, concatenated): the members of a bundle as airgap writes them, checked with a few
+        calls over the read-ahead buffer instead of a dozen per member.
+
+        "Exactly" means each header is byte-equal to the plain ustar header `_plain_header`
+        reads, with that name and size, a valid checksum and the first member's mtime, so a
+        member taken here is one `__iter__` would have yielded as `Entry(name, "file", size,
+        mtime, 0o644)` and whose data `digest()` would have hashed to that digest. Call it only
+        between members (after the last one's data was consumed), never after a PAX header.
+
+        Returns:
+            How many members were consumed: the longest run of them the read-ahead holds (up to
+            `RUN_MAX` bytes; 0 when the first one alone is larger). None, with nothing
+            consumed, when any of those is not as expected or would pass the size limit: read
+            them one at a time, which finds the first that differs and says why.
+        """
+        assert self._pending == 0
+        pos = self._pos
+        spans = map(operator.and_, map(operator.add, sizes, repeat(2 * BLOCK - 1)), repeat(-BLOCK))
+        offsets = list(accumulate(spans, initial=pos))  # offsets[i]: member i's header
+        avail = self._fill(min(offsets[-1] - pos, RUN_MAX))
+        pos = self._pos  # the fill may have moved the remainder to the start of a new buffer
+        if pos != offsets[0]:
+            offsets = [offset - offsets[0] + pos for offset in offsets]
+        count = bisect_right(offsets, pos + avail) - 1  # members whose padding ends in the buffer
+        if count <= 0:
+            return 0
+        end = offsets[count]
+        if self._source.count + (end - pos) > self._source.limit:
+            return None
+        buf = self._buf
+        starts = offsets[:count]
+        names, sizes = names[:count], sizes[:count]
+        mtime = buf[pos + 136 : pos + 148]
+        if not _OCTAL_11.fullmatch(mtime):
+            return None
+        size_fields = list(map(b"%011o\x00".__mod__, sizes))
+        base = _PLAIN_SUM + sum(mtime)
+        checksums = map(operator.add, map(sum, names), map(sum, size_fields))
+        expected: list[bytes] = [_PLAIN_IDS] * (6 * count)
+        expected[0::6] = map(bytes.ljust, names, repeat(100), repeat(b"\x00"))
+        expected[2::6] = size_fields
+        expected[3::6] = repeat(mtime, count)
+        expected[4::6] = map(b"%06o\x00 ".__mod__, map(operator.add, checksums, repeat(base)))
+        expected[5::6] = repeat(_PLAIN_TAIL, count)
+        headers = map(slice, starts, map(operator.add, starts, repeat(BLOCK)))
+        if b"".join(map(buf.__getitem__, headers)) != b"".join(expected):
+            return None
+        view = memoryview(buf)
+        data_starts = list(map(operator.add, starts, repeat(BLOCK)))
+        data = map(view.__getitem__, map(slice, data_starts, map(operator.add, data_starts, sizes)))
+        if b"".join(map(_DIGEST, map(hashlib.sha256, data))) != sha256[: 32 * count]:
+            return None
+        self._pos = end
+        self._source._charge(end - pos)
+        return count
+
+    def offset(self) -> int | None:
+        """Where the next header starts in the underlying file, between members, when that
+        is a plain file (its reads are its bytes); else None."""
+        if self._pending or not isinstance(self._stream, io.BufferedReader):
+            return None
+        return self._stream.tell() - (len(self._buf) - self._pos)
+
+    def skip_to(self, offset: int) -> None:
+        """Go on at `offset` of the plain file (`offset()` said where we are), past members
+        verified another way: their bytes count against the limit as if read."""
+        here = self.offset()
+        assert here is not None and offset >= here
+        self._source._charge(offset - here)
+        self._buf, self._pos = b"", 0
+        self._stream.seek(offset)
+
     def stream(self, sink: Callable[[memoryview], object] | None) -> None:
         """Feed the current member's data, chunk by chunk, to `sink` (one pass, flat memory),
         and consume its padding."""
@@ -328,6 +415,28 @@ class TarReader:
             self._source._charge(avail)
             if zeros != avail:
                 raise NotABundle("data follows the tar end-of-archive marker")
+
+
+class PreadFile:
+    """Reads a file by offset (`os.pread`) from `start` to `end`: a stream of its own over a
+    descriptor another reader shares."""
+
+    def __init__(self, fd: int, start: int, end: int) -> None:
+        self.fd, self.pos, self.end = fd, start, end
+
+    @property
+    def remaining(self) -> int:
+        return self.end - self.pos
+
+    def read(self, n: int) -> bytes:
+        data = os.pread(self.fd, max(0, min(n, self.end - self.pos)), self.pos)
+        self.pos += len(data)
+        return data
+
+    def readinto(self, view: memoryview) -> int:
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
 
 
 _USTAR_MAX_SIZE = 8**11 - 1  # bytes: the largest size 11 octal digits hold

@@ -86,7 +86,7 @@ def inspect_cmd(
         from airgap.review import inspect
 
         home = app.open_home() if HomePaths(app.home).exists() else None
-        report = inspect(home, bundle)
+        report = inspect(home, bundle, for_json=app.json)
         opened = report.opened
         # Rows are written as they are read: a bundle of 200,000 items is never one document.
         head = {**report.head_json(), "manifest": opened.manifest._head_json()}
@@ -105,11 +105,16 @@ def inspect_cmd(
                 )
     extra = {"html": str(html)} if html is not None else {}
     if app.json:
-        report.write_json(sys.stdout.write, **extra)
+        report.write_json(sys.stdout.write, write_ascii=_write_stdout_bytes, **extra)
     elif not app.quiet:
         _print_inspection(bundle, head, opened.iter_items(), opened.item_count)
         if html is not None:
             out.print(f"Wrote the handoff sheet {escape(str(html))}")
+
+
+def _write_stdout_bytes(data: bytes) -> None:
+    sys.stdout.flush()  # what was written as text goes first
+    sys.stdout.buffer.write(data)
 
 
 def _print_inspection(

@@ -177,9 +177,9 @@ def print_rows_table(
         from rich.table import Table
 
         table = Table(*headers, title=title)
-        for n, row in enumerate(rows):
-            cell_styles = styles[n] if styles else ("",) * len(row)
-            table.add_row(*(Text(c, style=s) for c, s in zip(row, cell_styles, strict=True)))
+        for n, cells in enumerate(rows):
+            cell_styles = styles[n] if styles else ("",) * len(cells)
+            table.add_row(*(Text(c, style=s) for c, s in zip(cells, cell_styles, strict=True)))
         out.print(table)
         return
 

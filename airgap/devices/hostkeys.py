@@ -199,7 +199,8 @@ class KnownHosts:
         if key in self._index().lookup(name):
             return False  # the common case: a device seen before, offering its pinned key
         with self._lock, self._file_lock():
-            pinned = self._index().lookup(name)  # as the file is now, under the lock
+            index = self._index()  # as the file is now, under the lock
+            pinned = index.lookup(name)
             if any(p == key for p in pinned):
                 return False
             if pinned:
@@ -223,7 +224,18 @@ class KnownHosts:
                         "--accept-new-host-keys to pin it."
                     ),
                 )
-            self._append(f"{name} {key.openssh()}\n".encode("ascii"))
+            line = f"{name} {key.openssh()}\n".encode("ascii")
+            version, written = self._append(line)
+            with self._cache_lock:
+                cache = self._cache
+                # Nobody else wrote in between (the size says so): the file is what was parsed
+                # plus this line, so the next device's check need not read it again.
+                if (
+                    cache is not None
+                    and cache[2] is index
+                    and version[1] == len(cache[1]) + len(written)
+                ):
+                    self._cache = (version, cache[1] + written, _Index.parse(written, index))
             return True
 
     @contextlib.contextmanager
@@ -242,7 +254,8 @@ class KnownHosts:
         finally:
             os.close(fd)
 
-    def _append(self, line: bytes) -> None:
+    def _append(self, line: bytes) -> tuple[tuple[int, int, int], bytes]:
+        """Append one line; the file's version after it and the bytes written."""
         # One append of one line (under the file lock): rewriting the whole file for each new
         # device made a first contact with a large estate quadratic. A line lost to a crash
         # only means the device is unknown again, which asks for --accept-new-host-keys.
@@ -253,7 +266,9 @@ class KnownHosts:
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line
                 os.write(fd, line)
+                stat = os.fstat(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
             raise ConfigError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        return (stat.st_ino, stat.st_size, stat.st_mtime_ns), line

@@ -378,6 +378,37 @@ class SshTransport:
         self._cli(f"license smart save usage unreported file bootflash:{name}")
         return self._get(f"bootflash:{name}")
 
+    def read_usage_and_udi(self) -> tuple[bytes, str]:
+        """Save usage, then copy the file off while `show license udi` runs.
+
+        The copy is a channel of its own on the same connection, so its round trips overlap
+        the command's instead of following them.
+
+        Raises:
+            DeviceUnreachable, DeviceAuthError, DeviceError, HostKeyMismatch, HostKeyUnknown.
+        """
+        name = f"airgap-usage-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}.xml"
+        self._cli(f"license smart save usage unreported file bootflash:{name}")
+        with self._lock:
+            self._ensure()
+            data, output = self._run(
+                self._get_during(f"bootflash:{name}", "show license udi"),
+                what=f"the copy from bootflash:{name} and `show license udi`",
+            )
+        error = _device_error(output)
+        if error is not None:
+            raise DeviceError(f"{self.name}: {error}")
+        return data, output
+
+    async def _get_during(self, remote: str, command: str) -> tuple[bytes, str]:
+        copy = asyncio.ensure_future(self._scp_get(remote))
+        try:
+            output = await self._command(command)
+        except BaseException:
+            copy.cancel()
+            raise
+        return await copy, output
+
     def import_file(self, name: str, data: bytes) -> str:
         """Copy a file to bootflash and `license smart import` it.
 
@@ -440,16 +471,9 @@ class SshTransport:
             self._udis = None
         if conn is None:
             return
-
-        async def _close() -> None:
-            conn.close()
-            await conn.wait_closed()
-
-        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(_close(), 5), event_loop())
-        try:
-            future.result(10)
-        except Exception:
-            conn.abort()
+        # Sent, not waited for: the device has nothing more to say, and a device slot of a
+        # fleet run should not wait on the goodbye (26 ms on average with 50 at once here).
+        event_loop().call_soon_threadsafe(conn.close)
 
 
 def _device_error(output: str) -> str | None:

@@ -1,45 +1,119 @@
-"""`inside collect` and `inside apply` on an emulated estate against their lower bound.
+"""`inside collect` and `inside apply` on emulated estates against their lower bound.
 
-Starts `airgap emulate ios-xe --devices N --latency L` (every CLI command and every REST request
-answered after L ms; inventory rows alternate the SLP REST API and SSH), then times
+For each kind of device — IOS XE over SSH, IOS XE over the SLP REST API, BIG-IP over iControl
+REST — it starts that emulated fleet (`airgap emulate ios-xe --transport …` or `airgap emulate
+bigip`, every command or request answered after L ms), then times, as child processes,
 
     airgap inside collect INVENTORY --out DIR --concurrency C
     airgap inside apply --inventory INVENTORY --concurrency C
 
-as child processes (between them: pack, `outside process` against the Cisco emulator, import).
-The lower bound of each is the commands the work needs x latency / concurrency:
+(between them: pack, `outside process` against the Cisco or BIG-IQ emulator, import). Each
+kind runs alone; with --rounds the kinds alternate. The emulators are processes of their own:
+their CPU time is printed apart from airgap's (they share the machine's cores all the same).
 
-- collect: over SSH `terminal length 0`, `show license udi`, `license smart save usage` (the
-  SCP copy is not delayed); over REST `close-reports` and `all-reports`;
-- apply, with f files for the device (one authorization code per unit, one ACK): over SSH
-  `terminal length 0`, `show license udi`, f x `license smart import`, then `show license
-  status`, `show license authorization`, `show license rum id all`; over REST the table of
-  contents, f imports, the table of contents again.
+The lower bound of each run is the commands or requests every device needs x latency /
+concurrency:
 
-It prints both times, the ratios (target ≤ 1.3), the commands the emulator actually answered,
-and each command's peak RSS.
+- collect over SSH: `terminal length 0`, `show license udi`, `license smart save usage` (3;
+  the SCP copy of the usage file is not delayed); over REST: `close-reports`, `all-reports`
+  (2); BIG-IP: login, device-info, logout (3);
+- apply with f files for the device (an ACK, and an authorization code per unit it reported):
+  over SSH `terminal length 0`, `show license udi`, f x `license smart import`, then `show
+  license status`, `show license authorization`, `show license rum id all` (5 + f; the SCP
+  copies are not delayed); over REST the table of contents, f imports, the table of contents
+  (2 + f); BIG-IP: login, device-info, the license write, reloadlic, mcp-state, registration,
+  logout (7).
 
-    python benchmarks/devices.py                 # 1,000 devices, 200 ms, concurrency 50
-    python benchmarks/devices.py --smoke         # 40 devices, 50 ms: for CI (ratio means little)
+It prints for each: the time, the bound, their ratio (target <= 1.3), the commands the emulator
+actually answered, airgap's CPU seconds and peak RSS, and the emulator's CPU seconds.
+
+    python benchmarks/devices.py                # 1,000 devices of each kind, 200 ms, 50 at once
+    python benchmarks/devices.py --rounds 2     # the kinds alternate, twice
+    python benchmarks/devices.py --smoke        # 24 devices, 20 ms: for CI (ratio means little)
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import json
+import os
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Run, airgap_command, child_env, run_child
+from _common import airgap_command, child_env, run_child
 
 TAG = "regid.2017-03.com.cisco.advantagek9,1.0_bd1da96e-ec1d-412b-a50e-53846b347d53"
-DEVICE_ENV = {"AIRGAP_DEVICE_LAB_USERNAME": "admin", "AIRGAP_DEVICE_LAB_PASSWORD": "bench"}
-VENDOR_ENV = {"AIRGAP_CISCO_CLIENT_ID": "bench", "AIRGAP_CISCO_CLIENT_SECRET": "bench-secret"}
+DEVICE_ENV = {
+    "AIRGAP_DEVICE_LAB_USERNAME": "admin",
+    "AIRGAP_DEVICE_LAB_PASSWORD": "bench",
+    "AIRGAP_DEVICE_BIGIP_USERNAME": "admin",
+    "AIRGAP_DEVICE_BIGIP_PASSWORD": "bench",
+}
+VENDOR_ENV = {
+    "AIRGAP_CISCO_CLIENT_ID": "bench",
+    "AIRGAP_CISCO_CLIENT_SECRET": "bench-secret",
+    "AIRGAP_BIGIQ_USERNAME": "admin",
+    "AIRGAP_BIGIQ_PASSWORD": "bench",
+}
+KINDS = ("ssh", "slp-rest", "bigip")
+REST_KINDS = ("close_reports", "all_reports", "list", "import")
+BIGIP_CALLS = (
+    "login",
+    "logout",
+    "device_info",
+    "mcp_state",
+    "registration",
+    "write",
+    "reloadlic",
+    "dossier",
+)
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One timed airgap command: wall seconds, its CPU seconds, peak RSS, the emulator's CPU."""
+
+    seconds: float
+    cpu: float
+    max_rss_mib: float
+    emulator_cpu: float
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _timed(command: list[str], env: dict[str, str], emulator: int) -> Timed:
+    before = _cpu_of(emulator)
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    assert proc.stderr is not None
+    error = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if code != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({code}): {error}")
+    return Timed(
+        elapsed,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+        _cpu_of(emulator) - before,
+    )
 
 
 def _start(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
@@ -54,203 +128,284 @@ def _start(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[st
     return proc, url
 
 
-def _commands(stats_url: str, rest_hosts: set[str], ca: str) -> int:
-    """CLI commands (SSH devices) and API requests (REST devices) the emulator answered."""
-    devices = requests.get(stats_url, verify=ca, timeout=30).json()["devices"]
-    rest_kinds = ("close_reports", "all_reports", "list", "import")
-    return sum(
-        sum(int(c.get(k, 0)) for k in rest_kinds)
-        if name in rest_hosts
-        else int(c.get("commands", 0))
-        for name, c in devices.items()
-    )
+def _stop(procs: Sequence[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--devices", type=int, default=1000)
-    parser.add_argument("--latency", type=float, default=200.0, help="ms per command")
-    parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--smoke", action="store_true", help="40 devices, 50 ms (CI)")
-    args = parser.parse_args()
-    if args.smoke:
-        args.devices, args.latency, args.concurrency = 40, 50.0, 20
-    exe = airgap_command()
-    if exe is None:
-        raise SystemExit("airgap is not installed")
-    env = child_env(**DEVICE_ENV, **VENDOR_ENV)
-    latency = args.latency / 1000.0
-    with tempfile.TemporaryDirectory(prefix="airgap-bench-devices-") as tmp:
-        root = Path(tmp)
-        inventory = root / "inventory.csv"
-        fleet, fleet_url = _start(
-            [
-                exe,
+@dataclass(frozen=True)
+class Result:
+    kind: str
+    step: str
+    run: Timed
+    needed: int  # commands or requests the work needs
+    answered: int  # what the emulator answered
+    latency: float
+    concurrency: int
+
+    @property
+    def bound(self) -> float:
+        return self.needed * self.latency / self.concurrency
+
+    @property
+    def ratio(self) -> float:
+        return self.run.seconds / self.bound
+
+
+class Scenario:
+    """One kind of device: its emulators, homes, and the collect → … → apply round."""
+
+    def __init__(
+        self, kind: str, args: argparse.Namespace, exe: str, root: Path, homes: Path
+    ) -> None:
+        self.kind, self.args, self.exe, self.root = kind, args, exe, root
+        self.env = child_env(**DEVICE_ENV, **VENDOR_ENV)
+        self.inventory = root / "inventory.csv"
+        self.inside, self.outside = homes / "inside", homes / "outside"
+
+    def airgap(self, home: Path, *words: str, allowed: tuple[int, ...] = (0,)) -> None:
+        run_child([self.exe, "--home", str(home), *words], env=self.env, allowed=allowed)
+
+    def homes(self) -> None:
+        """An inside and an outside home that trust each other (once per round)."""
+        if self.inside.exists():
+            return
+        cards = self.inside.parent
+        for home, role in ((self.inside, "inside"), (self.outside, "outside")):
+            self.airgap(home, "init", "--role", role, "--no-passphrase")
+        self.airgap(self.inside, "key", "export", "-o", str(cards / "in.card"))
+        self.airgap(self.outside, "key", "export", "-o", str(cards / "out.card"))
+        self.airgap(self.inside, "trust", "add", str(cards / "out.card"), "--yes")
+        self.airgap(self.outside, "trust", "add", str(cards / "in.card"), "--yes")
+
+    def run(self) -> list[Result]:
+        args = self.args
+        latency = args.latency / 1000.0
+        if self.kind == "bigip":
+            fleet_cmd = [
+                self.exe,
+                "emulate",
+                "bigip",
+                "--devices",
+                str(args.devices),
+                "--latency",
+                str(args.latency),
+                "--restart-seconds",
+                "0",
+                "--inventory-out",
+                str(self.inventory),
+                "--cert-out",
+                str(self.root / "bigip-ca.pem"),
+            ]
+            vendor_cmd = [self.exe, "emulate", "bigiq", "--port", "0"]
+        else:
+            fleet_cmd = [
+                self.exe,
                 "emulate",
                 "ios-xe",
                 "--devices",
                 str(args.devices),
                 "--latency",
                 str(args.latency),
+                "--transport",
+                self.kind,
                 "--inventory-out",
-                str(inventory),
-            ],
-            env,
-        )
-        cisco, cisco_url = _start(
-            [exe, "emulate", "cisco", "--port", "0", "--poll-delay", "0"], env
-        )
+                str(self.inventory),
+                "--cert-out",
+                str(self.root / "ios-xe-ca.pem"),
+            ]
+            vendor_cmd = [self.exe, "emulate", "cisco", "--port", "0", "--poll-delay", "0"]
+        fleet, stats_url = _start(fleet_cmd, self.env)
+        vendor, vendor_url = _start(vendor_cmd, self.env)
         try:
-            inside, outside = root / "inside", root / "outside"
-            for home, role in ((inside, "inside"), (outside, "outside")):
-                run_child(
-                    [exe, "--home", str(home), "init", "--role", role, "--no-passphrase"], env=env
+            self.homes()
+            if self.kind == "bigip":
+                self.airgap(self.outside, "config", "set", "bigiq.url", vendor_url)
+                ca = str(self.root / "bigip-ca.pem")
+            else:
+                base = f"{vendor_url}/services/api/smart-accounts-and-licensing/"
+                self.airgap(
+                    self.outside,
+                    "config",
+                    "set",
+                    "cisco.token_url",
+                    f"{vendor_url}/oauth2/default/v1/token",
                 )
-            run_child(
-                [exe, "--home", str(inside), "key", "export", "-o", str(root / "in.card")], env=env
-            )
-            run_child(
-                [exe, "--home", str(outside), "key", "export", "-o", str(root / "out.card")],
-                env=env,
-            )
-            run_child(
-                [exe, "--home", str(inside), "trust", "add", str(root / "out.card"), "--yes"],
-                env=env,
-            )
-            run_child(
-                [exe, "--home", str(outside), "trust", "add", str(root / "in.card"), "--yes"],
-                env=env,
-            )
-            for key, value in (
-                ("cisco.token_url", f"{cisco_url}/oauth2/default/v1/token"),
-                ("cisco.api_base", f"{cisco_url}/services/api/smart-accounts-and-licensing/"),
-            ):
-                run_child([exe, "--home", str(outside), "config", "set", key, value], env=env)
-            rows = list(csv.DictReader(inventory.open()))
-            ssh = sum(1 for r in rows if r["transport"] == "ssh")
-            rest = len(rows) - ssh
-            rest_hosts = {r["hostname"] for r in rows if r["transport"] != "ssh"}
-            ca = str(inventory.parent / next(r["ca_bundle"] for r in rows if r["ca_bundle"]))
-            stats_url = fleet_url
+                self.airgap(self.outside, "config", "set", "cisco.api_base", base)
+                ca = str(self.root / "ios-xe-ca.pem")
 
-            before = _commands(stats_url, rest_hosts, ca)
-            collect = run_child(
-                [
-                    exe,
-                    "--home",
-                    str(inside),
-                    "inside",
-                    "collect",
-                    str(inventory),
-                    "--out",
-                    str(root / "c"),
-                    "--concurrency",
-                    str(args.concurrency),
-                    "--accept-new-host-keys",
-                ],
-                env=env,
-            )
-            collect_commands = _commands(stats_url, rest_hosts, ca) - before
-            collect_needed = ssh * 3 + rest * 2
-            collect_bound = collect_needed * latency / args.concurrency
+            def answered() -> int:
+                devices = requests.get(stats_url, verify=ca, timeout=30).json()["devices"]
+                if self.kind == "bigip":
+                    return sum(int(c.get(k, 0)) for c in devices.values() for k in BIGIP_CALLS)
+                if self.kind == "slp-rest":
+                    return sum(int(c.get(k, 0)) for c in devices.values() for k in REST_KINDS)
+                return sum(int(c.get("commands", 0)) for c in devices.values())
 
-            run_child(
-                [
-                    exe,
-                    "--home",
-                    str(inside),
-                    "inside",
-                    "pack",
-                    "--udi",
-                    str(root / "c" / "udi"),
-                    "--entitlement",
-                    f"{TAG}:1",
-                    "--rum",
-                    str(root / "c" / "rum"),
-                    "-o",
-                    str(root / "req.airgap"),
-                ],
-                env=env,
-            )
-            run_child(
-                [
-                    exe,
-                    "--home",
-                    str(outside),
-                    "outside",
-                    "process",
-                    str(root / "req.airgap"),
-                    "-o",
-                    str(root / "resp.airgap"),
-                    "--concurrency",
-                    "32",
-                    "--rate",
-                    "0",
-                ],
-                env=env,
-                allowed=(0, 4),  # a partial result still leaves plenty to apply
-            )
-            run_child(
-                [
-                    exe,
-                    "--home",
-                    str(inside),
-                    "inside",
-                    "import",
-                    str(root / "resp.airgap"),
-                    "--out",
-                    str(root / "out"),
-                ],
-                env=env,
-                allowed=(0, 4),  # a partial result still leaves plenty to apply
-            )
-            files = {r["hostname"]: 1 for r in rows}  # the ACK
-            for path in (root / "c" / "udi").iterdir():
-                files[path.name.removesuffix(".udi.txt")] += path.read_text().count("PID:")
-            before = _commands(stats_url, rest_hosts, ca)
-            apply = run_child(
-                [
-                    exe,
-                    "--home",
-                    str(inside),
-                    "inside",
-                    "apply",
-                    "--inventory",
-                    str(inventory),
-                    "--concurrency",
-                    str(args.concurrency),
-                ],
-                env=env,
-            )
-            apply_commands = _commands(stats_url, rest_hosts, ca) - before
-            apply_needed = sum(
-                (5 + files[r["hostname"]])
-                if r["transport"] == "ssh"
-                else (2 + files[r["hostname"]])
-                for r in rows
-            )
-            apply_bound = apply_needed * latency / args.concurrency
+            return self._round(fleet.pid, answered, latency)
         finally:
-            for proc in (fleet, cisco):
-                proc.terminate()
-                proc.wait(timeout=30)
+            _stop([fleet, vendor])
 
-    def line(name: str, run: Run, bound: float, needed: int, answered: int) -> None:
-        ratio = run.seconds / bound
-        print(
-            f"{name:8} {run.seconds:7.2f} s   lower bound {bound:6.2f} s   ratio {ratio:5.2f}   "
-            f"commands needed {needed}, answered {answered}   peak RSS {run.max_rss_mib:.0f} MiB"
+    def _round(self, emulator: int, answered: Callable[[], int], latency: float) -> list[Result]:
+        args, kind, collected = self.args, self.kind, self.root / "c"
+        common = ["--concurrency", str(args.concurrency)]
+        collect_cmd = [
+            self.exe,
+            "--home",
+            str(self.inside),
+            "inside",
+            "collect",
+            str(self.inventory),
+            "--out",
+            str(collected),
+            *common,
+            "--accept-new-host-keys",
+        ]
+        if kind == "bigip":
+            collect_cmd += [
+                "--plan-out",
+                str(self.root / "plan.csv"),
+                "--pool",
+                "demo-utility",
+                "--hypervisor",
+                "vmware",
+                "--unit-of-measure",
+                "yearly",
+            ]
+        before = answered()
+        collect = _timed(collect_cmd, self.env, emulator)
+        collect_answered = answered() - before
+        devices = args.devices
+        collect_needed = devices * {"ssh": 3, "slp-rest": 2, "bigip": 3}[kind]
+
+        if kind == "bigip":
+            pack = [str(self.root / "plan.csv")]
+        else:
+            pack = [
+                "--udi",
+                str(collected / "udi"),
+                "--entitlement",
+                f"{TAG}:1",
+                "--rum",
+                str(collected / "rum"),
+            ]
+        self.airgap(self.inside, "inside", "pack", *pack, "-o", str(self.root / "req.airgap"))
+        self.airgap(
+            self.outside,
+            "outside",
+            "process",
+            str(self.root / "req.airgap"),
+            "-o",
+            str(self.root / "resp.airgap"),
+            "--concurrency",
+            "32",
+            "--rate",
+            "0",
+            allowed=(0, 4),  # a partial result still leaves plenty to apply
         )
+        self.airgap(
+            self.inside,
+            "inside",
+            "import",
+            str(self.root / "resp.airgap"),
+            "--out",
+            str(self.root / "out"),
+            allowed=(0, 4),
+        )
+        apply_cmd = [
+            self.exe,
+            "--home",
+            str(self.inside),
+            "inside",
+            "apply",
+            "--inventory",
+            str(self.inventory),
+            *common,
+        ]
+        # The files each device gets (an ACK, a code per unit that came back), from a dry run
+        # (which contacts nothing): a device with f files needs 5 + f commands over SSH, 2 + f
+        # requests over REST, 6 + f as a BIG-IP.
+        plan = subprocess.run(
+            [*apply_cmd[:3], "--json", *apply_cmd[3:], "--dry-run"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        planned = [
+            sum(1 for f in d["files"] if f["result"] == "planned")
+            for d in json.loads(plan.stdout)["devices"]
+        ]
+        fixed = {"ssh": 5, "slp-rest": 2, "bigip": 6}[kind]
+        apply_needed = sum(fixed + f for f in planned if f)
+        before = answered()
+        apply = _timed(apply_cmd, self.env, emulator)
+        apply_answered = answered() - before
+        return [
+            Result(
+                kind,
+                "collect",
+                collect,
+                collect_needed,
+                collect_answered,
+                latency,
+                args.concurrency,
+            ),
+            Result(kind, "apply", apply, apply_needed, apply_answered, latency, args.concurrency),
+        ]
 
-    print(
-        f"{args.devices} devices ({ssh} ssh, {rest} slp-rest), {args.latency:g} ms per command, "
-        f"concurrency {args.concurrency}; target ratio <= 1.3"
-        + ("   (smoke: the ratio means little at this size)" if args.smoke else "")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    line("collect", collect, collect_bound, collect_needed, collect_commands)
-    line("apply", apply, apply_bound, apply_needed, apply_commands)
+    parser.add_argument("--devices", type=int, default=1000, help="devices of each kind")
+    parser.add_argument("--latency", type=float, default=200.0, help="ms per command")
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="the kinds alternate this often")
+    parser.add_argument("--smoke", action="store_true", help="24 devices, 20 ms (CI)")
+    args = parser.parse_args()
+    if args.smoke:
+        args.devices, args.latency, args.concurrency = 24, 20.0, 8
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise SystemExit(f"unknown kinds {unknown}; use {', '.join(KINDS)}")
+    exe = airgap_command()
+    if exe is None:
+        raise SystemExit("airgap is not installed")
+    print(
+        f"{args.devices} devices of each kind, {args.latency:g} ms per command, "
+        f"concurrency {args.concurrency}; target ratio <= 1.3"
+        + ("   (smoke: the ratio means little at this size)" if args.smoke else ""),
+        flush=True,
+    )
+    print(
+        f"{'kind':8} {'step':7} {'time s':>7} {'bound s':>7} {'ratio':>5}  "
+        f"{'needed':>6} {'answered':>8}  {'cpu s':>6} {'RSS MiB':>7}  {'emulator cpu s':>14}",
+        flush=True,
+    )
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="airgap-bench-devices-") as tmp:
+            for kind in kinds:
+                root = Path(tmp) / kind
+                root.mkdir()
+                for r in Scenario(kind, args, exe, root, Path(tmp)).run():
+                    print(
+                        f"{r.kind:8} {r.step:7} {r.run.seconds:7.2f} {r.bound:7.2f} "
+                        f"{r.ratio:5.2f}  {r.needed:6d} {r.answered:8d}  {r.run.cpu:6.2f} "
+                        f"{r.run.max_rss_mib:7.0f}  {r.run.emulator_cpu:14.2f}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

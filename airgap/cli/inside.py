@@ -14,7 +14,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from airgap.cli import watch
-from airgap.cli._output import AppState, err, mapped_errors, out, progress_bar, state
+from airgap.cli._output import (
+    AppState,
+    err,
+    mapped_errors,
+    out,
+    print_rows_table,
+    progress_bar,
+    state,
+)
 
 app = typer.Typer(
     help="The secure-network side: pack requests, import responses, show their state.",
@@ -431,16 +439,20 @@ def _confirm_returns(app_state: AppState, hosts: list[str], yes: bool) -> None:
 
 
 def _outcome_table(title: str, rows: list[dict[str, Any]], what: str) -> None:
-    table = Table("device", "status", what, "error", title=title)
-    for row in rows:
-        style = _DEVICE_STYLE.get(row["status"], "")
-        table.add_row(
-            escape(row["hostname"]),
-            f"[{style}]{row['status']}[/]",
-            escape(str(row.get("summary", ""))),
-            escape(f"{row['code']}: {row['message']}" if row.get("code") else ""),
-        )
-    out.print(table)
+    print_rows_table(
+        title,
+        ("device", "status", what, "error"),
+        [
+            (
+                row["hostname"],
+                row["status"],
+                str(row.get("summary", "")),
+                f"{row['code']}: {row['message']}" if row.get("code") else "",
+            )
+            for row in rows
+        ],
+        [("", _DEVICE_STYLE.get(row["status"], ""), "", "") for row in rows],
+    )
 
 
 def _devices_option() -> Any:

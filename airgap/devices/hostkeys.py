@@ -5,8 +5,10 @@ The first contact with a device is refused unless the caller accepts new keys (t
 refused with `HostKeyMismatch` (E_HOSTKEY, exit 3), naming host:port and both fingerprints as
 `ssh` shows them (`SHA256:<base64>`). Entries are `host key-type base64` for port 22 and
 `[host]:port key-type base64` otherwise; hashed (`|1|…`) entries written by OpenSSH are read
-too. Lines are added under a process-wide lock and an advisory file lock, by rewriting the whole
-file atomically (mode 0600), so threads and processes pinning at once lose no line.
+too. A line is added by one append (mode 0600) under a process-wide lock and an advisory file
+lock, so threads and processes pinning at once lose no line. The parsed file is kept and only
+what was appended since is parsed again: a first contact with a large estate pins a key per
+device, from the event loop every SSH transport shares.
 
 This module knows nothing of SSH itself: transports hand it the key type and key blob they
 were offered, before any credential is sent.
@@ -66,9 +68,10 @@ class _Index:
     hashed: list[tuple[str, HostKey]]
 
     @classmethod
-    def parse(cls, data: bytes) -> _Index:
-        plain: dict[str, list[HostKey]] = {}
-        hashed: list[tuple[str, HostKey]] = []
+    def parse(cls, data: bytes, base: _Index | None = None) -> _Index:
+        """The entries of `data`, added to those of `base` (which is left as it is)."""
+        plain: dict[str, list[HostKey]] = dict(base.plain) if base else {}
+        hashed: list[tuple[str, HostKey]] = list(base.hashed) if base else []
         for raw in data.decode("utf-8", errors="replace").splitlines():
             line = raw.strip()
             if not line or line.startswith(("#", "@")):
@@ -85,7 +88,8 @@ class _Index:
                 if entry.startswith("|1|"):
                     hashed.append((entry, key))
                 else:
-                    plain.setdefault(entry.lower(), []).append(key)
+                    # A new list, never an append to one `base` shares.
+                    plain[entry.lower()] = [*plain.get(entry.lower(), []), key]
         return cls(plain, hashed)
 
     def lookup(self, name: str) -> list[HostKey]:
@@ -125,9 +129,10 @@ class KnownHosts:
         with _LOCKS_GUARD:
             self._lock = _LOCKS.setdefault(path.resolve(), threading.Lock())
         # The file parsed once per version of it: a collect over a thousand devices would
-        # otherwise read and parse the whole file for each device.
+        # otherwise read and parse the whole file for each device. With it, the bytes it was
+        # parsed from: a file that only grew since (keys pinned) is parsed from there on.
         self._cache_lock = threading.Lock()
-        self._cache: tuple[tuple[int, int, int], _Index] | None = None
+        self._cache: tuple[tuple[int, int, int], bytes, _Index] | None = None
 
     @classmethod
     def for_home(cls, home: Path) -> KnownHosts:
@@ -159,11 +164,18 @@ class KnownHosts:
         except OSError as exc:
             raise ConfigError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
         with self._cache_lock:
-            if self._cache is not None and self._cache[0] == version:
-                return self._cache[1]
-        index = _Index.parse(self._read())
+            cache = self._cache
+        if cache is not None and cache[0] == version:
+            return cache[2]
+        data = self._read()
+        if cache is not None and cache[1].endswith(b"\n") and data.startswith(cache[1]):
+            index = _Index.parse(data[len(cache[1]) :], cache[2])  # lines appended since
+        else:
+            index = _Index.parse(data)
         with self._cache_lock:
-            self._cache = (version, index)
+            # `version` may be older than `data` (the file grew in between): the next call
+            # then sees another version and parses what is past `data`, nothing twice.
+            self._cache = (version, data, index)
         return index
 
     def check(self, host: str, port: int, key: HostKey, *, accept_new: bool = False) -> bool:
@@ -187,7 +199,8 @@ class KnownHosts:
         if key in self._index().lookup(name):
             return False  # the common case: a device seen before, offering its pinned key
         with self._lock, self._file_lock():
-            pinned = _Index.parse(self._read()).lookup(name)
+            index = self._index()  # as the file is now, under the lock
+            pinned = index.lookup(name)
             if any(p == key for p in pinned):
                 return False
             if pinned:
@@ -211,7 +224,18 @@ class KnownHosts:
                         "--accept-new-host-keys to pin it."
                     ),
                 )
-            self._append(f"{name} {key.openssh()}\n".encode("ascii"))
+            line = f"{name} {key.openssh()}\n".encode("ascii")
+            version, written = self._append(line)
+            with self._cache_lock:
+                cache = self._cache
+                # Nobody else wrote in between (the size says so): the file is what was parsed
+                # plus this line, so the next device's check need not read it again.
+                if (
+                    cache is not None
+                    and cache[2] is index
+                    and version[1] == len(cache[1]) + len(written)
+                ):
+                    self._cache = (version, cache[1] + written, _Index.parse(written, index))
             return True
 
     @contextlib.contextmanager
@@ -230,7 +254,8 @@ class KnownHosts:
         finally:
             os.close(fd)
 
-    def _append(self, line: bytes) -> None:
+    def _append(self, line: bytes) -> tuple[tuple[int, int, int], bytes]:
+        """Append one line; the file's version after it and the bytes written."""
         # One append of one line (under the file lock): rewriting the whole file for each new
         # device made a first contact with a large estate quadratic. A line lost to a crash
         # only means the device is unknown again, which asks for --accept-new-host-keys.
@@ -241,7 +266,9 @@ class KnownHosts:
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line
                 os.write(fd, line)
+                stat = os.fstat(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
             raise ConfigError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        return (stat.st_ino, stat.st_size, stat.st_mtime_ns), line

@@ -83,6 +83,10 @@ class IosXeTransport(Protocol):
         """A usage file `inside pack --rum` reads (closing open reports first if `close`)."""
         ...
 
+    def read_usage_and_udi(self) -> tuple[bytes, str]:
+        """`read_usage()` and then `read_udi()`, as one operation the transport may overlap."""
+        ...
+
     def udis(self) -> tuple[tuple[str, str], ...]:
         """The device's UDIs, active unit first: the cheapest identity check."""
         ...

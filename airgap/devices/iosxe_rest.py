@@ -194,6 +194,15 @@ class RestTransport:
             text += "\n"
         return text + "\n"
 
+    def read_usage_and_udi(self) -> tuple[bytes, str]:
+        """`read_usage()` then `read_udi()` (which reads the UDIs from the reports just read).
+
+        Raises:
+            DeviceUnreachable, DeviceAuthError, DeviceError: as a call failed.
+        """
+        usage = self.read_usage(close=True)
+        return usage, self.read_udi()
+
     def read_usage(self, close: bool = True) -> bytes:
         """The device's reports as a usage file, wrapped as Cisco's sample code does.
 

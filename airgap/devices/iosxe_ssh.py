@@ -137,6 +137,10 @@ class SshTransport:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._shell: asyncssh.SSHClientProcess[str] | None = None
         self._prompt: str | None = None
+        # The UDIs `show license udi` printed in this session: a device's identity does not
+        # change under a session (a switchover ends it), so a status read after the pushes
+        # does not ask again; a new session asks anew.
+        self._udis: tuple[tuple[str, str], ...] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -176,6 +180,7 @@ class SshTransport:
 
     def _forget(self) -> None:
         conn, self._conn, self._shell, self._prompt = self._conn, None, None, None
+        self._udis = None
         if conn is not None:
             event_loop().call_soon_threadsafe(conn.abort)
 
@@ -353,7 +358,12 @@ class SshTransport:
 
     def udis(self) -> tuple[tuple[str, str], ...]:
         """The device's UDIs, active unit first (one command: `show license udi`)."""
-        return parse_udi_output(self._cli("show license udi"))
+        output = self._cli("show license udi")
+        udis = parse_udi_output(output)
+        with self._lock:
+            if self._conn is not None:
+                self._udis = udis
+        return udis
 
     def read_usage(self, close: bool = True) -> bytes:
         """Save unreported usage to bootflash and copy the file off, byte for byte.
@@ -367,6 +377,37 @@ class SshTransport:
         name = f"airgap-usage-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}.xml"
         self._cli(f"license smart save usage unreported file bootflash:{name}")
         return self._get(f"bootflash:{name}")
+
+    def read_usage_and_udi(self) -> tuple[bytes, str]:
+        """Save usage, then copy the file off while `show license udi` runs.
+
+        The copy is a channel of its own on the same connection, so its round trips overlap
+        the command's instead of following them.
+
+        Raises:
+            DeviceUnreachable, DeviceAuthError, DeviceError, HostKeyMismatch, HostKeyUnknown.
+        """
+        name = f"airgap-usage-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}.xml"
+        self._cli(f"license smart save usage unreported file bootflash:{name}")
+        with self._lock:
+            self._ensure()
+            data, output = self._run(
+                self._get_during(f"bootflash:{name}", "show license udi"),
+                what=f"the copy from bootflash:{name} and `show license udi`",
+            )
+        error = _device_error(output)
+        if error is not None:
+            raise DeviceError(f"{self.name}: {error}")
+        return data, output
+
+    async def _get_during(self, remote: str, command: str) -> tuple[bytes, str]:
+        copy = asyncio.ensure_future(self._scp_get(remote))
+        try:
+            output = await self._command(command)
+        except BaseException:
+            copy.cancel()
+            raise
+        return await copy, output
 
     def import_file(self, name: str, data: bytes) -> str:
         """Copy a file to bootflash and `license smart import` it.
@@ -386,13 +427,16 @@ class SshTransport:
     def status(self) -> LicenseStatus:
         """`show license udi`, `status`, `authorization` and `rum id all`, parsed.
 
-        A device whose CLI lacks `show license rum id all` (older trains) gives None for the
+        `show license udi` is not run again when `udis()` read it in this session. A device
+        whose CLI lacks `show license rum id all` (older trains) gives None for the
         acknowledged report ids rather than failing.
 
         Raises:
             DeviceUnreachable, DeviceAuthError, DeviceError, HostKeyMismatch, HostKeyUnknown.
         """
-        udis = parse_udi_output(self._cli("show license udi"))
+        with self._lock:
+            known = self._udis if self._conn is not None else None
+        udis = known if known is not None else self.udis()
         last_ack = parse_status_output(self._cli("show license status"))
         auths = parse_authorization_output(self._cli("show license authorization"))
         try:
@@ -424,18 +468,12 @@ class SshTransport:
         """Leave the session and close the connection (idempotent)."""
         with self._lock:
             conn, self._conn, self._shell, self._prompt = self._conn, None, None, None
+            self._udis = None
         if conn is None:
             return
-
-        async def _close() -> None:
-            conn.close()
-            await conn.wait_closed()
-
-        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(_close(), 5), event_loop())
-        try:
-            future.result(10)
-        except Exception:
-            conn.abort()
+        # Sent, not waited for: the device has nothing more to say, and a device slot of a
+        # fleet run should not wait on the goodbye (26 ms on average with 50 at once here).
+        event_loop().call_soon_threadsafe(conn.close)
 
 
 def _device_error(output: str) -> str | None:

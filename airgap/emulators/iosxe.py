@@ -1052,6 +1052,16 @@ class SshFrontEnd:
         process.stdout.write(f"\r\n{prompt}")
         line = ""
         previous = ""
+        # The echo of what arrived in one read goes back in one write, as a device echoes a
+        # line pasted at once; a write per character made an SSH packet (and asyncssh's
+        # MSG_IGNORE before it) per character, most of a client's work for a short session.
+        echo: list[str] = []
+
+        def flush() -> None:
+            if echo:
+                process.stdout.write("".join(echo))
+                echo.clear()
+
         while True:
             data = await process.stdin.read(4096)
             if not data:
@@ -1062,27 +1072,30 @@ class SshFrontEnd:
                     continue
                 previous = ch
                 if ch in "\r\n":
-                    process.stdout.write("\r\n")
+                    echo.append("\r\n")
                     command = line.strip()
                     line = ""
                     if not command:
-                        process.stdout.write(prompt)
+                        echo.append(prompt)
                         continue
+                    flush()
                     text = await self._command(dev, command, process)
                     if text is None:
+                        flush()
                         process.exit(0)
                         return
-                    process.stdout.write(text.replace("\n", "\r\n") + prompt)
+                    echo.append(text.replace("\n", "\r\n") + prompt)
                 elif ch in "\x08\x7f":
                     if line:
                         line = line[:-1]
-                        process.stdout.write("\x08 \x08")
+                        echo.append("\x08 \x08")
                 elif ch == "\x03":
                     line = ""
-                    process.stdout.write("\r\n" + prompt)
+                    echo.append("\r\n" + prompt)
                 elif ch >= " ":
                     line += ch
-                    process.stdout.write(ch)
+                    echo.append(ch)
+            flush()
 
     async def _command(
         self, dev: EmulatedDevice, command: str, process: asyncssh.SSHServerProcess[str]

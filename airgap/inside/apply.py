@@ -181,25 +181,30 @@ def apply_response(
     logins = {d.credential: resolver.login(d.credential) for d in targets}
     known_hosts = KnownHosts.for_home(home.paths.root)
 
+    # One connection for every device's job (its lock serializes them): a connection per job
+    # made the jobs of one process fight over SQLite's file lock, whose busy handler sleeps
+    # (up to 100 ms a try) while a device waits for its APPLYING row.
+    ledger = InsideState(home.paths.state_db)
+
     def job(device: DeviceEntry) -> dict[str, Any]:
         todo = targets[device]
-        with InsideState(home.paths.state_db) as ledger:
-            # Read anew for every attempt: an earlier attempt on this device may have pushed.
-            mine = ledger.applies(record.bundle_id, [push.item_id for push in todo])
-            now = {(a.item_id, a.file): a for a in mine}
-            work = _DeviceWork(record.bundle_id, device, todo, now, ledger, options.force)
-            if device.platform == "bigip":
-                return work.bigip(logins[device.credential], options)
-            return work.iosxe(logins[device.credential], options, known_hosts)
+        # Read anew for every attempt: an earlier attempt on this device may have pushed.
+        mine = ledger.applies(record.bundle_id, [push.item_id for push in todo])
+        now = {(a.item_id, a.file): a for a in mine}
+        work = _DeviceWork(record.bundle_id, device, todo, now, ledger, options.force)
+        if device.platform == "bigip":
+            return work.bigip(logins[device.credential], options)
+        return work.iosxe(logins[device.credential], options, known_hosts)
 
     order = list(targets)
-    outcomes = run_fleet(
-        order,
-        job,
-        name=lambda d: d.hostname,
-        policy=FleetPolicy(concurrency=options.concurrency),
-        progress=progress,
-    )
+    with ledger:
+        outcomes = run_fleet(
+            order,
+            job,
+            name=lambda d: d.hostname,
+            policy=FleetPolicy(concurrency=options.concurrency),
+            progress=progress,
+        )
     result = ApplyResult(record.bundle_id, outcomes, unmatched, by_hand)
     refresh_reports(home, record.bundle_id)
     home.audit().append(

@@ -237,13 +237,19 @@ def _collect_iosxe(
     udis: list[str] = []
     try:
         # Usage first: over the REST API the reports it fetches also name the UDIs.
+        udi_text: str | None = None
         if options.usage:
-            data = transport.read_usage(close=True)
+            if options.udi:
+                data, udi_text = transport.read_usage_and_udi()
+            else:
+                data = transport.read_usage(close=True)
             parsed = parse_rum_bytes(data, path=f"{device.hostname} (usage)")
             path = folders["rum"] / f"{device.hostname}.rum.xml"
             records.append({"kind": "usage", **_write(path, data), "reports": len(parsed.reports)})
         if options.udi:
-            capture = render_capture(device.hostname, "show license udi", transport.read_udi())
+            if udi_text is None:
+                udi_text = transport.read_udi()
+            capture = render_capture(device.hostname, "show license udi", udi_text)
             found = parse_udi_capture(capture, source=f"{device.hostname} (show license udi)")
             udis = [f"{r.pid}:{r.sn}" for r in found]
             path = folders["udi"] / f"{device.hostname}.udi.txt"

@@ -329,3 +329,48 @@ def test_many_threads_drive_their_own_ssh_devices_at_once(
         outputs = list(pool.map(one, fleet.devices))
     assert [o.splitlines()[0] for o in outputs] == [f"UDI: {d.active.udi}" for d in fleet.devices]
     assert len(known_hosts.path.read_text().splitlines()) == len(fleet.devices)
+
+
+def test_ssh_status_after_udis_in_one_session_does_not_ask_the_udi_again(
+    fleet: IosXeFleet, known_hosts: KnownHosts
+) -> None:
+    dev = fleet.devices[4]
+
+    def commands() -> int:
+        return int(fleet.stats()["devices"][dev.hostname]["commands"])
+
+    device = connect(fleet, dev, "ssh", known_hosts)
+    try:
+        assert device.udis()[0] == (dev.active.pid, dev.active.sn)
+        assert commands() == 2  # terminal length 0, show license udi
+        status = device.status()
+        assert status.udis[0] == (dev.active.pid, dev.active.sn)
+        assert commands() == 5  # status, authorization, rum id all
+    finally:
+        device.close()
+    fresh = connect(fleet, dev, "ssh", known_hosts)
+    try:
+        assert fresh.status().udis[0] == (dev.active.pid, dev.active.sn)
+        assert commands() == 10  # a new session reads the UDIs anew
+    finally:
+        fresh.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_usage_and_udi_read_together_match_what_each_reads_alone(
+    fleet: IosXeFleet, known_hosts: KnownHosts, transport: str
+) -> None:
+    dev = fleet.devices[9]  # a stack: every unit's UDI
+    device = connect(fleet, dev, transport, known_hosts)
+    try:
+        usage, text = device.read_usage_and_udi()
+    finally:
+        device.close()
+    rum = parse_rum_bytes(usage, path="usage.xml")
+    assert rum.udi == (dev.active.pid, dev.active.sn)
+    assert all(verify_payload(r.payload, r.signature["value"]) for r in rum.reports)
+    records = parse_udi_capture(render_capture(dev.hostname, "show license udi", text))
+    assert [(r.pid, r.sn) for r in records] == [(m.pid, m.sn) for m in dev.members]
+    if transport == "ssh":
+        # terminal length 0, license smart save usage, show license udi; the copy is SCP
+        assert fleet.stats()["devices"][dev.hostname]["commands"] == 3

@@ -94,3 +94,22 @@ def test_pinning_from_many_threads_loses_no_line(tmp_path: Path) -> None:
     assert sorted(lines) == sorted(
         f"[127.0.0.1]:{10000 + n} {key((10000 + n) % 256).openssh()}" for n in range(64)
     )
+
+
+def test_keys_pinned_by_another_process_are_seen_and_an_edit_is_read_anew(
+    tmp_path: Path,
+) -> None:
+    known = KnownHosts(tmp_path / "known_hosts")
+    known.check("sw-1", 22, key(1), accept_new=True)
+    assert known.pinned("sw-2", 22) == []
+    other = KnownHosts(known.path)  # another process: its own cache of the same file
+    other.check("sw-2", 22, key(2), accept_new=True)
+    assert known.pinned("sw-2", 22) == [key(2)]  # read from the appended line only
+    with pytest.raises(HostKeyMismatch):
+        known.check("sw-2", 22, key(3), accept_new=True)
+    # An operator deletes sw-1's line (as the mismatch hint says): not a mere append.
+    known.path.write_text(f"sw-2 {key(2).openssh()}\n")
+    assert known.pinned("sw-1", 22) == []
+    assert known.check("sw-1", 22, key(4), accept_new=True) is True
+    assert known.pinned("sw-1", 22) == [key(4)]
+    assert known.pinned("sw-2", 22) == [key(2)]

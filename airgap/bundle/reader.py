@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import json
 import operator
+import os
 import re
 import tempfile
 import zlib
@@ -137,6 +138,8 @@ class OpenedBundle:
     _items: list[dict[str, Any]] | None = None
     _items_file: BinaryIO | None = None  # the verified items.json (an unlinked temp file)
     _items_size: int = 0
+    _spool: BinaryIO | None = None  # spool_files: every payload member, one after the other
+    _spooled: dict[str, tuple[int, int]] = field(default_factory=dict)  # offset, size
 
     @property
     def manifest_sha256(self) -> str:
@@ -176,6 +179,19 @@ class OpenedBundle:
             KeyError: the member was not kept.
         """
         return self._files[member]
+
+    def member_bytes(self, member: str) -> bytes:
+        """The verified bytes of `member` (kept with keep_files=True or spool_files=True).
+
+        Raises:
+            KeyError: the member was not kept.
+        """
+        if member in self._spooled:
+            assert self._spool is not None
+            offset, size = self._spooled[member]
+            self._spool.flush()  # no-op after the first call
+            return os.pread(self._spool.fileno(), size, offset)
+        return self._files[member].read_bytes()
 
     def member_source(self, member: str) -> Path | bytes:
         """The verified content of a payload member: bytes for small metadata, else a path.
@@ -218,6 +234,7 @@ def open_bundle(
     identity: object | None = None,
     limits: Limits | None = None,
     keep_files: bool = False,
+    spool_files: bool = False,
     temp_root: Path | None = None,
 ) -> Iterator[OpenedBundle]:
     """Verify the bundle at `path` and yield it; temporary files vanish when the block ends.
@@ -228,6 +245,8 @@ def open_bundle(
         identity: this home's age identity, needed only for an encrypted bundle.
         limits: size limits; defaults to `Limits()`.
         keep_files: keep payload members in a private temp folder for `file_path`.
+        spool_files: keep payload members one after the other in one unlinked temp file, for
+            `member_bytes` (one file written instead of one per member: for many small ones).
         temp_root: where that temp folder is created (default: the system's).
 
     Raises:
@@ -260,6 +279,8 @@ def open_bundle(
             reader = _BundleReader(
                 stream, policy, limits, Path(tmp) if keep_files else None, Path(tmp)
             )
+            if spool_files:
+                reader.spool = cast(BinaryIO, tempfile.TemporaryFile(dir=tmp))  # noqa: SIM115 (the OpenedBundle keeps it)
             # A read makes no cycles; collections would only walk its items batches again.
             gc_was_enabled = gc.isenabled()
             gc.disable()
@@ -267,9 +288,11 @@ def open_bundle(
                 opened = reader.read()
             except (OSError, EOFError, zlib.error) as exc:
                 _close(reader.items_file)
+                _close(reader.spool)
                 raise NotABundle(f"{path.name} is not a readable bundle ({exc})") from None
             except BaseException:
                 _close(reader.items_file)
+                _close(reader.spool)
                 raise
             finally:
                 if gc_was_enabled:
@@ -389,6 +412,8 @@ class _BundleReader:
         self.items_size = 0
         self.manifest: Manifest | None = None
         self.sums_verified = False  # SHA256SUMS hashed equal to the text its listing implies
+        self.spool: BinaryIO | None = None  # spool_files: where payload members are appended
+        self.spooled: dict[str, tuple[int, int]] = {}
 
     def fail(self, error: VerificationError) -> None:
         """Refuse, or in report-only mode remember the problem and go on."""
@@ -494,6 +519,8 @@ class _BundleReader:
             _items=items,
             _items_file=self.items_file,
             _items_size=self.items_size,
+            _spool=self.spool,
+            _spooled=self.spooled,
         )
 
     @staticmethod
@@ -529,6 +556,10 @@ class _BundleReader:
                 if digest == wanted.sha256:
                     assert sink.parts is not None
                     small[name] = b"".join(sink.parts)
+        elif self.spool is not None:
+            offset = self.spool.tell()
+            digest = self.tar.digest(self.spool)
+            self.spooled[name] = (offset, self.spool.tell() - offset)
         elif self.keep_dir is not None:
             target = self.keep_dir / f"member-{len(kept):06d}"
             with target.open("xb") as handle:

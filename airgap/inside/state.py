@@ -249,7 +249,7 @@ def now_text() -> str:
 def _dump(value: object) -> str | None:
     if value is None:
         return None
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return dumps_sorted(value).decode()
 
 
 def _load(text: str | None) -> Any:

@@ -157,7 +157,9 @@ def write_blob(
         if isinstance(source, bytes):
             view = memoryview(source)
             if len(view) != size:
-                raise sqlite3.DataError(f"{table}.{column}: {len(view)} bytes for a {size}-byte blob")
+                raise sqlite3.DataError(
+                    f"{table}.{column}: {len(view)} bytes for a {size}-byte blob"
+                )
             for start in range(0, size, BLOB_CHUNK):
                 blob.write(view[start : start + BLOB_CHUNK])
             return

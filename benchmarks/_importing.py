@@ -34,7 +34,7 @@ def _answer(item: Mapping[str, Any]) -> tuple[dict[str, Any], str, bytes]:
         }
         # An authorization code is a few hundred bytes of XML; unique per item.
         data = (
-            f'<specificPLR><authorizationCode><flag>A</flag><version>C</version><piid>{item_id}'
+            f"<specificPLR><authorizationCode><flag>A</flag><version>C</version><piid>{item_id}"
             f"</piid><timestamp>1764000000000</timestamp><entitlements><entitlement><tag>"
             f"{'x' * 180}</tag><count>1</count></entitlement></entitlements></authorizationCode>"
             f"<signature>{'S' * 120}</signature><udi>P:{udi.get('pid')},S:{udi.get('sn')}</udi>"
@@ -70,7 +70,9 @@ def make_response(outside_home: Path, request: Path, output: Path, *, sequence: 
     home = Home.open(outside_home)
     with open_bundle(request, home.policy(expected_kind="request"), limits=home.limits()) as req:
         reply = {"bundle_id": req.manifest.bundle_id, "manifest_sha256": req.manifest_sha256}
-        answers = [(str(item["id"]), str(item["action"]), _answer(item)) for item in req.iter_items()]
+        answers = [
+            (str(item["id"]), str(item["action"]), _answer(item)) for item in req.iter_items()
+        ]
 
     def items() -> Iterator[dict[str, Any]]:
         for item_id, action, (result, name, _) in answers:

@@ -753,11 +753,9 @@ class SequenceReservation:
                     request.path,
                 ),
             )
-            source: bytes | BinaryIO
-            if items_json is None:
-                source = dumps_sorted({"items": request.items})
-            else:
-                source = items_json
+            source: bytes | BinaryIO = (
+                dumps_sorted({"items": request.items}) if items_json is None else items_json
+            )
             if isinstance(source, bytes):
                 size = len(source)
             else:

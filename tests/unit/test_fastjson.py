@@ -43,7 +43,10 @@ def test_dumps_sorted_writes_what_json_writes(document: Any) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(documents | st.dictionaries(st.text(max_size=4), st.floats(allow_nan=False, allow_infinity=False)))
+@given(
+    documents
+    | st.dictionaries(st.text(max_size=4), st.floats(allow_nan=False, allow_infinity=False))
+)
 def test_dumps_indented_writes_what_json_writes_indented(document: Any) -> None:
     try:
         text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)

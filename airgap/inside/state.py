@@ -276,6 +276,21 @@ def _row_request(conn: sqlite3.Connection, row: sqlite3.Row) -> RequestRecord:
     return row_record(RequestRecord, row, items=_stored_items(data))
 
 
+_ITEM_COLUMNS_BUT_RESULT: Final = (
+    "request_id",
+    "item_id",
+    "action",
+    "device_key",
+    "status",
+    "NULL AS result",
+    "error",
+    "outputs",
+    "out_dir",
+    "response_id",
+    "updated",
+)
+
+
 def _row_item(row: sqlite3.Row) -> ItemRecord:
     return row_record(
         ItemRecord,
@@ -353,10 +368,18 @@ class InsideState(StateStore):
             rows = conn.execute(f"{_SELECT_REQUESTS} {where} ORDER BY sequence DESC").fetchall()
             return [_row_request(conn, row) for row in rows]
 
-    def items(self, request_id: str) -> list[ItemRecord]:
-        """The item states of a request, in item order."""
+    def items(self, request_id: str, *, results: bool = True) -> list[ItemRecord]:
+        """The item states of a request, in item order.
+
+        Args:
+            request_id: the request.
+            results: False leaves each record's `result` None (not read nor parsed): for a
+                caller that only shows states, such as a repeated import.
+        """
+        columns = "*" if results else ", ".join(_ITEM_COLUMNS_BUT_RESULT)
         rows = self._db.query(
-            "SELECT * FROM inside_items WHERE request_id = ? ORDER BY rowid", (request_id,)
+            f"SELECT {columns} FROM inside_items WHERE request_id = ? ORDER BY rowid",
+            (request_id,),
         )
         return [_row_item(row) for row in rows]
 

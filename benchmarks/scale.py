@@ -244,7 +244,9 @@ def best(runs: Sequence[Run]) -> Run:
     return Run(min(r.seconds for r in runs), max(r.max_rss_mib for r in runs))
 
 
-def measure_size(root: Path, devices: int, repeats: int, airgap: str, openssl: str) -> list[Result]:
+def measure_size(
+    root: Path, devices: int, repeats: int, airgap: str, openssl: str, stages: list[Stage]
+) -> list[Result]:
     """Generate `devices` devices under `root` and measure every stage on them."""
     from airgap.home import init_home
 
@@ -257,7 +259,7 @@ def measure_size(root: Path, devices: int, repeats: int, airgap: str, openssl: s
     setup = Setup(root, devices, home, udi, rum, root / "req.airgap", airgap, openssl)
     env = child_env()
     results = []
-    for stage in STAGES:
+    for stage in stages:
         ours: list[Run] = []
         theirs: list[Run] = []
         if stage.prepare:
@@ -287,7 +289,7 @@ def measure_size(root: Path, devices: int, repeats: int, airgap: str, openssl: s
     return results
 
 
-def print_tables(results: list[Result], sizes: list[int]) -> None:
+def print_tables(results: list[Result], sizes: list[int], stages: list[Stage]) -> None:
     print("\n| devices | bundle | stage | airgap | peak RSS | baseline | baseline time | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
@@ -301,7 +303,7 @@ def print_tables(results: list[Result], sizes: list[int]) -> None:
         print("\nMarginal cost per device (start-up cancels out):\n")
         print("| stage | devices | airgap | baseline | ratio of the differences |")
         print("|---|---|---|---|---|")
-        for stage in STAGES:
+        for stage in stages:
             for small, large in itertools.pairwise(sizes):
                 a, b = by_key[(small, stage.name)], by_key[(large, stage.name)]
                 step = large - small
@@ -314,7 +316,7 @@ def print_tables(results: list[Result], sizes: list[int]) -> None:
                 )
     smallest, largest = sizes[0], sizes[-1]
     print(f"\nTargets at {largest:,} devices:")
-    for stage in STAGES:
+    for stage in stages:
         big = by_key[(largest, stage.name)]
         small = by_key[(smallest, stage.name)]
         growth = big.ours.max_rss_mib / small.ours.max_rss_mib
@@ -355,7 +357,19 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each; the best counts")
     parser.add_argument("--smoke", action="store_true", help="200 and 600 devices, one repeat")
     parser.add_argument("--keep", type=Path, help="work (and keep the bundles) in this folder")
+    parser.add_argument(
+        "--stages",
+        help="comma-separated stage names to run (default: all; pack always runs, as the "
+        f"others read its bundle): {', '.join(s.name for s in STAGES)}",
+    )
     args = parser.parse_args()
+    stages = STAGES
+    if args.stages:
+        wanted = {name.strip() for name in args.stages.split(",")} | {"pack"}
+        unknown = wanted - {s.name for s in STAGES}
+        if unknown:
+            parser.error(f"unknown stage(s): {', '.join(sorted(unknown))}")
+        stages = [s for s in STAGES if s.name in wanted]
     sizes = sorted({int(n) for n in args.sizes.split(",")})
     if args.smoke:
         sizes, args.repeats = [200, 600], 1
@@ -368,8 +382,10 @@ def main() -> int:
         base = args.keep or Path(tmp)
         results: list[Result] = []
         for devices in sizes:
-            results += measure_size(base / f"n{devices}", devices, args.repeats, airgap, openssl)
-        print_tables(results, sizes)
+            results += measure_size(
+                base / f"n{devices}", devices, args.repeats, airgap, openssl, stages
+            )
+        print_tables(results, sizes, stages)
     if args.smoke:
         print("(smoke run: at a few hundred devices the ratios measure start-up, not scale)")
     return 0

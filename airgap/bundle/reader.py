@@ -414,6 +414,7 @@ class _BundleReader:
         self.sums_verified = False  # SHA256SUMS hashed equal to the text its listing implies
         self.spool: BinaryIO | None = None  # spool_files: where payload members are appended
         self.spooled: dict[str, tuple[int, int]] = {}
+        self.spool_size = 0  # bytes written to the spool (its tell() costs a flush)
 
     def fail(self, error: VerificationError) -> None:
         """Refuse, or in report-only mode remember the problem and go on."""
@@ -557,9 +558,9 @@ class _BundleReader:
                     assert sink.parts is not None
                     small[name] = b"".join(sink.parts)
         elif self.spool is not None:
-            offset = self.spool.tell()
             digest = self.tar.digest(self.spool)
-            self.spooled[name] = (offset, self.spool.tell() - offset)
+            self.spooled[name] = (self.spool_size, wanted.size)
+            self.spool_size += wanted.size
         elif self.keep_dir is not None:
             target = self.keep_dir / f"member-{len(kept):06d}"
             with target.open("xb") as handle:

@@ -586,13 +586,20 @@ def _views(
                 f"`{done.file}` on {done.hostname} at {done.updated}"
             )
     views: list[ItemView] = []
+    # Each item's outputs are shown relative to `request_dir` when they are in it: compared as
+    # text, once per folder, rather than as a Path per item.
+    same_dir: dict[str, bool] = {}
     for item in request.items:
         item_id = str(item["id"])
         record = records[item_id]
         shown: list[str] = []
-        for rel in record.outputs or []:
-            base = Path(record.out_dir) if record.out_dir else request_dir
-            shown.append(rel if base == request_dir else str(base / rel))
+        if record.outputs:
+            out_dir = record.out_dir or ""
+            inside = same_dir.get(out_dir)
+            if inside is None:
+                inside = same_dir[out_dir] = not out_dir or Path(out_dir) == request_dir
+            for rel in record.outputs:
+                shown.append(rel if inside else str(Path(out_dir) / rel))
         views.append(
             ItemView(
                 item_id=item_id,

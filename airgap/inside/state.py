@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from airgap import fastjson
 from airgap.errors import StateDbError
 from airgap.fastjson import dumps_sorted
 from airgap.statedb import (
@@ -291,13 +292,18 @@ _ITEM_COLUMNS_BUT_RESULT: Final = (
 )
 
 
+def _load_paths(text: str | None) -> Any:
+    # orjson: a list of strings (output paths) reads the same through either.
+    return None if text is None else fastjson.loads(text)
+
+
 def _row_item(row: sqlite3.Row) -> ItemRecord:
     return row_record(
         ItemRecord,
         row,
         result=_load(row["result"]),
         error=_load(row["error"]),
-        outputs=_load(row["outputs"]),
+        outputs=_load_paths(row["outputs"]),
     )
 
 

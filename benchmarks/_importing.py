@@ -5,6 +5,12 @@ inside home trusts, with the file the Cisco client stores for the action (`lic.t
 reservation, `ack.xml` for a usage report) and a result of the client's shape. Processing
 100,000 devices against the emulator would take the benchmark most of an hour; the importer
 cannot tell the difference.
+
+A bundle's member list is bounded (readers accept a `manifest.json` and a `SHA256SUMS` of at
+most 16 MiB each: about 115,000 members), so a response to 100,000 devices (200,000 items)
+cannot carry a file for every item. Past `max_files` files the items are answered `pending`
+without a file, as the outside reports an item still in progress: at 100,000 devices the
+response holds 200,000 items, the first 100,000 of them with a file.
 """
 
 from __future__ import annotations
@@ -54,14 +60,26 @@ def _answer(item: Mapping[str, Any]) -> tuple[dict[str, Any], str, bytes]:
     return result, name, data
 
 
-def make_response(outside_home: Path, request: Path, output: Path, *, sequence: int = 1) -> int:
-    """Write a response to `request` that answers every item ok; return its item count.
+MAX_FILES = 100_000  # files a response can carry within the member-list limits, with room
+
+
+def make_response(
+    outside_home: Path,
+    request: Path,
+    output: Path,
+    *,
+    sequence: int = 1,
+    max_files: int = MAX_FILES,
+) -> tuple[int, int]:
+    """Write a response to `request` that answers its items ok (the first `max_files` of
+    them; the rest pending); return its item count and how many carry a file.
 
     Args:
         outside_home: the outside home that signs it (the inside home must trust its card).
         request: the request bundle (packed by the inside home).
         output: where the response goes.
         sequence: the response's sequence number.
+        max_files: how many items are answered ok with a file.
     """
     from airgap.bundle import PayloadFile, build_bundle, open_bundle
     from airgap.home import Home
@@ -71,11 +89,25 @@ def make_response(outside_home: Path, request: Path, output: Path, *, sequence: 
     with open_bundle(request, home.policy(expected_kind="request"), limits=home.limits()) as req:
         reply = {"bundle_id": req.manifest.bundle_id, "manifest_sha256": req.manifest_sha256}
         answers = [
-            (str(item["id"]), str(item["action"]), _answer(item)) for item in req.iter_items()
+            (str(item["id"]), str(item["action"]), _answer(item) if n < max_files else None)
+            for n, item in enumerate(req.iter_items())
         ]
 
     def items() -> Iterator[dict[str, Any]]:
-        for item_id, action, (result, name, _) in answers:
+        for item_id, action, answer in answers:
+            if answer is None:
+                yield {
+                    "id": item_id,
+                    "request_item": item_id,
+                    "action": action,
+                    "status": "pending",
+                    "result": {},
+                    "error": None,
+                    "files": [],
+                    "vendor_refs": {},
+                }
+                continue
+            result, name, _ = answer
             yield {
                 "id": item_id,
                 "request_item": item_id,
@@ -88,8 +120,10 @@ def make_response(outside_home: Path, request: Path, output: Path, *, sequence: 
             }
 
     def files() -> Iterator[PayloadFile]:
-        for item_id, _, (_, name, data) in answers:
-            yield PayloadFile(f"files/{item_id}/{name}", data)
+        for item_id, _, answer in answers:
+            if answer is not None:
+                _, name, data = answer
+                yield PayloadFile(f"files/{item_id}/{name}", data)
 
     now = utc_now()
     build_bundle(
@@ -104,4 +138,4 @@ def make_response(outside_home: Path, request: Path, output: Path, *, sequence: 
         audit_head=home.audit().head(),
         in_reply_to=reply,
     )
-    return len(answers)
+    return len(answers), min(len(answers), max_files)

@@ -148,8 +148,11 @@ def _prepare_response(s: Setup) -> None:
         outside_home.trust_store().add(inside_home.card())
     _response(s).unlink(missing_ok=True)
     started = time.perf_counter()
-    items = make_response(outside, s.bundle, _response(s))
-    print(f"  (response of {items:,} items written in {time.perf_counter() - started:.1f} s)")
+    items, files = make_response(outside, s.bundle, _response(s))
+    print(
+        f"  (response of {items:,} items, {files:,} with a file, written in "
+        f"{time.perf_counter() - started:.1f} s)"
+    )
     packed = s.root / "home-packed"
     shutil.rmtree(packed, ignore_errors=True)
     shutil.copytree(s.home, packed)

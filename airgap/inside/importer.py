@@ -26,7 +26,6 @@ import os
 import re
 import stat
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,6 @@ from airgap.review import audited_refusal, identity_for, require_home_role
 
 REPORTS = ("INSTRUCTIONS.md", "summary.json")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-_WRITERS = 8  # threads creating output files at once
 _TEMP_NAME = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp names of fsutil
 
 
@@ -712,55 +710,42 @@ def _write_outputs(targets: Mapping[Path, _Data], opened: OpenedBundle | None = 
     Each file is written to a temporary name and renamed into place without an fsync of its
     own (one fsync a file made 10,000 files take half a minute); the device files are made
     durable together before the reports are written, and the reports after them, so a report
-    on disk never names a device file that is not. Folders and files are created by a few
-    threads at once: creating a file is the kernel's work (the GIL is released), and on a busy
-    file system each creation mostly waits for its journal.
+    on disk never names a device file that is not.
 
     Raises:
         ConfigError: a file cannot be written (the files written so far are complete, and a
             new import of the same response writes the rest).
     """
+    written: list[str] = []
     ordered = sorted(targets, key=lambda p: (p.name in REPORTS, str(p)))
+    made: set[Path] = set()
     reports_from = next((n for n, p in enumerate(ordered) if p.name in REPORTS), len(ordered))
-
-    def make_folder(folder: Path) -> None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot create {folder}: {exc.strerror or exc}",
-                hint="Free some space or fix the folder's permissions, then import again.",
-            ) from exc
-
-    def write(path: Path) -> None:
-        data = targets[path]
-        try:
-            if isinstance(data, _Member):
-                assert opened is not None
-                data = opened.member_bytes(data.path)
-            atomic_write_bytes(path, data, fsync=False, make_parents=False)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot write {path}: {exc.strerror or exc}",
-                hint="Free some space or fix the folder's permissions, then import again.",
-            ) from exc
-
-    with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="import-write") as pool:
-        # Parents before children: sorted, a folder comes before the folders inside it, and
-        # `mkdir(parents=True, exist_ok=True)` tolerates another thread making a parent.
-        list(pool.map(make_folder, sorted({path.parent for path in ordered})))
-        for group in (ordered[:reports_from], ordered[reports_from:]):
-            list(pool.map(write, group))
-            if group:
-                try:
-                    sync_filesystem(group[0].parent)
-                except OSError as exc:
-                    raise ConfigError(
-                        f"cannot make the files in {group[0].parent} durable: "
-                        f"{exc.strerror or exc}",
-                        hint="Check the disk, then import again.",
-                    ) from exc
-    return [str(path) for path in ordered]
+    for group in (ordered[:reports_from], ordered[reports_from:]):
+        for path in group:
+            try:
+                if path.parent not in made:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(path.parent)
+                data = targets[path]
+                if isinstance(data, _Member):
+                    assert opened is not None
+                    data = opened.member_bytes(data.path)
+                atomic_write_bytes(path, data, fsync=False, make_parents=False)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot write {path}: {exc.strerror or exc}",
+                    hint="Free some space or fix the folder's permissions, then import again.",
+                ) from exc
+            written.append(str(path))
+        if group:
+            try:
+                sync_filesystem(group[0].parent)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot make the files in {group[0].parent} durable: {exc.strerror or exc}",
+                    hint="Check the disk, then import again.",
+                ) from exc
+    return written
 
 
 # --- the no-op of a repeated import -------------------------------------------------------------

@@ -25,13 +25,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias, TypeVar
+from typing import Any, BinaryIO, Final, Self, TypeAlias, TypeVar
 
 from airgap.errors import AirgapError, Busy, StateDbError
 
 _log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT: Final = 30.0  # seconds another process may hold the write lock before we give up
+BLOB_CHUNK: Final = 1 << 20  # bytes per incremental blob read or write
 
 Migration: TypeAlias = Callable[[sqlite3.Connection], None]
 """One schema step, run inside the migration's write transaction."""
@@ -136,6 +137,51 @@ def _create_private(path: Path) -> None:
 
 def _user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def write_blob(
+    conn: sqlite3.Connection, table: str, column: str, rowid: int, source: bytes | BinaryIO
+) -> None:
+    """Fill a blob that was inserted as `zeroblob(n)` from `source`, a chunk at a time.
+
+    A large value bound as one parameter is copied by SQLite whole, and again into the row it
+    builds; written incrementally it never exists in memory at once. The blob must be the last
+    column of its row (otherwise SQLite still builds the whole row to reach the columns after
+    it) and `source` must hold exactly its `n` bytes (a file is read from its current position).
+
+    Raises:
+        sqlite3.Error: SQLite failed, or `source` is shorter or longer than the blob.
+    """
+    with conn.blobopen(table, column, rowid) as blob:
+        size = len(blob)
+        if isinstance(source, bytes):
+            view = memoryview(source)
+            if len(view) != size:
+                raise sqlite3.DataError(
+                    f"{table}.{column}: {len(view)} bytes for a {size}-byte blob"
+                )
+            for start in range(0, size, BLOB_CHUNK):
+                blob.write(view[start : start + BLOB_CHUNK])
+            return
+        written = 0
+        while chunk := source.read(min(BLOB_CHUNK, size - written) or 1):
+            if written + len(chunk) > size:
+                raise sqlite3.DataError(f"{table}.{column}: more bytes than the {size}-byte blob")
+            blob.write(chunk)
+            written += len(chunk)
+        if written != size:
+            raise sqlite3.DataError(f"{table}.{column}: {written} bytes for a {size}-byte blob")
+
+
+def iter_blob(conn: sqlite3.Connection, table: str, column: str, rowid: int) -> Iterator[bytes]:
+    """The bytes of one blob, a chunk at a time (read in the caller's transaction).
+
+    Raises:
+        sqlite3.Error: SQLite failed.
+    """
+    with conn.blobopen(table, column, rowid, readonly=True) as blob:
+        while chunk := blob.read(BLOB_CHUNK):
+            yield chunk
 
 
 class Closable:
@@ -382,5 +428,7 @@ __all__ = [
     "StateStore",
     "db_error",
     "is_locked",
+    "iter_blob",
     "row_record",
+    "write_blob",
 ]

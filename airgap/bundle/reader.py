@@ -140,6 +140,8 @@ class OpenedBundle:
     _items_file: BinaryIO | None = None  # the verified items.json (an unlinked temp file)
     _items_size: int = 0
     _rendered: list[BinaryIO] | None = None  # what `render_items` made, a file per range
+    _spool: BinaryIO | None = None  # spool_files: every payload member, one after the other
+    _spooled: dict[str, tuple[int, int]] = field(default_factory=dict)  # offset, size
 
     @property
     def manifest_sha256(self) -> str:
@@ -188,6 +190,19 @@ class OpenedBundle:
         """
         return self._files[member]
 
+    def member_bytes(self, member: str) -> bytes:
+        """The verified bytes of `member` (kept with keep_files=True or spool_files=True).
+
+        Raises:
+            KeyError: the member was not kept.
+        """
+        if member in self._spooled:
+            assert self._spool is not None
+            offset, size = self._spooled[member]
+            self._spool.flush()  # no-op after the first call
+            return os.pread(self._spool.fileno(), size, offset)
+        return self._files[member].read_bytes()
+
     def member_source(self, member: str) -> Path | bytes:
         """The verified content of a payload member: bytes for small metadata, else a path.
 
@@ -229,6 +244,7 @@ def open_bundle(
     identity: object | None = None,
     limits: Limits | None = None,
     keep_files: bool = False,
+    spool_files: bool = False,
     temp_root: Path | None = None,
     render_items: Callable[[list[Any]], bytes] | None = None,
 ) -> Iterator[OpenedBundle]:
@@ -240,6 +256,8 @@ def open_bundle(
         identity: this home's age identity, needed only for an encrypted bundle.
         limits: size limits; defaults to `Limits()`.
         keep_files: keep payload members in a private temp folder for `file_path`.
+        spool_files: keep payload members one after the other in one unlinked temp file, for
+            `member_bytes` (one file written instead of one per member: for many small ones).
         temp_root: where that temp folder is created (default: the system's).
         render_items: applied to each batch of items (a list) once it is checked, while
             `items.json` is checked; what it returns is kept in temporary files, for
@@ -277,6 +295,8 @@ def open_bundle(
             )
             reader.render_items = render_items
             stack.callback(reader.stop_items_check)
+            if spool_files:
+                reader.spool = cast(BinaryIO, tempfile.TemporaryFile(dir=tmp))  # noqa: SIM115 (the OpenedBundle keeps it)
             # A read makes no cycles; collections would only walk its items batches again.
             gc_was_enabled = gc.isenabled()
             gc.disable()
@@ -284,9 +304,11 @@ def open_bundle(
                 opened = reader.read()
             except (OSError, EOFError, zlib.error) as exc:
                 reader.close_files()
+                _close(reader.spool)
                 raise NotABundle(f"{path.name} is not a readable bundle ({exc})") from None
             except BaseException:
                 reader.close_files()
+                _close(reader.spool)
                 raise
             finally:
                 if gc_was_enabled:
@@ -469,6 +491,9 @@ class _BundleReader:
         self.sums_verified = False  # SHA256SUMS hashed equal to the text its listing implies
         self.member_worker: _MemberWorker | None = None
         self.member_worker_tried = False
+        self.spool: BinaryIO | None = None  # spool_files: where payload members are appended
+        self.spooled: dict[str, tuple[int, int]] = {}
+        self.spool_size = 0  # bytes written to the spool (its tell() costs a flush)
 
     def start_items_check(self) -> None:
         """Start checking the verified items.json (in worker processes, if it pays)."""
@@ -606,8 +631,8 @@ class _BundleReader:
         kept: dict[str, Path] = {}
         small: dict[str, bytes] = {}
         # Runs of small listed members are checked at once while the tar is as airgap writes
-        # it; kept files are written one at a time.
-        runs = self.keep_dir is None
+        # it; kept or spooled files are written one at a time.
+        runs = self.keep_dir is None and self.spool is None
         while True:
             if listing is not None and listing.fast is not None:
                 if not self.member_worker_tried and runs:
@@ -716,6 +741,8 @@ class _BundleReader:
             _items_file=self.items_file,
             _items_size=self.items_size,
             _rendered=rendered,
+            _spool=self.spool,
+            _spooled=self.spooled,
         )
 
     def take_listed_run(
@@ -783,6 +810,10 @@ class _BundleReader:
                 if digest == wanted.sha256:
                     assert sink.parts is not None
                     small[name] = b"".join(sink.parts)
+        elif self.spool is not None:
+            digest = self.tar.digest(self.spool)
+            self.spooled[name] = (self.spool_size, wanted.size)
+            self.spool_size += wanted.size
         elif self.keep_dir is not None:
             target = self.keep_dir / f"member-{len(kept):06d}"
             with target.open("xb") as handle:

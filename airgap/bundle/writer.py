@@ -294,9 +294,14 @@ class BundleBuilder:
     def items_json(self) -> bytes:
         """The exact `items.json` the bundle holds, read back whole: memory in proportion to
         the items, for a caller that must store it (state.db does)."""
+        return self.items_json_file().read()
+
+    def items_json_file(self) -> BinaryIO:
+        """The exact `items.json` the bundle holds, as the builder's own file positioned at
+        its start, for a caller that stores it a chunk at a time. Valid until `close()`."""
         self._complete_items()
         self._items.seek(0)
-        return self._items.read()
+        return self._items
 
     # --- writing -----------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 from airgap.audit import AuditLog
 from airgap.bundle import OpenedBundle, open_bundle
 from airgap.errors import ConfigError, InputError, Replay, SchemaError, UnknownRequest
-from airgap.fsutil import atomic_write_bytes
+from airgap.fsutil import atomic_write_bytes, sync_filesystem
 from airgap.home import Home
 from airgap.inside.instructions import (
     ItemView,
@@ -96,13 +97,38 @@ class ImportResult:
         }
 
 
+@dataclass(frozen=True)
+class _Member:
+    """A verified payload member of the response, read from the bundle's spool when needed:
+    a response of 100,000 files is not held in memory between checking and writing."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+_Data = bytes | _Member  # what an output file will hold
+
+
+def _data(opened: OpenedBundle, source: _Data) -> bytes:
+    return opened.member_bytes(source.path) if isinstance(source, _Member) else source
+
+
+def _sha256(source: _Data) -> str:
+    return source.sha256 if isinstance(source, _Member) else hashlib.sha256(source).hexdigest()
+
+
+def _size(source: _Data) -> int:
+    return source.size if isinstance(source, _Member) else len(source)
+
+
 @dataclass
 class _Answer:
-    """One response item, checked, with its files' bytes."""
+    """One response item, checked, with its files (by name)."""
 
     item: ResponseItem
     request_item: RequestItem
-    files: dict[str, bytes]  # name -> bytes
+    files: dict[str, _Member]  # name -> member
 
     @property
     def status(self) -> str:
@@ -111,7 +137,7 @@ class _Answer:
     def stored_result(self) -> dict[str, Any]:
         return {
             "result": dict(self.item.result),
-            "files": {n: hashlib.sha256(d).hexdigest() for n, d in sorted(self.files.items())},
+            "files": {n: m.sha256 for n, m in sorted(self.files.items())},
             "vendor_refs": dict(self.item.vendor_refs),
         }
 
@@ -123,7 +149,7 @@ class _Plan:
     request: RequestRecord
     request_dir: Path
     updates: dict[str, ItemRecord]
-    targets: dict[Path, bytes]
+    targets: dict[Path, _Data]
     unchanged: list[Path]
     stale: list[str]
     views: list[ItemView]
@@ -162,7 +188,7 @@ def import_response(home: Home, response: Path, *, out: Path) -> ImportResult:
                 home.policy(expected_kind="response"),
                 identity=identity,
                 limits=home.limits(),
-                keep_files=True,
+                spool_files=True,  # one temp file for every member, not one file each
             ) as opened:
                 request = _match_request(state, opened)
                 previous = state.response(opened.manifest.bundle_id)
@@ -186,13 +212,13 @@ def import_response(home: Home, response: Path, *, out: Path) -> ImportResult:
         state.note_pending_outputs(
             opened.manifest.bundle_id,
             {
-                path: hashlib.sha256(data).hexdigest()
+                path: _sha256(data)
                 for path, data in plan.targets.items()
                 if path.name in REPORTS and path.parent == plan.request_dir
             },
         )
         _remove_stale_temp_files([*plan.targets, *plan.unchanged])
-        written = _write_outputs(plan.targets)
+        written = _write_outputs(plan.targets, opened)
         imported_at = now_text()
         counts = count_statuses(plan.views)
         state.record_import(
@@ -205,7 +231,7 @@ def import_response(home: Home, response: Path, *, out: Path) -> ImportResult:
                 counts=counts,
             ),
             list(plan.updates.values()),
-            {path: hashlib.sha256(data).hexdigest() for path, data in plan.targets.items()},
+            {path: _sha256(data) for path, data in plan.targets.items()},
         )
     manifest = opened.manifest
     audit.append(
@@ -219,7 +245,7 @@ def import_response(home: Home, response: Path, *, out: Path) -> ImportResult:
             "producer": dict(manifest.producer),
             "producer_audit_head": manifest.audit_head,
             "signers": [c.fingerprint for c in opened.signatures if c.status == "valid"],
-            "items": len(opened.items),
+            "items": opened.item_count,
             "counts": counts,
             "updated": len(plan.updates),
             "stale": len(plan.stale),
@@ -289,7 +315,7 @@ def _check_items(opened: OpenedBundle, request: RequestRecord) -> list[_Answer]:
     by_id = {str(item["id"]): RequestItem.from_json(item) for item in request.items}
     answered: dict[str, str] = {}
     answers: list[_Answer] = []
-    for raw in opened.items:
+    for raw in opened.iter_items():
         item = ResponseItem.from_json(raw)
         rid, target = item.id, item.request_item
         wanted = by_id.get(target)
@@ -308,13 +334,15 @@ def _check_items(opened: OpenedBundle, request: RequestRecord) -> list[_Answer]:
                 f"response item {rid} is a {item.action}, but request item {target} asked "
                 f"for {wanted.action}"
             )
-        files = _item_files(opened, item, wanted)
-        _check_subject(item, wanted, files)
+        files, read = _item_files(opened, item, wanted)
+        _check_subject(item, wanted, read)
         answers.append(_Answer(item, wanted, files))
     return answers
 
 
-def _check_subject(item: ResponseItem, wanted: RequestItem, files: Mapping[str, bytes]) -> None:
+def _check_subject(
+    item: ResponseItem, wanted: RequestItem, files: Mapping[str, bytes | None]
+) -> None:
     """The answer must be about the device (or registration key) the request item named."""
     rid, target = item.id, wanted.id
     entry = wanted.entry
@@ -335,7 +363,7 @@ def _check_subject(item: ResponseItem, wanted: RequestItem, files: Mapping[str, 
         return  # queries name many devices in their results; only device actions are checked
     documents: list[Mapping[str, Any]] = [item.result]
     for name, data in files.items():
-        if name.endswith(".json"):
+        if data is not None and name.endswith(".json"):
             try:
                 parsed = json.loads(data)
             except ValueError:
@@ -351,10 +379,14 @@ def _check_subject(item: ResponseItem, wanted: RequestItem, files: Mapping[str, 
                 )
 
 
-def _item_files(opened: OpenedBundle, item: ResponseItem, wanted: RequestItem) -> dict[str, bytes]:
+def _item_files(
+    opened: OpenedBundle, item: ResponseItem, wanted: RequestItem
+) -> tuple[dict[str, _Member], dict[str, bytes | None]]:
+    """The item's files as spooled members, and the bytes of those `_check_subject` reads."""
     rid, entry = item.id, item.entry
     allowed = entry.response_files
-    files: dict[str, bytes] = {}
+    files: dict[str, _Member] = {}
+    read: dict[str, bytes | None] = {}
     for member in item.files:
         name = member.rsplit("/", 1)[-1]
         if name not in allowed:
@@ -366,14 +398,16 @@ def _item_files(opened: OpenedBundle, item: ResponseItem, wanted: RequestItem) -
             raise ResponseMismatch(f"response item {rid} carries two files named {name}")
         if item.status != "ok":
             raise ResponseMismatch(f"response item {rid} is {item.status} but carries {member}")
-        files[name] = opened.file_path(member).read_bytes()
+        data = opened.member_bytes(member)
+        files[name] = _Member(member, hashlib.sha256(data).hexdigest(), len(data))
+        read[name] = data if name.endswith(".json") else None
     required = entry.required_file
     if item.status == "ok" and required and required not in files:
         raise ResponseMismatch(
             f"response item {rid} ({item.action}) is ok but carries no {required} for device "
             f"{wanted.device_key}"
         )
-    return files
+    return files, read
 
 
 # --- planning outputs ----------------------------------------------------------------------------
@@ -438,11 +472,11 @@ def _pretty(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
-def _outputs_for(answer: _Answer, folder: str | None, number: int | None) -> dict[str, bytes]:
-    """Relative output path -> bytes for one `ok` answer."""
+def _outputs_for(answer: _Answer, folder: str | None, number: int | None) -> dict[str, _Data]:
+    """Relative output path -> what it will hold, for one `ok` answer."""
     entry = answer.item.entry
     item_id = answer.item.request_item
-    files = dict(answer.files)
+    files: dict[str, _Data] = dict(answer.files)
     if entry.result_file and entry.result_file not in files:
         # A confirmation or query answer the outside sent as the item's result.
         files[entry.result_file] = _pretty(dict(answer.item.result))
@@ -450,7 +484,7 @@ def _outputs_for(answer: _Answer, folder: str | None, number: int | None) -> dic
         return {f"queries/{item_id}.json": files[str(entry.result_file)]}
     if folder is None:  # pragma: no cover - every other action has a folder
         raise ResponseMismatch(f"request item {item_id} has no device to write outputs for")
-    out: dict[str, bytes] = {}
+    out: dict[str, _Data] = {}
     for name, data in sorted(files.items()):
         target = name
         if name == entry.numbered_file:
@@ -474,7 +508,7 @@ def _plan(
     response_id = opened.manifest.bundle_id
     stamp = now_text()
     updates: dict[str, ItemRecord] = {}
-    targets: dict[Path, bytes] = {}
+    targets: dict[Path, _Data] = {}
     stale: list[str] = []
     for answer in answers:
         item_id = answer.item.request_item
@@ -494,7 +528,7 @@ def _plan(
                     "final results",
                     hint="Refuse this response and ask the outside why it answered twice.",
                 )
-        outputs: dict[str, bytes] = {}
+        outputs: dict[str, _Data] = {}
         if new_status == "ok":
             outputs = _outputs_for(answer, where.get(item_id), numbers.get(item_id))
         for rel, data in outputs.items():
@@ -527,7 +561,7 @@ def _plan(
     )
     targets[request_dir / "INSTRUCTIONS.md"] = render_instructions(request_view, views).encode()
     targets[request_dir / "summary.json"] = summary_bytes(request_view, views)
-    unchanged = [path for path, data in targets.items() if _same_file(path, data)]
+    unchanged = [path for path, data in targets.items() if _same_file(path, data, opened)]
     for path in unchanged:
         del targets[path]
     return _Plan(request, request_dir, updates, targets, unchanged, stale, views)
@@ -552,13 +586,20 @@ def _views(
                 f"`{done.file}` on {done.hostname} at {done.updated}"
             )
     views: list[ItemView] = []
+    # Each item's outputs are shown relative to `request_dir` when they are in it: compared as
+    # text, once per folder, rather than as a Path per item.
+    same_dir: dict[str, bool] = {}
     for item in request.items:
         item_id = str(item["id"])
         record = records[item_id]
         shown: list[str] = []
-        for rel in record.outputs or []:
-            base = Path(record.out_dir) if record.out_dir else request_dir
-            shown.append(rel if base == request_dir else str(base / rel))
+        if record.outputs:
+            out_dir = record.out_dir or ""
+            inside = same_dir.get(out_dir)
+            if inside is None:
+                inside = same_dir[out_dir] = not out_dir or Path(out_dir) == request_dir
+            for rel in record.outputs:
+                shown.append(rel if inside else str(Path(out_dir) / rel))
         views.append(
             ItemView(
                 item_id=item_id,
@@ -577,9 +618,15 @@ def _views(
     return views
 
 
-def _same_file(path: Path, data: bytes) -> bool:
+def _same_file(path: Path, data: _Data, opened: OpenedBundle) -> bool:
     try:
-        return path.is_file() and not path.is_symlink() and path.read_bytes() == data
+        info = os.lstat(path)  # one call: a missing file (the usual case) costs only this
+    except OSError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or info.st_size != _size(data):
+        return False
+    try:
+        return path.read_bytes() == _data(opened, data)
     except OSError:
         return False
 
@@ -593,18 +640,16 @@ def _check_targets(state: InsideState, plan: _Plan) -> None:
     """
     conflicts: list[str] = []
     inside = plan.request_dir
+    folders_seen: dict[Path, str | None] = {}  # folder -> its conflict, checked once each
     for path in plan.targets:
-        for parent in path.parents:
-            within = parent == inside or inside in parent.parents
-            if within and parent.is_symlink():
-                conflicts.append(f"{parent} is a symbolic link, not a folder")
-                break
-            if parent.exists():
-                if not parent.is_dir():
-                    conflicts.append(f"{parent} is not a folder")
-                break
-        if not path.exists() and not path.is_symlink():
-            continue
+        if path.parent not in folders_seen:
+            folders_seen[path.parent] = _folder_conflict(path.parent, inside)
+            if folders_seen[path.parent] is not None:
+                conflicts.append(str(folders_seen[path.parent]))
+        try:
+            os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # nothing there (a file on the way is the folder's conflict)
         if path.name in REPORTS and path.parent == inside and path.is_file():
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             ours = {state.output_sha256(path), *state.pending_output_sha256(path)}
@@ -617,6 +662,19 @@ def _check_targets(state: InsideState, plan: _Plan) -> None:
             f"refusing to overwrite: {conflicts[0]}{more}; nothing was written",
             hint="Move the existing files away, or import into another folder with --out.",
         )
+
+
+def _folder_conflict(folder: Path, inside: Path) -> str | None:
+    """Why outputs cannot go into `folder` (a symbolic link or a file on its way), or None."""
+    for parent in (folder, *folder.parents):
+        within = parent == inside or inside in parent.parents
+        if within and parent.is_symlink():
+            return f"{parent} is a symbolic link, not a folder"
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is not a folder"
+            return None
+    return None
 
 
 def _remove_stale_temp_files(paths: Sequence[Path]) -> None:
@@ -645,8 +703,14 @@ def _by_folder(paths: Sequence[Path]) -> dict[Path, set[str]]:
     return folders
 
 
-def _write_outputs(targets: Mapping[Path, bytes]) -> list[str]:
-    """Write every output atomically; device files first, the reports last.
+def _write_outputs(targets: Mapping[Path, _Data], opened: OpenedBundle | None = None) -> list[str]:
+    """Write every output atomically; device files first, the reports last, all on disk when
+    this returns.
+
+    Each file is written to a temporary name and renamed into place without an fsync of its
+    own (one fsync a file made 10,000 files take half a minute); the device files are made
+    durable together before the reports are written, and the reports after them, so a report
+    on disk never names a device file that is not.
 
     Raises:
         ConfigError: a file cannot be written (the files written so far are complete, and a
@@ -654,15 +718,33 @@ def _write_outputs(targets: Mapping[Path, bytes]) -> list[str]:
     """
     written: list[str] = []
     ordered = sorted(targets, key=lambda p: (p.name in REPORTS, str(p)))
-    for path in ordered:
-        try:
-            atomic_write_bytes(path, targets[path])
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot write {path}: {exc.strerror or exc}",
-                hint="Free some space or fix the folder's permissions, then import again.",
-            ) from exc
-        written.append(str(path))
+    made: set[Path] = set()
+    reports_from = next((n for n, p in enumerate(ordered) if p.name in REPORTS), len(ordered))
+    for group in (ordered[:reports_from], ordered[reports_from:]):
+        for path in group:
+            try:
+                if path.parent not in made:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(path.parent)
+                data = targets[path]
+                if isinstance(data, _Member):
+                    assert opened is not None
+                    data = opened.member_bytes(data.path)
+                atomic_write_bytes(path, data, fsync=False, make_parents=False)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot write {path}: {exc.strerror or exc}",
+                    hint="Free some space or fix the folder's permissions, then import again.",
+                ) from exc
+            written.append(str(path))
+        if group:
+            try:
+                sync_filesystem(group[0].parent)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot make the files in {group[0].parent} durable: {exc.strerror or exc}",
+                    hint="Check the disk, then import again.",
+                ) from exc
     return written
 
 
@@ -670,7 +752,8 @@ def _write_outputs(targets: Mapping[Path, bytes]) -> list[str]:
 
 
 def _already(state: InsideState, request: RequestRecord, previous: ResponseRecord) -> ImportResult:
-    records = {record.item_id: record for record in state.items(request.bundle_id)}
+    # What the result shows of each item needs no stored result: not read, nor parsed.
+    records = {r.item_id: r for r in state.items(request.bundle_id, results=False)}
     out_dir = Path(previous.out_dir)
     views = _views(request, records, folders(request.items), out_dir)
     counts = count_statuses(views)
@@ -718,7 +801,7 @@ def _audit_if_missing(
             "producer": dict(manifest.producer),
             "producer_audit_head": manifest.audit_head,
             "signers": [c.fingerprint for c in opened.signatures if c.status == "valid"],
-            "items": len(opened.items),
+            "items": opened.item_count,
             "counts": result.counts,
             "out": str(result.out_dir),
             "recovered": True,

@@ -7,11 +7,11 @@ as the outside reported it, verbatim. Writing the files is the importer's job.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from airgap.fastjson import dumps_indented
 from airgap.model import ACTIONS
 
 STATUS_WORDS: dict[str, str] = {
@@ -266,5 +266,4 @@ def summary_document(request: RequestView, items: Sequence[ItemView]) -> dict[st
 
 def summary_bytes(request: RequestView, items: Sequence[ItemView]) -> bytes:
     """summary.json's bytes: indented, sorted keys, UTF-8, one trailing newline."""
-    document = summary_document(request, items)
-    return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return dumps_indented(summary_document(request, items)) + b"\n"

@@ -311,10 +311,9 @@ def _write_and_record(
         with InsideState(home.paths.state_db) as state, state.reserve_sequence() as reservation:
             try:
                 written = _write_bundle(temp, builder, rows, reservation, bundle, progress)
-                # The item rows are in already (`_record_rows`): `record` adds the request row,
-                # which stores items.json as signed. That is the one copy of every item this
-                # pack holds in memory at once, and only because state.db takes it as one
-                # value; `items` stays empty rather than parse it back.
+                # The item rows are in already (`_record_rows`): `record` adds the request row
+                # and stores items.json as signed, copied from the builder's file into state.db
+                # a chunk at a time; `items` stays empty rather than parse it back.
                 reservation.record(
                     RequestRecord(
                         bundle_id=written.bundle_id,
@@ -326,7 +325,7 @@ def _write_and_record(
                         items=[],
                     ),
                     [],
-                    items_json=builder.items_json(),
+                    items_json=builder.items_json_file(),
                 )
                 # Published while the transaction is still open: if the commit then fails,
                 # the files are taken back below. Parts go last to first, so the first part

@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
+from airgap import fastjson
 from airgap.errors import StateDbError
 from airgap.fastjson import dumps_sorted
-from airgap.statedb import BUSY_TIMEOUT, Migration, Schema, StateDb, StateStore, row_record
+from airgap.statedb import (
+    BUSY_TIMEOUT,
+    Migration,
+    Schema,
+    StateDb,
+    StateStore,
+    iter_blob,
+    row_record,
+    write_blob,
+)
 
 ITEM_STATUSES: Final = ("outstanding", "ok", "failed", "pending", "needs_attention")
 FINAL_STATUSES: Final = frozenset({"ok", "failed"})
@@ -198,9 +209,28 @@ def _v3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _v4(conn: sqlite3.Connection) -> None:
+    # A request's signed items.json (45 MB at 100,000 devices) moves out of its request row into
+    # a table of its own, as the last column of a row, so that it is written and read by
+    # incremental blob I/O (`write_blob`, `iter_blob`) a chunk at a time. As a value of
+    # `inside_requests.items` (followed by `status`), SQLite copied the bound text and built
+    # the whole row from it. `inside_requests.items` stays, empty: dropping a column needs
+    # SQLite 3.35, and an empty text costs nothing.
+    conn.execute(
+        """CREATE TABLE inside_request_items (
+            bundle_id TEXT PRIMARY KEY REFERENCES inside_requests (bundle_id),
+            items BLOB NOT NULL)"""
+    )
+    conn.execute(
+        "INSERT INTO inside_request_items (bundle_id, items) "
+        "SELECT bundle_id, CAST(items AS BLOB) FROM inside_requests"
+    )
+    conn.execute("UPDATE inside_requests SET items = ''")
+
+
 # Entry i takes the schema from version i to i + 1. Append for every change; never edit one
 # that has shipped.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_v1, _v2, _v3)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_v1, _v2, _v3, _v4)
 SCHEMA: Final = Schema("the inside state", MIGRATIONS)
 SCHEMA_VERSION: Final = SCHEMA.version
 
@@ -220,22 +250,51 @@ def now_text() -> str:
 def _dump(value: object) -> str | None:
     if value is None:
         return None
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return dumps_sorted(value).decode()
 
 
 def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def _stored_items(text: str) -> list[dict[str, Any]]:
+def _stored_items(data: bytes) -> list[dict[str, Any]]:
     # Requests are stored as their signed items.json document; early versions stored the list.
-    value = json.loads(text)
+    value = json.loads(data)
     items: list[dict[str, Any]] = value["items"] if isinstance(value, dict) else value
     return items
 
 
-def _row_request(row: sqlite3.Row) -> RequestRecord:
-    return row_record(RequestRecord, row, items=_stored_items(row["items"]))
+# A request row with the rowid of its stored items.json, read by `_row_request`.
+_SELECT_REQUESTS = (
+    "SELECT r.*, i.rowid AS items_rowid FROM inside_requests AS r "
+    "LEFT JOIN inside_request_items AS i USING (bundle_id)"
+)
+
+
+def _row_request(conn: sqlite3.Connection, row: sqlite3.Row) -> RequestRecord:
+    rowid = row["items_rowid"]
+    data = b"".join(iter_blob(conn, "inside_request_items", "items", rowid)) if rowid else b"[]"
+    return row_record(RequestRecord, row, items=_stored_items(data))
+
+
+_ITEM_COLUMNS_BUT_RESULT: Final = (
+    "request_id",
+    "item_id",
+    "action",
+    "device_key",
+    "status",
+    "NULL AS result",
+    "error",
+    "outputs",
+    "out_dir",
+    "response_id",
+    "updated",
+)
+
+
+def _load_paths(text: str | None) -> Any:
+    # orjson: a list of strings (output paths) reads the same through either.
+    return None if text is None else fastjson.loads(text)
 
 
 def _row_item(row: sqlite3.Row) -> ItemRecord:
@@ -244,7 +303,7 @@ def _row_item(row: sqlite3.Row) -> ItemRecord:
         row,
         result=_load(row["result"]),
         error=_load(row["error"]),
-        outputs=_load(row["outputs"]),
+        outputs=_load_paths(row["outputs"]),
     )
 
 
@@ -304,19 +363,29 @@ class InsideState(StateStore):
 
     def request(self, bundle_id: str) -> RequestRecord | None:
         """The recorded request with this bundle id, or None."""
-        rows = self._db.query("SELECT * FROM inside_requests WHERE bundle_id = ?", (bundle_id,))
-        return _row_request(rows[0]) if rows else None
+        with self._db.read() as conn:
+            row = conn.execute(f"{_SELECT_REQUESTS} WHERE bundle_id = ?", (bundle_id,)).fetchone()
+            return _row_request(conn, row) if row else None
 
     def requests(self, *, include_complete: bool = False) -> list[RequestRecord]:
         """Recorded requests, newest (highest sequence) first."""
-        where = "" if include_complete else "WHERE status = 'outstanding'"
-        rows = self._db.query(f"SELECT * FROM inside_requests {where} ORDER BY sequence DESC")
-        return [_row_request(row) for row in rows]
+        where = "" if include_complete else "WHERE r.status = 'outstanding'"
+        with self._db.read() as conn:
+            rows = conn.execute(f"{_SELECT_REQUESTS} {where} ORDER BY sequence DESC").fetchall()
+            return [_row_request(conn, row) for row in rows]
 
-    def items(self, request_id: str) -> list[ItemRecord]:
-        """The item states of a request, in item order."""
+    def items(self, request_id: str, *, results: bool = True) -> list[ItemRecord]:
+        """The item states of a request, in item order.
+
+        Args:
+            request_id: the request.
+            results: False leaves each record's `result` None (not read nor parsed): for a
+                caller that only shows states, such as a repeated import.
+        """
+        columns = "*" if results else ", ".join(_ITEM_COLUMNS_BUT_RESULT)
         rows = self._db.query(
-            "SELECT * FROM inside_items WHERE request_id = ? ORDER BY rowid", (request_id,)
+            f"SELECT {columns} FROM inside_items WHERE request_id = ? ORDER BY rowid",
+            (request_id,),
         )
         return [_row_item(row) for row in rows]
 
@@ -672,7 +741,7 @@ class SequenceReservation:
         self,
         request: RequestRecord,
         device_keys: Sequence[str | None],
-        items_json: bytes | None = None,
+        items_json: bytes | BinaryIO | None = None,
     ) -> None:
         """Record the request (status outstanding) and its items, and use the sequence number.
 
@@ -681,7 +750,9 @@ class SequenceReservation:
             device_keys: per item of `request.items`, `PID:SN`, a MAC or None (not used when
                 `record_items` inserted the rows already).
             items_json: the bundle's `items.json`, holding `request.items`: stored as it is,
-                which spares serializing a large request a second time.
+                which spares serializing a large request a second time. A file is read from
+                its current position to its end a chunk at a time, so a large request is
+                never in memory whole.
 
         Raises:
             StateError: the sequence differs, or the bundle id is already recorded.
@@ -701,7 +772,7 @@ class SequenceReservation:
             )
             self._conn.execute(
                 "INSERT INTO inside_requests (bundle_id, manifest_sha256, sequence, created, "
-                "expires, path, items, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'outstanding')",
+                "expires, path, items, status) VALUES (?, ?, ?, ?, ?, ?, '', 'outstanding')",
                 (
                     request.bundle_id,
                     request.manifest_sha256,
@@ -709,11 +780,23 @@ class SequenceReservation:
                     request.created,
                     request.expires,
                     request.path,
-                    items_json.decode("utf-8")
-                    if items_json is not None
-                    else _dump({"items": request.items}),
                 ),
             )
+            source: bytes | BinaryIO = (
+                dumps_sorted({"items": request.items}) if items_json is None else items_json
+            )
+            if isinstance(source, bytes):
+                size = len(source)
+            else:
+                start = source.tell()
+                size = source.seek(0, os.SEEK_END) - start
+                source.seek(start)
+            rowid = self._conn.execute(
+                "INSERT INTO inside_request_items (bundle_id, items) VALUES (?, zeroblob(?))",
+                (request.bundle_id, size),
+            ).lastrowid
+            assert rowid is not None
+            write_blob(self._conn, "inside_request_items", "items", rowid, source)
         except sqlite3.IntegrityError as exc:
             raise StateError(f"cannot record request {request.bundle_id}: {exc}") from exc
         self.recorded = True

@@ -42,6 +42,22 @@ def test_dumps_sorted_writes_what_json_writes(document: Any) -> None:
     assert fastjson.dumps_sorted(document) == expected
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    documents
+    | st.dictionaries(st.text(max_size=4), st.floats(allow_nan=False, allow_infinity=False))
+)
+def test_dumps_indented_writes_what_json_writes_indented(document: Any) -> None:
+    try:
+        text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)
+        expected = text.encode("utf-8")
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            fastjson.dumps_indented(document)
+        return
+    assert fastjson.dumps_indented(document) == expected
+
+
 # Integers within 64 bits: beyond, loads may give floats (documented; the RUM parser reads none).
 small_documents = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),

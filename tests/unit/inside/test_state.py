@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import stat
 import threading
@@ -230,3 +231,61 @@ def test_one_state_object_is_usable_from_several_threads(inside_db: Path) -> Non
         assert errors == []
         assert state.last_sequence() == 8
         assert sorted(r.sequence for r in state.requests()) == list(range(1, 9))
+
+
+def test_items_json_is_stored_as_given_in_a_table_of_its_own(inside_db: Path) -> None:
+    signed = b'{"items":[{"action":"cisco.reserve","id":"i1"}],"note":"as signed"}'
+    with InsideState(inside_db) as state:
+        with state.reserve_sequence() as reservation:
+            reservation.record(
+                RequestRecord("req-1", "a" * 64, reservation.sequence, "c", "e", "/p", []),
+                [],
+                items_json=signed,
+            )
+        assert state.request("req-1") is not None
+        assert state.request("req-1").items == [{"action": "cisco.reserve", "id": "i1"}]  # type: ignore[union-attr]
+    with sqlite3.connect(inside_db) as db:
+        assert db.execute("SELECT items FROM inside_request_items").fetchall() == [(signed,)]
+        assert db.execute("SELECT items FROM inside_requests").fetchall() == [("",)]
+
+
+def test_items_json_is_copied_from_a_file_in_chunks(
+    inside_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("airgap.statedb.BLOB_CHUNK", 7)  # many chunks, and a short last one
+    items = _items(5)
+    source = tmp_path / "items.json"
+    source.write_bytes(b"prefix" + json.dumps({"items": items}).encode())
+    with InsideState(inside_db) as state, source.open("rb") as handle:
+        handle.seek(len(b"prefix"))  # read from the current position to the end
+        with state.reserve_sequence() as reservation:
+            request = RequestRecord("req-1", "a" * 64, reservation.sequence, "c", "e", "/p", [])
+            reservation.record(request, [], items_json=handle)
+        assert state.request("req-1").items == items  # type: ignore[union-attr]
+        assert [r.bundle_id for r in state.requests()] == ["req-1"]
+
+
+def test_a_version_3_db_is_migrated_with_its_stored_items(inside_db: Path) -> None:
+    # A home written before items.json had a table of its own: the document in the request row.
+    with sqlite3.connect(inside_db, isolation_level=None) as db:
+        for step in state_module.MIGRATIONS[:3]:
+            step(db)
+        db.execute("PRAGMA user_version = 3")
+        db.execute(
+            "INSERT INTO inside_requests VALUES ('old', ?, 1, 'c', 'e', '/p', ?, 'outstanding')",
+            ("b" * 64, json.dumps({"items": _items(3)})),
+        )
+        db.execute(  # an early row: the list itself
+            "INSERT INTO inside_requests VALUES ('older', ?, 2, 'c', 'e', '/p', ?, 'complete')",
+            ("c" * 64, json.dumps(_items(1))),
+        )
+        db.execute("UPDATE inside_sequence SET value = 2")
+    with InsideState(inside_db) as state:
+        assert state.request("old").items == _items(3)  # type: ignore[union-attr]
+        assert state.request("older").items == _items(1)  # type: ignore[union-attr]
+        assert [r.bundle_id for r in state.requests(include_complete=True)] == ["older", "old"]
+        assert _record(state, "new") == 3
+        assert state.request("new").items == _items(2)  # type: ignore[union-attr]
+    with sqlite3.connect(inside_db) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("SELECT DISTINCT items FROM inside_requests").fetchall() == [("",)]

@@ -237,7 +237,7 @@ def count_journal_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return calls
 
 
-def test_each_item_step_makes_one_journal_change_and_no_read(
+def test_item_steps_are_journaled_only_by_the_loops_group_commits_and_never_read_back(
     sites, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inside, outside = sites
@@ -246,14 +246,15 @@ def test_each_item_step_makes_one_journal_change_and_no_read(
     result = run(outside, request, SimVendor(pending_polls=1), concurrency=1)
     assert result.counts == {"ok": 5}
     # Per item: submit (SUBMITTING, then SUBMITTED), a poll still pending (nothing to record),
-    # a poll that finishes (DONE). The run reads the items once, after taking its claim, and
-    # answers from what the changes handed back.
+    # a poll that finishes (DONE). Every one of those changes goes into the loop's one commit
+    # per turn (`advance`), at most one turn per step; the run reads the items once, after
+    # taking its claim, and answers from what the commits handed back.
+    advances = calls.pop("advance")
+    assert 1 <= advances <= 3 * 5
     assert dict(calls) == {
         "admit_request": 1,
         "claim": 1,
         "items": 1,
-        "mark_submitting_many": 5,  # one item at a time: one call in flight at once
-        "record_outcome": 10,
         "next_response_sequence": 1,
         "record_response": 1,
         "close": 1,
@@ -285,7 +286,7 @@ def test_submits_that_start_together_are_made_durable_in_one_commit(
     inside, outside = sites
     request = request_of(inside, tmp_path, 5)
     marked: list[list[str]] = []
-    real = Journal.mark_submitting_many
+    real = Journal.advance
 
     class Watching(SimVendor):
         def submit(self, item: WorkItem) -> Outcome:
@@ -293,12 +294,12 @@ def test_submits_that_start_together_are_made_durable_in_one_commit(
             assert any(item.id in group for group in marked)
             return super().submit(item)
 
-    def spy(self: Journal, bundle_id: str, item_ids: list[str]) -> Any:
+    def spy(self: Journal, bundle_id: str, outcomes: Any, item_ids: list[str]) -> Any:
         if item_ids:
             marked.append(list(item_ids))
-        return real(self, bundle_id, item_ids)
+        return real(self, bundle_id, outcomes, item_ids)
 
-    monkeypatch.setattr(Journal, "mark_submitting_many", spy)
+    monkeypatch.setattr(Journal, "advance", spy)
     vendor = Watching()
     result = run(outside, request, vendor, concurrency=8)
     assert result.counts == {"ok": 5}

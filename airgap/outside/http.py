@@ -17,6 +17,7 @@ tokens, client secrets and passwords never reach them.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json as _json
 import logging
 import os
@@ -30,8 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias
+from urllib.parse import urlsplit
 
 import requests
+import requests.utils
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
@@ -785,6 +788,7 @@ class HttpClient:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._own_sessions: list[requests.Session] = []
+        self._environments: dict[tuple[str, str], Mapping[str, Any]] = {}
 
     # session handling
 
@@ -794,7 +798,9 @@ class HttpClient:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            session.trust_env = TlsSettings.trust_env
+            # The environment is read once per origin (`_environment`) rather than by requests
+            # on every call, where it costs more CPU than the rest of the call.
+            session.trust_env = False
             # max_retries=0: urllib3 must not retry behind our back, or a "read error" resend
             # of a POST could slip past the at-most-once rules above.
             adapter = HTTPAdapter(pool_connections=2, pool_maxsize=2, max_retries=0)
@@ -805,6 +811,29 @@ class HttpClient:
                 self._own_sessions.append(session)
             self._local.session = session
         return session
+
+    def _environment(self, url: str) -> Mapping[str, Any]:
+        """What requests' `trust_env` would take from the environment for `url`, read once for
+        its origin: the proxies (`HTTPS_PROXY`, `NO_PROXY`, ...), the CA bundle that replaces
+        `verify=True` (`REQUESTS_CA_BUNDLE`, then `CURL_CA_BUNDLE`) and `~/.netrc` credentials.
+        `TlsSettings.trust_env` false reads none of them.
+        """
+        parts = urlsplit(url)
+        origin = (parts.scheme.lower(), parts.netloc.lower())
+        found = self._environments.get(origin)
+        if found is None:
+            verify = self.tls.verify
+            settings: dict[str, Any] = {"verify": verify, "proxies": {}, "auth": None}
+            if TlsSettings.trust_env:
+                if verify is True and origin[0] == "https":
+                    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
+                        "CURL_CA_BUNDLE"
+                    )
+                    settings["verify"] = bundle or True
+                settings["proxies"] = requests.utils.get_environ_proxies(url)
+                settings["auth"] = requests.utils.get_netrc_auth(url)
+            found = self._environments[origin] = settings  # a race only reads it twice
+        return found
 
     def close(self) -> None:
         """Close the sessions this client created (an injected session is left to its owner)."""
@@ -882,7 +911,7 @@ class HttpClient:
         method = method.upper()
         url = self.url_for(path_or_url)
         secrets = set(_secret_values(headers, json, data))
-        call = _Call(method, self.redactor.child(*secrets)(url), self.redactor, secrets, [])
+        call = _Call(method, url, self.redactor, secrets, [])
         send = {"json": json, "data": data, "allow_redirects": not mutating}
         number = 0
         while True:
@@ -917,12 +946,13 @@ class HttpClient:
         answer: HttpResponse | None = None
         cause: requests.RequestException | None = None
         try:
-            raw = self._session().request(
-                call.method,
-                url,
-                timeout=(self.timeout, self.timeout),
-                verify=self.tls.verify,
-                **kwargs,
+            session = self._session()
+            if session is self._shared:
+                environment: Mapping[str, Any] = {"verify": self.tls.verify}
+            else:
+                environment = self._environment(url)
+            raw = session.request(
+                call.method, url, timeout=(self.timeout, self.timeout), **environment, **kwargs
             )
         except _CONFIG_EXCEPTIONS as exc:
             raise ConfigError(
@@ -943,10 +973,11 @@ class HttpClient:
         else:
             answer, cause = HttpResponse.from_requests(raw), None
             outcome = f"HTTP {answer.status}"
-        elapsed = time.monotonic() - started
-        _log.debug(
-            "%s %s attempt %d: %s (%.3fs)", call.method, call.shown, number, outcome, elapsed
-        )
+        if _log.isEnabledFor(logging.DEBUG):
+            elapsed = time.monotonic() - started
+            _log.debug(
+                "%s %s attempt %d: %s (%.3fs)", call.method, call.shown, number, outcome, elapsed
+            )
         return answer, cause
 
 
@@ -955,10 +986,15 @@ class _Call:
     """One logical call as its error messages name it, with its attempts so far."""
 
     method: str
-    shown: str  # the URL, redacted
+    url: str  # as sent; only ever shown redacted (`shown`)
     redactor: Redactor  # the client's, which learns tokens obtained during the call
     secrets: set[str]  # this call's own: secret-named headers and body fields
     history: list[Attempt]
+
+    @functools.cached_property
+    def shown(self) -> str:
+        """The URL, redacted: made only for a message or a log line, not for every call."""
+        return self.scrub(self.url)
 
     def scrub(self, text: str) -> str:
         """`text` without any secret known now (a token renewed mid-call included)."""

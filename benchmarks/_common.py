@@ -18,6 +18,7 @@ from pathlib import Path
 class Run:
     seconds: float
     max_rss_mib: float
+    cpu_seconds: float = 0.0  # user + system: the child, its threads and the children it reaped
 
 
 def airgap_command() -> str | None:
@@ -48,7 +49,7 @@ def child_env(**extra: str) -> dict[str, str]:
 def run_child(
     command: Sequence[str], *, env: dict[str, str] | None = None, allowed: Sequence[int] = (0,)
 ) -> Run:
-    """Run a command to completion; return its wall time and peak resident memory.
+    """Run a command to completion; return its wall time, peak resident memory and CPU time.
 
     An exit status outside `allowed` stops the benchmark with the command's error output.
     """
@@ -64,7 +65,11 @@ def run_child(
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}): {err}")
     if proc.stderr:
         proc.stderr.close()
-    return Run(seconds=elapsed, max_rss_mib=usage.ru_maxrss / 1024)
+    return Run(
+        seconds=elapsed,
+        max_rss_mib=usage.ru_maxrss / 1024,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+    )
 
 
 def best_of(repeats: int, command: Sequence[str], *, env: dict[str, str] | None = None) -> Run:

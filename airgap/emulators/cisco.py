@@ -1130,6 +1130,7 @@ def build_cisco_server(
     cert_out: Path | None = None,
     host: str = "127.0.0.1",
     poll_interval: int | None = None,
+    licenses: int | None = None,
 ) -> EmulatorServer:
     """Build (bind, not start) the Cisco emulator server for `airgap emulate cisco`.
 
@@ -1149,10 +1150,12 @@ def build_cisco_server(
         host: address to bind.
         poll_interval: seconds the OK_POLL answers tell clients to wait; default
             `max(1, ceil(poll_delay))`, so a client honouring it polls right after the delay.
+        licenses: licenses purchased of every tag (default: the catalogue's quantities, 10,000
+            of a tag not in it), e.g. enough for a batch of 100,000 devices.
 
     Raises:
-        ConfigError: a bad faults spec, negative delays, a poll interval below 1, `cert_out`
-            without `tls`, or the port cannot be bound.
+        ConfigError: a bad faults spec, negative delays, a poll interval below 1, fewer than 0
+            licenses, `cert_out` without `tls`, or the port cannot be bound.
 
     Returns:
         The bound server.
@@ -1170,6 +1173,11 @@ def build_cisco_server(
         strict_nonce=strict_nonce,
         poll_interval=poll_interval,
     )
+    if licenses is not None:
+        if licenses < 0:
+            raise ConfigError(f"licenses must be 0 or more, not {licenses}")
+        app.licenses = dict.fromkeys(app.licenses, licenses)
+        app.default_quantity = licenses
     return EmulatorServer(
         app,
         host=host,

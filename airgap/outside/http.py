@@ -761,12 +761,13 @@ class TlsSettings:
     `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE` names), False (no verification) or the path of a CA
     bundle (PEM).
 
-    `HttpClient` passes it with every request and never sets it on a session. requests lets a
-    per-request `verify` of False or a path win over `REQUESTS_CA_BUNDLE`
-    (`Session.merge_environment_settings` replaces it only when it is True or None), so a
-    configured CA bundle is used whatever the environment says, and sessions keep `trust_env`
-    on: proxies from the environment (`HTTPS_PROXY`, `NO_PROXY`) keep working, and with
-    verification left at True an operator's `REQUESTS_CA_BUNDLE` is honoured.
+    `HttpClient` passes it with every request and never sets it on a session. As requests
+    lets a per-request `verify` of False or a path win over `REQUESTS_CA_BUNDLE`
+    (`Session.merge_environment_settings` replaces it only when it is True or None), a
+    configured CA bundle is used whatever the environment says; with `trust_env` (below) the
+    client reads the environment as requests would, once per origin: proxies (`HTTPS_PROXY`,
+    `NO_PROXY`) keep working, and with verification left at True an operator's
+    `REQUESTS_CA_BUNDLE` is honoured.
     See: <https://github.com/psf/requests/issues/3829>
     """
 
@@ -828,6 +829,12 @@ class HttpClient:
     at most one call per thread is in flight, so the pools together hold `concurrency`
     connections and keep-alive still works. An injected `session` is shared by all threads
     instead; that is the caller's choice (tests, or a session with special adapters).
+
+    Without an injected session, an origin that no proxy and no `~/.netrc` login applies to
+    is called through urllib3 directly (a pool manager per thread, as small as the sessions'
+    pools): the same headers, body encoding, TLS settings, timeouts, redirect rule and failure
+    classification, without the session's per-call work, which costs more CPU than the call
+    itself against a fast vendor. Proxied or netrc origins go through the requests session.
     """
 
     def __init__(

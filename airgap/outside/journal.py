@@ -561,8 +561,9 @@ def _outcome_change(item_id: str, outcome: Outcome) -> _Change:
 class Journal(StateStore):
     """The outside home's `state.db`. Create with `Journal.open(path)`; use as a context manager.
 
-    Threads share one connection (see `airgap.statedb.StateDb`); each transition is a
-    sub-millisecond transaction plus one fsync, small beside the vendor call it guards.
+    Threads share one connection (see `airgap.statedb.StateDb`); each change is a
+    sub-millisecond transaction plus one fsync, and `advance` puts many items' changes in one
+    (the processor's group commit), so the fsyncs stay few beside the vendor calls they guard.
     Processes: every write is `BEGIN IMMEDIATE`, so a check-then-update (the state machine, the
     replay rules, the lease) is atomic against other processes too.
     """

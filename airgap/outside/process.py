@@ -362,20 +362,23 @@ class _Run:
                     break
             outcomes: dict[str, Outcome] = {}
             failure: BaseException | None = None
-            for future in came_back:
-                item_id = running.pop(future)
-                try:
-                    step = future.result()
-                except BaseException as exc:  # errors that stop the batch, raised after the commit
-                    failure = failure or exc
-                    continue
-                if step.record is not None:
-                    outcomes[item_id] = step.record
-                if step.follow_up is None:
-                    self._settled += 1
-                else:
-                    kind, delay = step.follow_up
-                    self.schedule(kind, item_id, delay)
+            while came_back:
+                for future in came_back:
+                    item_id = running.pop(future)
+                    try:
+                        step = future.result()
+                    except BaseException as exc:  # stops the batch, raised after the commit
+                        failure = failure or exc
+                        continue
+                    if step.record is not None:
+                        outcomes[item_id] = step.record
+                    if step.follow_up is None:
+                        self._settled += 1
+                    else:
+                        kind, delay = step.follow_up
+                        self.schedule(kind, item_id, delay)
+                # A batch that stops still records what its calls in flight come back with.
+                came_back = [finished.get() for _ in running] if failure is not None else []
             now = time.monotonic()
             ready: list[_Due] = []
             while (

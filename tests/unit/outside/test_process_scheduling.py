@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -19,7 +20,7 @@ from bundles import make_request
 from craft import reserve_item
 
 from airgap.bundle import TrustPolicy, verify_bundle
-from airgap.errors import AirgapError
+from airgap.errors import AirgapError, AuthError
 from airgap.home import Home
 from airgap.outside import journal as journal_module
 from airgap.outside.http import UncertainOutcome
@@ -305,3 +306,33 @@ def test_submits_that_start_together_are_made_durable_in_one_commit(
     assert result.counts == {"ok": 5}
     assert marked == [[f"item-{n:04d}" for n in range(1, 6)]]
     assert set(vendor.reserved.values()) == {1}
+
+
+def test_a_batch_stopped_by_a_refused_login_still_records_the_calls_in_flight(
+    sites, tmp_path: Path
+) -> None:
+    inside, outside = sites
+    request = request_of(inside, tmp_path, 4)
+    gate = threading.Barrier(4)
+
+    class Refusing(SimVendor):
+        def submit(self, item: WorkItem) -> Outcome:
+            gate.wait(timeout=10)  # all four calls are in flight together
+            if item.id == "item-0001":
+                raise AuthError("the token was refused")
+            time.sleep(0.3)  # ... and the others come back after the refusal stopped the batch
+            return super().submit(item)
+
+    with pytest.raises(AuthError):
+        run(outside, request, Refusing(), concurrency=4)
+    with Journal.open(outside / "state.db") as journal:
+        (seen,) = journal.summary().requests
+        states = {e.item_id: e.state.value for e in journal.items(seen.request.bundle_id)}
+    # The refused call went back to NEW; the three that came back pending are SUBMITTED, not
+    # left SUBMITTING to be reconciled by the next run.
+    assert states == {
+        "item-0001": "NEW",
+        "item-0002": "SUBMITTED",
+        "item-0003": "SUBMITTED",
+        "item-0004": "SUBMITTED",
+    }

@@ -415,11 +415,18 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return Redactor(secrets)(text)
 
 
+@functools.lru_cache(maxsize=4096)
+def _names_a_secret(name: str) -> bool:
+    """Whether a header or field name marks its value as a secret (cached: every call of a batch
+    sends the same few names)."""
+    return _SECRET_NAME.search(name) is not None
+
+
 def _secret_values(headers: Mapping[str, str] | None, *bodies: object) -> list[str]:
     """Values in headers and bodies whose names mark them as secrets, so a call can scrub them."""
     found: list[str] = []
     for name, value in (headers or {}).items():
-        if _SECRET_NAME.search(name) and isinstance(value, str):
+        if _names_a_secret(name) and isinstance(value, str):
             found.append(value)
             # "Bearer abc" also leaks as "abc" (e.g. echoed by a vendor): scrub the bare value.
             found.extend(value.split()[1:])
@@ -429,7 +436,7 @@ def _secret_values(headers: Mapping[str, str] | None, *bodies: object) -> list[s
             return
         if isinstance(node, Mapping):
             for key, value in node.items():
-                if isinstance(key, str) and _SECRET_NAME.search(key) and isinstance(value, str):
+                if isinstance(key, str) and _names_a_secret(key) and isinstance(value, str):
                     found.append(value)
                 walk(value, depth + 1)
         elif isinstance(node, list | tuple):

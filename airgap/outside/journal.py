@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import os
@@ -403,14 +404,22 @@ _SECRET_KEYS: Final = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)
+def _names_a_secret(key: str) -> bool:
+    """Whether a field name is one of `_SECRET_KEYS` once case and punctuation are dropped.
+
+    Cached: a batch journals the same few field names for every item.
+    """
+    return "".join(ch for ch in key.lower() if ch.isalnum()) in _SECRET_KEYS
+
+
 def _refuse_secrets(value: object, where: str, depth: int = 0) -> None:
     """Raise if a value about to be journaled has a field that would hold a secret."""
     if depth > 16:
         return
     if isinstance(value, Mapping):
         for key, inner in value.items():
-            normal = "".join(ch for ch in str(key).lower() if ch.isalnum())
-            if normal in _SECRET_KEYS:
+            if _names_a_secret(str(key)):
                 raise JournalError(
                     f"refusing to store field {key!r} in the journal ({where}): secrets never "
                     "enter state.db"

@@ -383,10 +383,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="airgap-bench-scale-") as tmp:
         base = args.keep or Path(tmp)
         results: list[Result] = []
-        for devices in sizes:
-            results += measure_size(
-                base / f"n{devices}", devices, args.repeats, airgap, openssl, stages
-            )
+        try:
+            for devices in sizes:
+                results += measure_size(
+                    base / f"n{devices}", devices, args.repeats, airgap, openssl, stages
+                )
+        finally:
+            _stop_emulator()  # a failed run must not leave the emulator behind
         print_tables(results, sizes, stages)
     if args.smoke:
         print("(smoke run: at a few hundred devices the ratios measure start-up, not scale)")

@@ -17,6 +17,7 @@ from pathlib import Path
 class Run:
     seconds: float
     max_rss_mib: float
+    cpu_seconds: float = 0.0  # user + system: the child, its threads and the children it reaped
 
 
 def airgap_command() -> str | None:
@@ -54,7 +55,8 @@ started = time.perf_counter()
 proc = subprocess.Popen(sys.argv[2:])
 _, status, usage = os.wait4(proc.pid, 0)
 elapsed = time.perf_counter() - started
-report = "%r %d %d" % (elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+cpu = usage.ru_utime + usage.ru_stime
+report = "%r %d %d %r" % (elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status), cpu)
 os.write(int(sys.argv[1]), report.encode())
 """
 
@@ -62,7 +64,7 @@ os.write(int(sys.argv[1]), report.encode())
 def run_child(
     command: Sequence[str], *, env: dict[str, str] | None = None, allowed: Sequence[int] = (0,)
 ) -> Run:
-    """Run a command to completion; return its wall time and peak resident memory.
+    """Run a command to completion; return its wall time, peak resident memory and CPU time.
 
     An exit status outside `allowed` stops the benchmark with the command's error output.
     """
@@ -82,10 +84,10 @@ def run_child(
         report = reports.read().decode()
     if proc.returncode != 0 or not report:
         raise SystemExit(f"{' '.join(command)}: the launcher failed: {err}")
-    elapsed, max_rss_kib, code = report.split()
+    elapsed, max_rss_kib, code, cpu = report.split()
     if int(code) not in allowed:
         raise SystemExit(f"{' '.join(command)} failed ({code}): {err}")
-    return Run(seconds=float(elapsed), max_rss_mib=int(max_rss_kib) / 1024)
+    return Run(seconds=float(elapsed), max_rss_mib=int(max_rss_kib) / 1024, cpu_seconds=float(cpu))
 
 
 def best_of(repeats: int, command: Sequence[str], *, env: dict[str, str] | None = None) -> Run:

@@ -19,6 +19,11 @@ target is about; `--settings defaults` passes neither option, so airgap runs at 
     python benchmarks/process.py
     python benchmarks/process.py --settings defaults
     python benchmarks/process.py --smoke     # 100 items, latency 20 ms, poll delay 0.2 s
+    python benchmarks/process.py --items 10000 --latency-ms 0 --poll-delay 0   # airgap's CPU
+
+It also prints airgap's own CPU per vendor call: the `outside process` child's user + system
+time (`wait4`) over the calls the emulator counted. The emulator runs in this script's process,
+so none of its CPU is in that figure (target at zero latency: <= 1 ms a call).
 """
 
 from __future__ import annotations
@@ -126,7 +131,11 @@ def main() -> int:
             expires=now + timedelta(days=1),
             audit_head=inside.audit().head(),
         )
-        server = build_cisco_server(latency_ms=args.latency_ms, poll_delay=args.poll_delay).start()
+        server = build_cisco_server(
+            latency_ms=args.latency_ms,
+            poll_delay=args.poll_delay,
+            licenses=max(1000, args.items + args.sample),  # every reserve can succeed
+        ).start()
         try:
             paths = HomePaths(root / "out")
             set_value(paths, "cisco.token_url", f"{server.url}/oauth2/default/v1/token")
@@ -151,6 +160,7 @@ def main() -> int:
             )
             calls = json.loads(json.dumps(server.app.stats()["calls"]))
             calls_made = sum(n for name, n in calls.items() if name in ("authrequest", "poll"))
+            calls_all = sum(calls.values())  # the token and the account search too
             # One at a time: the same client, one item after the other, honoring poll_interval.
             settings = CiscoSettings.from_config(Home.open(root / "out", env).config)
             client = CiscoClient(settings, retry=RetryPolicy(), limiter=None)
@@ -185,7 +195,12 @@ def main() -> int:
         f"vendor calls needed {calls_needed}, made {calls_made}; airgap outside process "
         f"{ours.seconds:.2f} s (peak RSS {ours.max_rss_mib:.0f} MiB)"
     )
-    print(f"lower bound {bound:.2f} s; ratio {ours.seconds / bound:.3f} (target <= 1.3)")
+    if bound > 0:
+        print(f"lower bound {bound:.2f} s; ratio {ours.seconds / bound:.3f} (target <= 1.3)")
+    print(
+        f"airgap CPU {ours.cpu_seconds:.2f} s for {calls_all} vendor calls: "
+        f"{ours.cpu_seconds / calls_all * 1000:.3f} ms a call (target at zero latency <= 1)"
+    )
     print(
         f"one at a time ({args.sample} items measured, scaled): {sequential:.1f} s; "
         f"speed-up {sequential / ours.seconds:.1f}x (target >= 20)"

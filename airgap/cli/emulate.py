@@ -93,6 +93,15 @@ def cisco_cmd(
             "the first time, whatever its length.",
         ),
     ] = False,
+    licenses: Annotated[
+        int | None,
+        typer.Option(
+            "--licenses",
+            help="Licenses purchased of every tag (default: 1,000 of the sample tags, 10,000 "
+            "of others).",
+            min=0,
+        ),
+    ] = None,
     tls: Tls = False,
     cert_out: CertOut = None,
 ) -> None:
@@ -116,6 +125,7 @@ def cisco_cmd(
             strict_nonce=strict_nonce,
             tls=tls,
             cert_out=cert_out,
+            licenses=licenses,
         )
     _serve(st, server, "Cisco")
 

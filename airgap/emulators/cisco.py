@@ -150,6 +150,40 @@ class Reservation:
     smart_license: str | None = None  # SLUP: base64 authorization code, as the poll answered it
 
 
+class Reservations(dict[str, Reservation]):
+    """The account's reservations by "PID:SN", with the count of each tag they hold kept as they
+    change, so the shortage check of a reservation is a look-up rather than a walk over every
+    reservation (quadratic over a batch of 100,000 devices). Set and delete reservations whole;
+    their `entitlements` are not changed in place.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.totals: Counter[str] = Counter()
+
+    def __setitem__(self, udi: str, reservation: Reservation) -> None:
+        old = self.get(udi)
+        if old is not None:
+            self.totals.subtract(old.entitlements)
+        super().__setitem__(udi, reservation)
+        self.totals.update(reservation.entitlements)
+
+    def __delitem__(self, udi: str) -> None:
+        self.totals.subtract(self[udi].entitlements)
+        super().__delitem__(udi)
+
+    def pop(self, udi: str, *default: Any) -> Any:
+        """Remove and return a reservation (keeping the totals)."""
+        if udi in self:
+            self.totals.subtract(self[udi].entitlements)
+        return super().pop(udi, *default)
+
+    def clear(self) -> None:
+        """Remove every reservation."""
+        super().clear()
+        self.totals.clear()
+
+
 @dataclass
 class UsageReport:
     """One accepted RUM report (a `reports[]` entry), keyed in `reports` by payload SHA-256."""
@@ -249,7 +283,7 @@ class CiscoEmulator:
         self.licenses: dict[str, int] = {tag: entry[2] for tag, entry in CATALOGUE.items()}
         self.default_quantity: int | None = DEFAULT_QUANTITY  # None: unlisted tags are unknown
         self.tokens: dict[str, float] = {}  # access token -> expiry on `clock`
-        self.reservations: dict[str, Reservation] = {}  # "PID:SN" -> reservation
+        self.reservations: dict[str, Reservation] = Reservations()  # "PID:SN" -> reservation
         self.reports: dict[str, UsageReport] = {}  # payload SHA-256 -> accepted report
         self.devices: dict[str, DeviceRecord] = {}  # "PID:SN" -> device
         self.polls: dict[int, Poll] = {}
@@ -908,11 +942,12 @@ class CiscoEmulator:
         purchased = self._quantity(tag)
         if purchased is None:
             return "INVALID_ENTITLEMENT", f"Entitlement tag '{tag}' is not valid for this account"
-        reserved = sum(
-            reservation.entitlements.get(tag, 0)
-            for udi, reservation in self.reservations.items()
-            if udi != exclude
-        )
+        held = self.reservations.get(exclude)
+        mine = held.entitlements.get(tag, 0) if held is not None else 0
+        if isinstance(self.reservations, Reservations):
+            reserved = self.reservations.totals[tag] - mine
+        else:  # replaced by a plain dict (a test's own state)
+            reserved = sum(r.entitlements.get(tag, 0) for r in self.reservations.values()) - mine
         available = purchased - reserved
         if count > available:
             return (
@@ -1095,6 +1130,7 @@ def build_cisco_server(
     cert_out: Path | None = None,
     host: str = "127.0.0.1",
     poll_interval: int | None = None,
+    licenses: int | None = None,
 ) -> EmulatorServer:
     """Build (bind, not start) the Cisco emulator server for `airgap emulate cisco`.
 
@@ -1114,10 +1150,12 @@ def build_cisco_server(
         host: address to bind.
         poll_interval: seconds the OK_POLL answers tell clients to wait; default
             `max(1, ceil(poll_delay))`, so a client honouring it polls right after the delay.
+        licenses: licenses purchased of every tag (default: the catalogue's quantities, 10,000
+            of a tag not in it), e.g. enough for a batch of 100,000 devices.
 
     Raises:
-        ConfigError: a bad faults spec, negative delays, a poll interval below 1, `cert_out`
-            without `tls`, or the port cannot be bound.
+        ConfigError: a bad faults spec, negative delays, a poll interval below 1, fewer than 0
+            licenses, `cert_out` without `tls`, or the port cannot be bound.
 
     Returns:
         The bound server.
@@ -1135,6 +1173,11 @@ def build_cisco_server(
         strict_nonce=strict_nonce,
         poll_interval=poll_interval,
     )
+    if licenses is not None:
+        if licenses < 0:
+            raise ConfigError(f"licenses must be 0 or more, not {licenses}")
+        app.licenses = dict.fromkeys(app.licenses, licenses)
+        app.default_quantity = licenses
     return EmulatorServer(
         app,
         host=host,

@@ -1050,8 +1050,24 @@ def _envelope(**fields: Any) -> dict[str, Any]:
     Cisco's published examples send a fixed nonce and the service accepts that; a fresh one per
     send keeps a strict service from refusing a resend as a replay.
     """
-    nonce = "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(_NONCE_LENGTH))
-    return {"data": {"timestamp": int(time.time() * 1000), "nonce": nonce, **fields}}
+    return {"data": {"timestamp": int(time.time() * 1000), "nonce": _nonce(), **fields}}
+
+
+def _nonce() -> str:
+    """`_NONCE_LENGTH` characters drawn uniformly from `_NONCE_ALPHABET` by the OS's CSPRNG.
+
+    One read of random bytes, not one per character (`secrets.choice` reads the OS for every
+    draw); a byte is kept only below the largest multiple of the alphabet's size, so each
+    character stays uniform.
+    """
+    size = len(_NONCE_ALPHABET)
+    below = 256 - 256 % size
+    chosen: list[str] = []
+    while len(chosen) < _NONCE_LENGTH:
+        chosen += [
+            _NONCE_ALPHABET[b % size] for b in secrets.token_bytes(2 * _NONCE_LENGTH) if b < below
+        ]
+    return "".join(chosen[:_NONCE_LENGTH])
 
 
 def _mutating_answer(response: HttpResponse) -> dict[str, Any]:

@@ -17,6 +17,7 @@ tokens, client secrets and passwords never reach them.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json as _json
 import logging
 import os
@@ -30,8 +31,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias
+from urllib.parse import urlencode, urlsplit
 
 import requests
+import requests.utils
+import urllib3
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
@@ -411,11 +415,18 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return Redactor(secrets)(text)
 
 
+@functools.lru_cache(maxsize=4096)
+def _names_a_secret(name: str) -> bool:
+    """Whether a header or field name marks its value as a secret (cached: every call of a batch
+    sends the same few names)."""
+    return _SECRET_NAME.search(name) is not None
+
+
 def _secret_values(headers: Mapping[str, str] | None, *bodies: object) -> list[str]:
     """Values in headers and bodies whose names mark them as secrets, so a call can scrub them."""
     found: list[str] = []
     for name, value in (headers or {}).items():
-        if _SECRET_NAME.search(name) and isinstance(value, str):
+        if _names_a_secret(name) and isinstance(value, str):
             found.append(value)
             # "Bearer abc" also leaks as "abc" (e.g. echoed by a vendor): scrub the bare value.
             found.extend(value.split()[1:])
@@ -425,7 +436,7 @@ def _secret_values(headers: Mapping[str, str] | None, *bodies: object) -> list[s
             return
         if isinstance(node, Mapping):
             for key, value in node.items():
-                if isinstance(key, str) and _SECRET_NAME.search(key) and isinstance(value, str):
+                if isinstance(key, str) and _names_a_secret(key) and isinstance(value, str):
                     found.append(value)
                 walk(value, depth + 1)
         elif isinstance(node, list | tuple):
@@ -565,6 +576,36 @@ class HttpResponse:
             elapsed=response.elapsed.total_seconds() if response.elapsed else 0.0,
         )
 
+    @classmethod
+    def from_urllib3(
+        cls, response: urllib3.BaseHTTPResponse, url: str, elapsed: float
+    ) -> HttpResponse:
+        """Copy a preloaded urllib3 response into a value, decoded as `from_requests` decodes.
+
+        Args:
+            response: a response read whole (`preload_content=True`).
+            url: the URL asked for (the answer's own after a redirect).
+            elapsed: seconds from sending to the whole answer.
+
+        Returns:
+            The value.
+        """
+        raw = response.data or b""
+        headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(response.headers)
+        encoding = requests.utils.get_encoding_from_headers(headers) or "utf-8"
+        try:
+            text = raw.decode(encoding, errors="replace")
+        except LookupError:
+            text = raw.decode("utf-8", errors="replace")
+        return cls(
+            status=response.status,
+            headers=headers,
+            text=text,
+            raw=raw,
+            url=response.url or url,
+            elapsed=elapsed,
+        )
+
 
 def vendor_message(response: HttpResponse) -> str:
     """The vendor's own error message from a response, verbatim.
@@ -612,12 +653,14 @@ def _find_message(node: object) -> str | None:
 # --- transport failure classification ----------------------------------------------------------
 
 
-def _classify(exc: requests.RequestException) -> Failure:
+def _classify(exc: Exception) -> Failure:
     """Split transport failures as urllib3 does (`_is_connection_error` vs `_is_read_error`).
 
     Only failures in the connect phase prove the request never left: the TCP/TLS connection did
     not exist, so no byte of the request was written. Everything after is "may have been seen".
     """
+    if not isinstance(exc, requests.RequestException):
+        return _classify_direct(exc)
     if isinstance(exc, requests.exceptions.SSLError):
         # The handshake fails before the request is written, but retrying will not fix a
         # certificate the client refuses.
@@ -650,6 +693,61 @@ def _classify(exc: requests.RequestException) -> Failure:
     return Failure.transport(type(exc).__name__, may_have_seen=True)
 
 
+def _classify_direct(exc: Exception) -> Failure:
+    """`_classify` for what urllib3 raises itself (`HttpClient._attempt_direct`), with the same
+    names and the same rule: only a failure to connect proves the request never left."""
+    if isinstance(exc, urllib3.exceptions.MaxRetryError):
+        if isinstance(exc.reason, urllib3.exceptions.ResponseError):
+            return Failure.transport("redirect_loop", may_have_seen=True, permanent=True)
+        if isinstance(exc.reason, Exception):
+            exc = exc.reason
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return Failure.transport("tls", may_have_seen=False, permanent=True)
+    if isinstance(exc, urllib3.exceptions.NameResolutionError):
+        return Failure.transport("dns", may_have_seen=False)
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return Failure.transport("connect_refused", may_have_seen=False)
+    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+        return Failure.transport("connect_timeout", may_have_seen=False)
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return Failure.transport("read_timeout", may_have_seen=True)
+    if isinstance(exc, urllib3.exceptions.DecodeError):
+        return Failure.transport("broken_response", may_have_seen=True)
+    # ProtocolError ("Connection aborted.", RemoteDisconnected, a reset, a short body) and any
+    # other OSError after connecting: the request may have been written.
+    return Failure.transport("reset", may_have_seen=True)
+
+
+# Redirects of a call that does not mutate are followed as requests follows them (at most 30);
+# every other failure is raised at once, as with `retries=False`.
+_FOLLOW_REDIRECTS: Final = urllib3.Retry(
+    total=None,
+    connect=0,
+    read=0,
+    status=0,
+    other=0,
+    redirect=30,
+    raise_on_redirect=True,
+    raise_on_status=False,
+    respect_retry_after_header=False,
+)
+_DIRECT_HEADERS: Final = {
+    "User-Agent": "airgap-outside",
+    "Accept-Encoding": "gzip, deflate",
+    "Accept": "*/*",
+    "Connection": "keep-alive",
+}
+
+
+def _pool_settings(verify: bool | str) -> tuple[tuple[str, str], ...]:
+    """urllib3 pool settings for requests' `verify` (True: certifi's bundle, as requests)."""
+    if verify is False:
+        return (("cert_reqs", "CERT_NONE"),)
+    where = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else verify
+    key = "ca_cert_dir" if os.path.isdir(where) else "ca_certs"
+    return (("cert_reqs", "CERT_REQUIRED"), (key, where))
+
+
 _CONFIG_EXCEPTIONS: Final = (
     requests.exceptions.InvalidURL,
     requests.exceptions.MissingSchema,
@@ -670,12 +768,13 @@ class TlsSettings:
     `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE` names), False (no verification) or the path of a CA
     bundle (PEM).
 
-    `HttpClient` passes it with every request and never sets it on a session. requests lets a
-    per-request `verify` of False or a path win over `REQUESTS_CA_BUNDLE`
-    (`Session.merge_environment_settings` replaces it only when it is True or None), so a
-    configured CA bundle is used whatever the environment says, and sessions keep `trust_env`
-    on: proxies from the environment (`HTTPS_PROXY`, `NO_PROXY`) keep working, and with
-    verification left at True an operator's `REQUESTS_CA_BUNDLE` is honoured.
+    `HttpClient` passes it with every request and never sets it on a session. As requests
+    lets a per-request `verify` of False or a path win over `REQUESTS_CA_BUNDLE`
+    (`Session.merge_environment_settings` replaces it only when it is True or None), a
+    configured CA bundle is used whatever the environment says; with `trust_env` (below) the
+    client reads the environment as requests would, once per origin: proxies (`HTTPS_PROXY`,
+    `NO_PROXY`) keep working, and with verification left at True an operator's
+    `REQUESTS_CA_BUNDLE` is honoured.
     See: <https://github.com/psf/requests/issues/3829>
     """
 
@@ -737,6 +836,12 @@ class HttpClient:
     at most one call per thread is in flight, so the pools together hold `concurrency`
     connections and keep-alive still works. An injected `session` is shared by all threads
     instead; that is the caller's choice (tests, or a session with special adapters).
+
+    Without an injected session, an origin that no proxy and no `~/.netrc` login applies to
+    is called through urllib3 directly (a pool manager per thread, as small as the sessions'
+    pools): the same headers, body encoding, TLS settings, timeouts, redirect rule and failure
+    classification, without the session's per-call work, which costs more CPU than the call
+    itself against a fast vendor. Proxied or netrc origins go through the requests session.
     """
 
     def __init__(
@@ -785,6 +890,8 @@ class HttpClient:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._own_sessions: list[requests.Session] = []
+        self._own_pools: list[urllib3.PoolManager] = []
+        self._environments: dict[tuple[str, str], Mapping[str, Any]] = {}
 
     # session handling
 
@@ -794,7 +901,9 @@ class HttpClient:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            session.trust_env = TlsSettings.trust_env
+            # The environment is read once per origin (`_environment`) rather than by requests
+            # on every call, where it costs more CPU than the rest of the call.
+            session.trust_env = False
             # max_retries=0: urllib3 must not retry behind our back, or a "read error" resend
             # of a POST could slip past the at-most-once rules above.
             adapter = HTTPAdapter(pool_connections=2, pool_maxsize=2, max_retries=0)
@@ -806,12 +915,115 @@ class HttpClient:
             self._local.session = session
         return session
 
+    def _environment(self, url: str) -> Mapping[str, Any]:
+        """What requests' `trust_env` would take from the environment for `url`, read once for
+        its origin: the proxies (`HTTPS_PROXY`, `NO_PROXY`, ...), the CA bundle that replaces
+        `verify=True` (`REQUESTS_CA_BUNDLE`, then `CURL_CA_BUNDLE`) and `~/.netrc` credentials.
+        `TlsSettings.trust_env` false reads none of them.
+        """
+        parts = urlsplit(url)
+        origin = (parts.scheme.lower(), parts.netloc.lower())
+        found = self._environments.get(origin)
+        if found is None:
+            verify = self.tls.verify
+            settings: dict[str, Any] = {"verify": verify, "proxies": {}, "auth": None}
+            if TlsSettings.trust_env:
+                if verify is True and origin[0] == "https":
+                    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
+                        "CURL_CA_BUNDLE"
+                    )
+                    settings["verify"] = bundle or True
+                settings["proxies"] = requests.utils.get_environ_proxies(url)
+                settings["auth"] = requests.utils.get_netrc_auth(url)
+            # No proxy and no netrc login: the call goes straight to urllib3 (`_attempt_direct`)
+            # with these pool settings; otherwise through the requests session, which knows them.
+            proxy = requests.utils.select_proxy(url, settings["proxies"])
+            direct = proxy is None and settings["auth"] is None
+            settings["direct"] = _pool_settings(settings["verify"]) if direct else None
+            found = self._environments[origin] = settings  # a race only reads it twice
+        return found
+
+    def _pools(self, settings: tuple[tuple[str, str], ...]) -> urllib3.PoolManager:
+        """This thread's urllib3 pools for TLS `settings` (one call in flight per thread, as
+        with the sessions: the pools of all threads hold `concurrency` connections)."""
+        pools: dict[tuple[tuple[str, str], ...], urllib3.PoolManager] | None = getattr(
+            self._local, "pools", None
+        )
+        if pools is None:
+            pools = self._local.pools = {}
+        manager = pools.get(settings)
+        if manager is None:
+            # retries=False: urllib3 must not retry behind our back (see `_session`).
+            tls: dict[str, Any] = dict(settings)
+            manager = urllib3.PoolManager(num_pools=4, maxsize=2, block=False, retries=False, **tls)
+            pools[settings] = manager
+            with self._lock:
+                self._own_pools.append(manager)
+        return manager
+
+    def _attempt_direct(
+        self,
+        call: _Call,
+        url: str,
+        settings: tuple[tuple[str, str], ...],
+        *,
+        headers: Mapping[str, str] | None,
+        json: JsonBody,
+        data: Mapping[str, str] | str | bytes | None,
+        allow_redirects: bool,
+    ) -> tuple[HttpResponse | None, Exception | None]:
+        """Send once with urllib3, as the requests session would have: the same headers, body
+        encoding, TLS checks, timeouts and redirect rule (none for a mutation), without the
+        session's per-call work (settings merges, hooks, cookies), which cost more CPU than the
+        call itself at zero latency. Cookies are not kept between calls: no vendor API here
+        sets one."""
+        sent = dict(_DIRECT_HEADERS)
+        body: bytes | str | None = None
+        if json is not None and not data:
+            try:
+                body = _json.dumps(json, allow_nan=False).encode("utf-8")
+            except (TypeError, ValueError) as exc:
+                raise AirgapError(f"{call.method} {call.shown}: request body is not JSON") from exc
+            sent["Content-Type"] = "application/json"
+        elif isinstance(data, Mapping):
+            body = urlencode(list(data.items()))
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        elif data:
+            body = data
+        if headers:
+            sent.update(headers)
+        started = time.perf_counter()
+        try:
+            raw = self._pools(settings).urlopen(
+                call.method,
+                url,
+                body=body,
+                headers=sent,
+                timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout),
+                retries=_FOLLOW_REDIRECTS if allow_redirects else False,
+                redirect=allow_redirects,
+                preload_content=True,
+            )
+        except (urllib3.exceptions.LocationValueError, urllib3.exceptions.InvalidHeader) as exc:
+            raise ConfigError(
+                f"{call.method} {call.shown}: {call.scrub(str(exc))}",
+                hint="Check the vendor URL setting.",
+            ) from exc
+        except ValueError as exc:  # http.client refuses a header value with a line break
+            raise ConfigError(f"{call.method} {call.shown}: {call.scrub(str(exc))}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            return None, exc
+        return HttpResponse.from_urllib3(raw, url, time.perf_counter() - started), None
+
     def close(self) -> None:
         """Close the sessions this client created (an injected session is left to its owner)."""
         with self._lock:
             sessions, self._own_sessions = self._own_sessions, []
+            pools, self._own_pools = self._own_pools, []
         for session in sessions:
             session.close()
+        for pool in pools:
+            pool.clear()
         self._local = threading.local()
 
     def __enter__(self) -> HttpClient:
@@ -882,7 +1094,7 @@ class HttpClient:
         method = method.upper()
         url = self.url_for(path_or_url)
         secrets = set(_secret_values(headers, json, data))
-        call = _Call(method, self.redactor.child(*secrets)(url), self.redactor, secrets, [])
+        call = _Call(method, url, self.redactor, secrets, [])
         send = {"json": json, "data": data, "allow_redirects": not mutating}
         number = 0
         while True:
@@ -911,17 +1123,33 @@ class HttpClient:
 
     def _attempt(
         self, call: _Call, url: str, number: int, **kwargs: Any
-    ) -> tuple[HttpResponse | None, requests.RequestException | None]:
+    ) -> tuple[HttpResponse | None, Exception | None]:
         """Send once: the answer, or the transport failure; unusable settings raise at once."""
         started = time.monotonic()
         answer: HttpResponse | None = None
-        cause: requests.RequestException | None = None
+        cause: Exception | None = None
+        environment: Mapping[str, Any] = {"verify": self.tls.verify}
+        if self._shared is None:
+            environment = self._environment(url)
+            if environment is not None and environment["direct"] is not None:
+                answer, cause = self._attempt_direct(call, url, environment["direct"], **kwargs)
+                outcome = f"HTTP {answer.status}" if answer else type(cause).__name__
+                if _log.isEnabledFor(logging.DEBUG):
+                    elapsed = time.monotonic() - started
+                    _log.debug(
+                        "%s %s attempt %d: %s (%.3fs)",
+                        *(call.method, call.shown, number, outcome, elapsed),
+                    )
+                return answer, cause
         try:
-            raw = self._session().request(
+            session = self._session()
+            raw = session.request(
                 call.method,
                 url,
                 timeout=(self.timeout, self.timeout),
-                verify=self.tls.verify,
+                verify=environment["verify"],
+                proxies=environment.get("proxies"),
+                auth=environment.get("auth"),
                 **kwargs,
             )
         except _CONFIG_EXCEPTIONS as exc:
@@ -943,10 +1171,11 @@ class HttpClient:
         else:
             answer, cause = HttpResponse.from_requests(raw), None
             outcome = f"HTTP {answer.status}"
-        elapsed = time.monotonic() - started
-        _log.debug(
-            "%s %s attempt %d: %s (%.3fs)", call.method, call.shown, number, outcome, elapsed
-        )
+        if _log.isEnabledFor(logging.DEBUG):
+            elapsed = time.monotonic() - started
+            _log.debug(
+                "%s %s attempt %d: %s (%.3fs)", call.method, call.shown, number, outcome, elapsed
+            )
         return answer, cause
 
 
@@ -955,10 +1184,15 @@ class _Call:
     """One logical call as its error messages name it, with its attempts so far."""
 
     method: str
-    shown: str  # the URL, redacted
+    url: str  # as sent; only ever shown redacted (`shown`)
     redactor: Redactor  # the client's, which learns tokens obtained during the call
     secrets: set[str]  # this call's own: secret-named headers and body fields
     history: list[Attempt]
+
+    @functools.cached_property
+    def shown(self) -> str:
+        """The URL, redacted: made only for a message or a log line, not for every call."""
+        return self.scrub(self.url)
 
     def scrub(self, text: str) -> str:
         """`text` without any secret known now (a token renewed mid-call included)."""

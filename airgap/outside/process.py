@@ -17,12 +17,14 @@ import heapq
 import itertools
 import logging
 import os
+import queue
 import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -185,6 +187,14 @@ def _dry_run(opened: OpenedBundle) -> ProcessResult:
     )
 
 
+@dataclass(frozen=True)
+class _StepResult:
+    """What one step of an item came back with: an outcome for the journal, and what next."""
+
+    record: Outcome | None  # to be recorded in the loop's next commit
+    follow_up: tuple[str, float] | None  # (step kind, delay in seconds); None: settled
+
+
 @dataclass(order=True)
 class _Due:
     at: float
@@ -322,21 +332,74 @@ class _Run:
                 client.finish()
 
     def _loop(self, pool: ThreadPoolExecutor, deadline: float, total: int) -> None:
-        running: dict[Future[tuple[str, float] | None], str] = {}
+        """Hand due steps to the pool and take back what they did, one journal commit a turn.
+
+        A turn collects every step that finished, queues what each item does next, takes the
+        steps now due, and then makes one durable commit of the finished calls' outcomes and
+        of the SUBMITTING rows of the submits about to start (a group commit: the more calls
+        finish while a commit is on disk, the more the next one carries). Only then do the new
+        steps start, so every call sees the journal as it stands and no submit goes out before
+        its SUBMITTING row is durable. An outcome not yet committed when the process dies is
+        only a call made again: the item is still SUBMITTING (reconciled, never resent) or
+        SUBMITTED (polled).
+        """
+        finished: queue.SimpleQueue[Future[_StepResult]] = queue.SimpleQueue()
+        running: dict[Future[_StepResult], str] = {}
         while self._heap or running:
+            timeout: float | None = None
+            if self._heap and len(running) < self.options.concurrency:
+                timeout = max(0.0, self._heap[0].at - time.monotonic())
+            came_back: list[Future[_StepResult]] = []
+            if running and timeout != 0.0:
+                with suppress(queue.Empty):
+                    came_back.append(finished.get(timeout=timeout))
+            elif timeout:
+                time.sleep(timeout)
+            while True:  # everything else that finished meanwhile joins this turn's commit
+                try:
+                    came_back.append(finished.get_nowait())
+                except queue.Empty:
+                    break
+            outcomes: dict[str, Outcome] = {}
+            failure: BaseException | None = None
+            while came_back:
+                for future in came_back:
+                    item_id = running.pop(future)
+                    try:
+                        step = future.result()
+                    except BaseException as exc:  # stops the batch, raised after the commit
+                        failure = failure or exc
+                        continue
+                    if step.record is not None:
+                        outcomes[item_id] = step.record
+                    if step.follow_up is None:
+                        self._settled += 1
+                    else:
+                        kind, delay = step.follow_up
+                        self.schedule(kind, item_id, delay)
+                # A batch that stops still records what its calls in flight come back with.
+                came_back = [finished.get() for _ in running] if failure is not None else []
             now = time.monotonic()
             ready: list[_Due] = []
             while (
-                self._heap
+                failure is None
+                and self._heap
                 and self._heap[0].at <= now
                 and len(running) + len(ready) < self.options.concurrency
             ):
                 ready.append(heapq.heappop(self._heap))
-            self._mark_submitting([due.item_id for due in ready if due.kind == "submit"])
+            submits = [due.item_id for due in ready if due.kind == "submit"]
+            if outcomes or submits:
+                for entry in self.journal.advance(self.bundle_id, outcomes, submits):
+                    self._note(entry)
+            if failure is not None:
+                raise failure
             for due in ready:
                 # A submit's SUBMITTING row is durable now: its worker only makes the call.
                 kind = "submitting" if due.kind == "submit" else due.kind
-                running[pool.submit(self._step, kind, due.item_id)] = due.item_id
+                future = pool.submit(self._step, kind, due.item_id)
+                running[future] = due.item_id
+                future.add_done_callback(finished.put)
             if self._heap and self._heap[0].at > deadline:
                 # Nothing due before the deadline can be started; the rest stays pending.
                 parked = [d for d in self._heap if d.at > deadline]
@@ -352,36 +415,8 @@ class _Run:
                         },
                     )
                     self._settled += 1
+            if came_back or not running:
                 self._report(total)
-            timeout = None
-            if self._heap:
-                timeout = max(0.0, self._heap[0].at - time.monotonic())
-                if len(running) >= self.options.concurrency:
-                    timeout = None
-            if not running:
-                if timeout:
-                    time.sleep(timeout)
-                continue
-            done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
-            for future in done:
-                item_id = running.pop(future)
-                follow_up = future.result()  # errors that stop the batch propagate here
-                if follow_up is None:
-                    self._settled += 1
-                    self._report(total)
-                else:
-                    kind, delay = follow_up
-                    self.schedule(kind, item_id, delay)
-
-    def _mark_submitting(self, item_ids: list[str]) -> None:
-        """Make the SUBMITTING rows of items about to be sent durable, in one commit.
-
-        One fsync for every submit starting now rather than one per item; the calls go out
-        only once it has returned, so at-most-once holds as with one commit per item.
-        """
-        if item_ids:
-            for entry in self.journal.mark_submitting_many(self.bundle_id, item_ids):
-                self._note(entry)
 
     def _report(self, total: int) -> None:
         if self.progress is not None:
@@ -396,7 +431,7 @@ class _Run:
 
     # --- one step of one item (runs in a worker thread)
 
-    def _step(self, kind: str, item_id: str) -> tuple[str, float] | None:
+    def _step(self, kind: str, item_id: str) -> _StepResult:
         item = self.work[item_id]
         client = self.clients[vendor_of(item.action)]
         try:
@@ -417,7 +452,7 @@ class _Run:
                 ItemState.SUBMITTING: "reconcile",
                 ItemState.SUBMITTED: "poll",
             }.get(self.entries[item_id].state)
-            return (follow, self._retry_delay(item_id)) if follow else None
+            return _StepResult(None, (follow, self._retry_delay(item_id)) if follow else None)
 
     def _retry_delay(self, item_id: str) -> float:
         with self._lock:
@@ -425,7 +460,7 @@ class _Run:
             failures = self.resubmits[f"wait:{item_id}"]
         return self.options.retry.delay(min(failures, 8))
 
-    def _submit(self, client: VendorClient, item: WorkItem) -> tuple[str, float] | None:
+    def _submit(self, client: VendorClient, item: WorkItem) -> _StepResult:
         """Make the item's vendor call; its SUBMITTING row is already durable."""
         try:
             outcome = client.submit(item)
@@ -444,19 +479,20 @@ class _Run:
             with self._lock:
                 self.resubmits[f"unreached:{item.id}"] += 1
                 tries = self.resubmits[f"unreached:{item.id}"]
-            return ("submit", self._retry_delay(item.id)) if tries <= MAX_RESUBMITS else None
+            retry = ("submit", self._retry_delay(item.id)) if tries <= MAX_RESUBMITS else None
+            return _StepResult(None, retry)
         except VendorError as exc:
             self._note(
                 self.journal.mark_failed(
                     self.bundle_id, item.id, {"code": exc.code, "message": exc.message}
                 )
             )
-            return None
+            return _StepResult(None, None)
         return self._apply(item, outcome)
 
     def _reconcile(
         self, client: VendorClient, item: WorkItem, ref: Mapping[str, str]
-    ) -> tuple[str, float] | None:
+    ) -> _StepResult:
         found = client.reconcile(item, ref)
         if found is NOT_SUBMITTED:
             with self._lock:
@@ -468,25 +504,25 @@ class _Run:
                     "code": ItemCode.PENDING,
                     "message": "the vendor kept losing this call; process the request again",
                 }
-                return None
-            return "submit", 0.0
+                return _StepResult(None, None)
+            return _StepResult(None, ("submit", 0.0))
         assert isinstance(found, Outcome)
         return self._apply(item, found)
 
-    def _apply(self, item: WorkItem, outcome: Outcome) -> tuple[str, float] | None:
-        """Journal an outcome; say what comes next for the item (None: settled for this run)."""
+    def _apply(self, item: WorkItem, outcome: Outcome) -> _StepResult:
+        """What an outcome asks the journal to record, and what comes next for the item (None:
+        settled for this run). The loop records it in its next commit."""
         self.transient.pop(item.id, None)
         if outcome.status == "pending":
-            if self.entries[item.id].state == ItemState.SUBMITTING:
-                self._note(self.journal.record_outcome(self.bundle_id, item.id, outcome))
+            # A pending answer to a poll changes nothing: the item is SUBMITTED already.
+            record = outcome if self.entries[item.id].state == ItemState.SUBMITTING else None
             delay = outcome.retry_after if outcome.retry_after is not None else DEFAULT_POLL
-            return "poll", max(0.0, delay)
+            return _StepResult(record, ("poll", max(0.0, delay)))
         if outcome.status == "ok":
             unknown = set(outcome.files) - action(item.action).response_files
             if unknown:
                 raise VendorError(f"client produced unexpected file names {sorted(unknown)}")
-        self._note(self.journal.record_outcome(self.bundle_id, item.id, outcome))
-        return None
+        return _StepResult(outcome, None)
 
 
 def outside_status(home: Home) -> dict[str, Any]:

@@ -314,6 +314,53 @@ def test_many_items_go_submitting_in_one_commit_or_none_does(db: Path, admitted:
     assert admitted.mark_submitting_many("req-1", []) == []
 
 
+def test_outcomes_and_new_submits_are_made_durable_together_in_one_commit_or_none_is(
+    db: Path, admitted: Journal
+) -> None:
+    admitted.mark_submitting_many("req-1", ["item-0000", "item-0001"])
+    commits: list[str] = []
+    admitted._db.conn.set_trace_callback(
+        lambda sql: commits.append(sql) if sql.startswith("COMMIT") else None
+    )
+    changed = admitted.advance(
+        "req-1",
+        {
+            "item-0001": Outcome.pending({"poll_id": str(POLL_ID)}),
+            "item-0000": Outcome.ok({"auth_status": "AUTHORIZED"}),
+        },
+        ["item-0002"],
+    )
+    admitted._db.conn.set_trace_callback(None)
+    assert len(commits) == 1
+    assert [(i.item_id, i.state) for i in changed] == [
+        ("item-0001", ItemState.SUBMITTED),
+        ("item-0000", ItemState.DONE),
+        ("item-0002", ItemState.SUBMITTING),
+    ]
+    with Journal.open(db) as other:  # durable and visible once it returns
+        assert other.items("req-1") == [changed[1], changed[0], changed[2]]
+    before = admitted.items("req-1")
+    with pytest.raises(IllegalTransition):  # item-0000 is final; item-0001's outcome is not kept
+        admitted.advance("req-1", {"item-0001": Outcome.ok({}), "item-0000": Outcome.ok({})}, [])
+    with pytest.raises(IllegalTransition):  # item-0002 is not NEW
+        admitted.advance("req-1", {"item-0001": Outcome.ok({})}, ["item-0002"])
+    with pytest.raises(JournalError):  # one item, two changes
+        admitted.advance("req-1", {"item-0002": Outcome.ok({})}, ["item-0002"])
+    assert admitted.items("req-1") == before
+    assert admitted.advance("req-1", {}, []) == []
+
+
+def test_the_request_is_complete_once_its_last_item_is_final_whatever_the_order(
+    admitted: Journal,
+) -> None:
+    admitted.mark_submitting_many("req-1", ["item-0000", "item-0001", "item-0002"])
+    admitted.advance("req-1", {"item-0002": Outcome.ok({})}, [])
+    admitted.advance("req-1", {"item-0000": Outcome.failed("E_VENDOR", "no")}, [])
+    assert admitted.request("req-1").status == "open"  # type: ignore[union-attr]
+    admitted.advance("req-1", {"item-0001": Outcome.ok({})}, [])
+    assert admitted.request("req-1").status == "complete"  # type: ignore[union-attr]
+
+
 def test_resubmitting_many_is_all_or_nothing(admitted: Journal) -> None:
     for item in ("item-0000", "item-0001"):
         apply(admitted, "submitting", item)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -19,7 +20,7 @@ from bundles import make_request
 from craft import reserve_item
 
 from airgap.bundle import TrustPolicy, verify_bundle
-from airgap.errors import AirgapError
+from airgap.errors import AirgapError, AuthError
 from airgap.home import Home
 from airgap.outside import journal as journal_module
 from airgap.outside.http import UncertainOutcome
@@ -237,7 +238,7 @@ def count_journal_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return calls
 
 
-def test_each_item_step_makes_one_journal_change_and_no_read(
+def test_item_steps_are_journaled_only_by_the_loops_group_commits_and_never_read_back(
     sites, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inside, outside = sites
@@ -246,14 +247,15 @@ def test_each_item_step_makes_one_journal_change_and_no_read(
     result = run(outside, request, SimVendor(pending_polls=1), concurrency=1)
     assert result.counts == {"ok": 5}
     # Per item: submit (SUBMITTING, then SUBMITTED), a poll still pending (nothing to record),
-    # a poll that finishes (DONE). The run reads the items once, after taking its claim, and
-    # answers from what the changes handed back.
+    # a poll that finishes (DONE). Every one of those changes goes into the loop's one commit
+    # per turn (`advance`), at most one turn per step; the run reads the items once, after
+    # taking its claim, and answers from what the commits handed back.
+    advances = calls.pop("advance")
+    assert 1 <= advances <= 3 * 5
     assert dict(calls) == {
         "admit_request": 1,
         "claim": 1,
         "items": 1,
-        "mark_submitting_many": 5,  # one item at a time: one call in flight at once
-        "record_outcome": 10,
         "next_response_sequence": 1,
         "record_response": 1,
         "close": 1,
@@ -285,7 +287,7 @@ def test_submits_that_start_together_are_made_durable_in_one_commit(
     inside, outside = sites
     request = request_of(inside, tmp_path, 5)
     marked: list[list[str]] = []
-    real = Journal.mark_submitting_many
+    real = Journal.advance
 
     class Watching(SimVendor):
         def submit(self, item: WorkItem) -> Outcome:
@@ -293,14 +295,44 @@ def test_submits_that_start_together_are_made_durable_in_one_commit(
             assert any(item.id in group for group in marked)
             return super().submit(item)
 
-    def spy(self: Journal, bundle_id: str, item_ids: list[str]) -> Any:
+    def spy(self: Journal, bundle_id: str, outcomes: Any, item_ids: list[str]) -> Any:
         if item_ids:
             marked.append(list(item_ids))
-        return real(self, bundle_id, item_ids)
+        return real(self, bundle_id, outcomes, item_ids)
 
-    monkeypatch.setattr(Journal, "mark_submitting_many", spy)
+    monkeypatch.setattr(Journal, "advance", spy)
     vendor = Watching()
     result = run(outside, request, vendor, concurrency=8)
     assert result.counts == {"ok": 5}
     assert marked == [[f"item-{n:04d}" for n in range(1, 6)]]
     assert set(vendor.reserved.values()) == {1}
+
+
+def test_a_batch_stopped_by_a_refused_login_still_records_the_calls_in_flight(
+    sites, tmp_path: Path
+) -> None:
+    inside, outside = sites
+    request = request_of(inside, tmp_path, 4)
+    gate = threading.Barrier(4)
+
+    class Refusing(SimVendor):
+        def submit(self, item: WorkItem) -> Outcome:
+            gate.wait(timeout=10)  # all four calls are in flight together
+            if item.id == "item-0001":
+                raise AuthError("the token was refused")
+            time.sleep(0.3)  # ... and the others come back after the refusal stopped the batch
+            return super().submit(item)
+
+    with pytest.raises(AuthError):
+        run(outside, request, Refusing(), concurrency=4)
+    with Journal.open(outside / "state.db") as journal:
+        (seen,) = journal.summary().requests
+        states = {e.item_id: e.state.value for e in journal.items(seen.request.bundle_id)}
+    # The refused call went back to NEW; the three that came back pending are SUBMITTED, not
+    # left SUBMITTING to be reconciled by the next run.
+    assert states == {
+        "item-0001": "NEW",
+        "item-0002": "SUBMITTED",
+        "item-0003": "SUBMITTED",
+        "item-0004": "SUBMITTED",
+    }

@@ -231,6 +231,17 @@ def worker_count(size: int) -> int:
     return min(cpu_count(), MAX_WORKERS) if can_fork() else 0
 
 
+def kill_worker(pid: int, pipe: int) -> None:
+    """Kill and reap a forked worker (pid 0: none) and close its pipe (-1: none)."""
+    if pid:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.waitpid(pid, 0)
+    if pipe >= 0:
+        os.close(pipe)
+
+
 def can_fork() -> bool:
     """Whether forking a worker is safe (single-threaded, `os.fork` exists) and can pay
     (more than one CPU)."""
@@ -393,15 +404,8 @@ class ItemsCheck:
     def stop(self) -> None:
         """Stop and reap workers still running."""
         for job in self.jobs:
-            if job.pid:
-                with contextlib.suppress(OSError):
-                    os.kill(job.pid, signal.SIGKILL)
-                with contextlib.suppress(OSError):
-                    os.waitpid(job.pid, 0)
-                job.pid = 0
-            if job.pipe >= 0:
-                os.close(job.pipe)
-                job.pipe = -1
+            kill_worker(job.pid, job.pipe)
+            job.pid, job.pipe = 0, -1
 
     def close_rendering(self) -> None:
         for job in self.jobs:

@@ -16,7 +16,6 @@ import hashlib
 import json
 import operator
 import os
-import signal
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -455,15 +454,8 @@ class _MemberWorker:
         return int(answer)
 
     def stop_now(self) -> None:
-        if self.pid:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(OSError):
-                os.waitpid(self.pid, 0)
-            self.pid = 0
-        if self.pipe >= 0:
-            os.close(self.pipe)
-            self.pipe = -1
+        itemcheck.kill_worker(self.pid, self.pipe)
+        self.pid, self.pipe = 0, -1
 
 
 class _BundleReader:

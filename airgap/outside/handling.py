@@ -151,6 +151,18 @@ def admit(
         )
 
 
+def request_facts(opened: OpenedBundle, request: Path) -> dict[str, Any]:
+    """What an audit entry of the outside says about the request it worked on."""
+    manifest = opened.manifest
+    return {
+        "bundle_id": manifest.bundle_id,
+        "manifest_sha256": opened.manifest_sha256,
+        "file": request.name,
+        "producer": dict(manifest.producer),
+        "producer_audit_head": manifest.audit_head,
+    }
+
+
 def claim_owner(command: str) -> str:
     """Who holds a request's claim, as a refused second claimant is told it."""
     return f"{command} {os.getpid()}@{socket.gethostname()}"
@@ -292,13 +304,7 @@ def write_response(
         bundle_id=written.manifest.bundle_id,
         manifest_sha256=written.manifest_sha256,
         details={
-            "request": {
-                "bundle_id": manifest.bundle_id,
-                "manifest_sha256": opened.manifest_sha256,
-                "file": request.name,
-                "producer": dict(manifest.producer),
-                "producer_audit_head": manifest.audit_head,
-            },
+            "request": request_facts(opened, request),
             "response_file": output.name,
             "counts": counts,
             "items": {item["id"]: item["status"] for item in items},

@@ -55,6 +55,7 @@ from airgap.outside.handling import (
     opened_request,
     portal_note,
     portal_ref,
+    request_facts,
     write_response,
 )
 from airgap.outside.journal import ItemState, Journal, JournalItem
@@ -186,13 +187,7 @@ def _audit_export(home: Home, opened: OpenedBundle, request: Path, result: Expor
         bundle_id=manifest.bundle_id,
         manifest_sha256=opened.manifest_sha256,
         details={
-            "request": {
-                "bundle_id": manifest.bundle_id,
-                "manifest_sha256": opened.manifest_sha256,
-                "file": request.name,
-                "producer": dict(manifest.producer),
-                "producer_audit_head": manifest.audit_head,
-            },
+            "request": request_facts(opened, request),
             "exports": result.exports,
             "new_items": result.new_items,
             "items": {item["id"]: item["export"] for item in result.items},

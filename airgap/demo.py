@@ -195,19 +195,8 @@ def run_demo(workdir: Path, *, devices: int = 6, say: Say | None = None) -> Demo
     tell = say or (lambda _: None)
     if not 1 <= devices <= MAX_DEVICES:
         raise ConfigError(f"--devices must be between 1 and {MAX_DEVICES}")
-    if workdir.exists() and any(workdir.iterdir()):
-        raise ConfigError(f"{workdir} is not empty", hint="Give --keep an empty or new folder.")
-    workdir.mkdir(parents=True, exist_ok=True)
-    # Absolute, so the printed commands still find the key after they `cd` into the bundle.
-    workdir = workdir.resolve()
-    inside_root, outside_root = workdir / "inside-home", workdir / "outside-home"
-
+    workdir, inside_root, outside_root = _two_homes(workdir)
     tell("1/7 creating an inside and an outside home and exchanging site cards")
-    init_home(inside_root, role="inside", name="secure-lab", passphrase=None)
-    init_home(outside_root, role="outside", name="dmz-licensing", passphrase=None)
-    inside, outside = Home.open(inside_root), Home.open(outside_root)
-    trust_site(inside, outside.card())
-    trust_site(outside, inside.card())
 
     tell(
         f"2/7 starting on 127.0.0.1: {devices} IOS XE device(s) (REST and SSH), {BIGIPS} "
@@ -345,6 +334,27 @@ def _common_report(
             "sha256sum -c SHA256SUMS",
         ],
     }
+
+
+def _two_homes(workdir: Path) -> tuple[Path, Path, Path]:
+    """In `workdir` (new or empty), an inside and an outside home that trust each other;
+    returns the absolute workdir and both homes' roots.
+
+    Raises:
+        ConfigError: `workdir` is not empty.
+    """
+    if workdir.exists() and any(workdir.iterdir()):
+        raise ConfigError(f"{workdir} is not empty", hint="Give --keep an empty or new folder.")
+    workdir.mkdir(parents=True, exist_ok=True)
+    # Absolute, so the printed commands still find the key after they `cd` into the bundle.
+    workdir = workdir.resolve()
+    inside_root, outside_root = workdir / "inside-home", workdir / "outside-home"
+    init_home(inside_root, role="inside", name="secure-lab", passphrase=None)
+    init_home(outside_root, role="outside", name="dmz-licensing", passphrase=None)
+    inside, outside = Home.open(inside_root), Home.open(outside_root)
+    trust_site(inside, outside.card())
+    trust_site(outside, inside.card())
+    return workdir, inside_root, outside_root
 
 
 # --- what each device holds ----------------------------------------------------------------------
@@ -667,17 +677,8 @@ def run_portal_demo(workdir: Path, *, devices: int = 6, say: Say | None = None) 
     tell = say or (lambda _: None)
     if not 1 <= devices <= 5000:
         raise ConfigError("--devices must be between 1 and 5000")
-    if workdir.exists() and any(workdir.iterdir()):
-        raise ConfigError(f"{workdir} is not empty", hint="Give --keep an empty or new folder.")
-    workdir.mkdir(parents=True, exist_ok=True)
-    workdir = workdir.resolve()
-    inside_root, outside_root = workdir / "inside-home", workdir / "outside-home"
-
+    workdir, inside_root, outside_root = _two_homes(workdir)
     tell("1/7 creating an inside and an outside home (no API credentials) and exchanging cards")
-    init_home(inside_root, role="inside", name="secure-lab", passphrase=None)
-    init_home(outside_root, role="outside", name="dmz-licensing", passphrase=None)
-    trust_site(Home.open(inside_root), Home.open(outside_root).card())
-    trust_site(Home.open(outside_root), Home.open(inside_root).card())
 
     tell("2/7 starting the Cisco emulator (its CSSM portal endpoints) on 127.0.0.1")
     cisco = build_cisco_server(poll_delay=0.0).start()
